@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything ka, its lab and its tests need on a fresh Debian machine (run as root):
+# system packages with apt-get, Python packages in a venv at ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+  fdisk util-linux mount e2fsprogs xfsprogs dosfstools btrfs-progs mtools
+  iproute2 kmod tar zstd acl attr libcap2-bin udpcast dnsmasq-base
+  python3-venv
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/pip install -q -e '.[test]'
+echo "setup: ready (.venv/bin/ka)"

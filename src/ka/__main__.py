@@ -1,0 +1,5 @@
+import sys
+
+from ka.cli import main
+
+sys.exit(main())

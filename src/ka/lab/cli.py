@@ -243,4 +243,3 @@ def _leftover(name: str) -> LabNetwork | None:
     lab = LabNetwork(max(counts, default=1), name=name)
     lab.adopt()
     return lab
-

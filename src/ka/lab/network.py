@@ -33,6 +33,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -315,14 +316,9 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
 
 
 def _exists(pid: int) -> bool:
+    """True while `pid` runs; a zombie counts as gone (its parent reaps it, not us)."""
     try:
-        # A zombie child of ours still "exists"; reap it if it is ours.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

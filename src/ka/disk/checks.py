@@ -1,0 +1,208 @@
+"""Checks of a parsed desc: each line on its own, then the layout as a whole."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from ka.disk.layout import PartitionSpec, TableLabel
+from ka.disk.types import FILESYSTEMS, GPT_ROLES, LABEL_LIMITS, MBR_ROLES
+
+# problem(line, column, found, expected, hint)
+Report = Callable[[int, int, str, str, str], None]
+
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_VFAT_ID_RE = re.compile(r"^[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}$")
+
+
+def spec_problems(spec: PartitionSpec) -> list[tuple[str, str, str]]:
+    out: list[tuple[str, str, str]] = []
+    if spec.fs is not None and spec.fs not in FILESYSTEMS:
+        out.append(("fs", "a filesystem: " + ", ".join(FILESYSTEMS), "e.g. fs=ext4"))
+    if spec.kind == "extended" and (spec.fs or spec.mountpoint or spec.label or spec.uuid):
+        out.append(
+            (
+                "type",
+                "no filesystem on an extended partition",
+                "put the filesystem on a `logical` line",
+            )
+        )
+    if spec.type in ("bios", "lvm", "raid") and spec.fs:
+        out.append(
+            (
+                "fs",
+                f"no filesystem on a {spec.type} partition",
+                "drop fs= (the filesystem goes on the volume built over it)",
+            )
+        )
+    if spec.fs == "swap" and spec.mountpoint:
+        out.append(
+            ("mount", "no mount point for swap", "drop mount= (swap is activated, not mounted)")
+        )
+    if spec.type == "swap" and spec.fs != "swap":
+        out.append(
+            ("fs", "fs=swap (or nothing) on a swap partition", "use role `linux` for a filesystem")
+        )
+    if spec.mountpoint is not None:
+        mp = spec.mountpoint
+        if (
+            not mp.startswith("/")
+            or "//" in mp
+            or (mp != "/" and mp.endswith("/"))
+            or "/../" in mp + "/"
+            or "/./" in mp + "/"
+        ):
+            out.append(
+                (
+                    "mount",
+                    "an absolute, normalised mount point like /var",
+                    "no trailing slash, no . or ..",
+                )
+            )
+        elif spec.fs is None:
+            out.append(
+                (
+                    "mount",
+                    "a filesystem (fs=...) for a partition that has a mount point",
+                    "add e.g. fs=ext4",
+                )
+            )
+    if (
+        spec.label is not None
+        and spec.fs in LABEL_LIMITS
+        and len(spec.label.encode()) > LABEL_LIMITS[spec.fs]
+    ):
+        out.append(
+            (
+                "label",
+                f"a {spec.fs} label of at most {LABEL_LIMITS[spec.fs]} bytes",
+                "shorten the label",
+            )
+        )
+    if spec.uuid is not None:
+        valid = _UUID_RE.match(spec.uuid) or (spec.fs == "vfat" and _VFAT_ID_RE.match(spec.uuid))
+        if not valid:
+            out.append(
+                (
+                    "uuid",
+                    "a UUID like 0fc63daf-8483-4772-8e79-3d69d8477de4 (vfat: ABCD-1234)",
+                    "uuidgen prints one",
+                )
+            )
+    return out
+
+
+def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report) -> None:
+    if label == "gpt":
+        for s in specs:
+            if s.kind != "primary":
+                problem(
+                    s.line,
+                    1,
+                    s.kind,
+                    "no extended or logical partitions in a GPT label",
+                    "drop `extended` and `logical` (GPT has up to 128 partitions), "
+                    "or write `label dos`",
+                )
+            elif s.type not in GPT_ROLES and not _UUID_RE.match(s.type):
+                problem(
+                    s.line,
+                    1,
+                    s.type,
+                    "a type GPT can hold (a role name or a GUID)",
+                    f"MBR type {s.type} has no GPT equivalent known to ka: give a GPT type GUID",
+                )
+        if len(specs) > 128:
+            problem(
+                specs[128].line, 1, specs[128].type, "at most 128 partitions", "merge partitions"
+            )
+    else:
+        primaries = [s for s in specs if s.kind != "logical"]
+        if len(primaries) > 4:
+            problem(
+                primaries[4].line,
+                1,
+                primaries[4].type,
+                "at most 4 primary partitions (extended included) in an MBR",
+                "put the others as `logical` inside an `extended` partition",
+            )
+        extended = [s for s in specs if s.kind == "extended"]
+        if len(extended) > 1:
+            problem(
+                extended[1].line,
+                1,
+                "extended",
+                "a single extended partition",
+                "put all logicals in the first one",
+            )
+        seen_extended = False
+        for s in specs:
+            if s.kind == "extended":
+                seen_extended = True
+            elif s.kind == "logical" and not seen_extended:
+                problem(
+                    s.line,
+                    1,
+                    "logical",
+                    "an `extended` line before the first `logical` line",
+                    "add e.g. `extended fill` above",
+                )
+            if s.type not in MBR_ROLES and not s.type.startswith("type"):
+                problem(
+                    s.line,
+                    1,
+                    s.type,
+                    "a type an MBR can hold",
+                    "GPT type GUIDs and `bios` need `label gpt`",
+                )
+        for kind in (("primary", "extended"), ("logical",)):
+            fills = [s for s in specs if s.kind in kind and s.size.kind == "fill"]
+            for s in fills[1:]:
+                problem(
+                    s.line,
+                    1,
+                    "fill",
+                    "one `fill` per level",
+                    f"line {fills[0].line} already takes the rest",
+                )
+    if label == "gpt":
+        fills = [s for s in specs if s.size.kind == "fill"]
+        for s in fills[1:]:
+            problem(
+                s.line,
+                1,
+                "fill",
+                "one `fill` partition",
+                f"line {fills[0].line} already takes the rest",
+            )
+    seen: dict[str, int] = {}
+    for s in specs:
+        if s.mountpoint:
+            if s.mountpoint in seen:
+                problem(
+                    s.line,
+                    1,
+                    s.mountpoint,
+                    "each mount point once",
+                    f"{s.mountpoint} is already on line {seen[s.mountpoint]}",
+                )
+            seen.setdefault(s.mountpoint, s.line)
+    roots = [s for s in specs if s.root]
+    for s in roots[1:]:
+        problem(
+            s.line,
+            1,
+            "root",
+            "a single root partition",
+            f"line {roots[0].line} is already the root",
+        )
+    if label == "dos":
+        boots = [s for s in specs if s.boot]
+        for s in boots[1:]:
+            problem(
+                s.line,
+                1,
+                "boot",
+                "a single bootable partition",
+                f"line {boots[0].line} is already bootable",
+            )

@@ -1,0 +1,163 @@
+"""The desc data model: `Size`, `PartitionSpec` (one desc line) and `Layout` (a whole disk).
+
+`to_desc()` writes the canonical desc text; parsing it back gives an equal value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+
+TableLabel = Literal["gpt", "dos"]
+Kind = Literal["primary", "extended", "logical"]
+
+_UNITS: dict[str, int] = {
+    "b": 1,
+    "k": KIB,
+    "kib": KIB,
+    "m": MIB,
+    "mib": MIB,
+    "g": GIB,
+    "gib": GIB,
+    "t": TIB,
+    "tib": TIB,
+}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([A-Za-z]*|%)$")
+
+
+@dataclass(frozen=True)
+class Size:
+    """A partition size: exact bytes, a percentage of the disk (in hundredths), or fill."""
+
+    kind: Literal["bytes", "percent", "fill"]
+    value: int = 0
+
+    @classmethod
+    def of_bytes(cls, n: int) -> Size:
+        return cls("bytes", n)
+
+    @classmethod
+    def mib(cls, n: int) -> Size:
+        return cls("bytes", n * MIB)
+
+    @classmethod
+    def fill(cls) -> Size:
+        return cls("fill")
+
+    @classmethod
+    def percent(cls, hundredths: int) -> Size:
+        return cls("percent", hundredths)
+
+    def to_desc(self) -> str:
+        if self.kind == "fill":
+            return "fill"
+        if self.kind == "percent":
+            whole, frac = divmod(self.value, 100)
+            return f"{whole}%" if frac == 0 else f"{whole}.{frac:02d}".rstrip("0") + "%"
+        for unit, factor in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+            if self.value % factor == 0:
+                return f"{self.value // factor}{unit}"
+        return f"{self.value}B"
+
+
+def parse_size(token: str) -> Size:
+    """Parse a desc size; a plain number is MiB, as in the original. Raises ValueError."""
+    if token.lower() == "fill":
+        return Size.fill()
+    m = _SIZE_RE.match(token)
+    if not m:
+        raise ValueError(token)
+    number, unit = m.group(1), m.group(2)
+    try:
+        amount = Decimal(number)
+    except InvalidOperation as e:
+        raise ValueError(token) from e
+    if unit == "%":
+        hundredths = amount * 100
+        if hundredths != hundredths.to_integral_value() or not 0 < hundredths <= 10000:
+            raise ValueError(token)
+        return Size.percent(int(hundredths))
+    factor = MIB if unit == "" else _UNITS.get(unit.lower())
+    if factor is None:
+        raise ValueError(token)
+    n = int(amount * factor)
+    if n <= 0:
+        raise ValueError(token)
+    return Size.of_bytes(n)
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """One desc line. `type` is the canonical type token (linux, swap, esp, ..., type7, a GUID)."""
+
+    type: str
+    size: Size
+    kind: Kind = "primary"
+    fs: str | None = None
+    mountpoint: str | None = None
+    label: str | None = None
+    options: str | None = None
+    name: str | None = None
+    uuid: str | None = None
+    boot: bool = False
+    root: bool = False
+    line: int = field(default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Normalised here so that parse(to_desc(x)) == x whatever way a layout was built.
+        if self.type == "swap" and self.fs is None:
+            object.__setattr__(self, "fs", "swap")
+        if self.mountpoint == "/":
+            object.__setattr__(self, "root", True)
+
+    def to_desc(self) -> str:
+        words = ["logical"] if self.kind == "logical" else []
+        words += [self.type, self.size.to_desc()]
+        if self.fs and not (self.type == "swap" and self.fs == "swap"):
+            words.append(f"fs={self.fs}")
+        for key, value in (
+            ("mount", self.mountpoint),
+            ("label", self.label),
+            ("name", self.name),
+            ("options", self.options),
+            ("uuid", self.uuid),
+        ):
+            if value is not None:
+                words.append(f"{key}={value}")
+        if self.boot:
+            words.append("boot")
+        if self.root and self.mountpoint != "/":
+            words.append("root")
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A whole disk as a desc: the label type and the partitions in desc order."""
+
+    label: TableLabel
+    partitions: tuple[PartitionSpec, ...]
+
+    def to_desc(self) -> str:
+        lines = [f"label {self.label}"] + [p.to_desc() for p in self.partitions]
+        return "\n".join(lines) + "\n"
+
+    def numbered(self) -> list[tuple[int, PartitionSpec]]:
+        """Partition numbers as the table will have them (MBR logicals start at 5)."""
+        out: list[tuple[int, PartitionSpec]] = []
+        primary, logical = 0, 4
+        for spec in self.partitions:
+            if spec.kind == "logical":
+                logical += 1
+                out.append((logical, spec))
+            else:
+                primary += 1
+                out.append((primary, spec))
+        return out

@@ -35,6 +35,12 @@ IDENTITY_FILES = (
     "etc/ssh/ssh_host_ed25519_key.pub",
 )
 
+# Files the fix-ups remove: persistent network rules and DHCP leases.
+REMOVED_BY_FIXUPS = (
+    "etc/udev/rules.d/70-persistent-net.rules",
+    "var/lib/dhcp/dhclient.eth0.leases",
+)
+
 # A fixed timestamp (2024-01-02 03:04:05 UTC) so that mtimes can be compared when asked.
 FIXED_MTIME = 1704164645
 
@@ -179,6 +185,9 @@ def _identity(b: _Builder) -> None:
         b.file(f"etc/ssh/ssh_host_{kind}_key.pub",
                data=f"ssh-{kind} {key[:40]} root@{b.spec.hostname}\n".encode())
     b.file("etc/ssh/sshd_config", data=b"PermitRootLogin prohibit-password\n")
+    b.file(REMOVED_BY_FIXUPS[0], data=b'SUBSYSTEM=="net", ATTR{address}=="52:54:00:12:34:56", '
+                                      b'NAME="eth0"\n')
+    b.file(REMOVED_BY_FIXUPS[1], data=b"lease { fixed-address 192.0.2.10; }\n")
     b.kinds.add("identity")
 
 

@@ -1,0 +1,350 @@
+"""`ka lab clone`: a whole clone, end to end, on one machine.
+
+A lab network (golden node + N nodes, each a network namespace), a golden disk (a sparse file
+on a loop device, GPT: ESP vfat, / ext4, /var xfs, swap) holding the golden tree, N blank
+disks; `ka clone` runs in the golden namespace, `ka install` in every node namespace; then
+every clone is verified against the golden disk and everything is torn down, also on failure
+or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ka.errors import KaError, UsageError
+from ka.lab.checks import check_identities
+from ka.lab.disks import (
+    Image,
+    attached_image,
+    expected_partitions,
+    fill_esp,
+    format_golden,
+    fstab_entries,
+    golden_desc,
+    min_disk_size,
+    mounted_tree,
+)
+from ka.lab.golden import GoldenSpec, build_tree, write_fstab
+from ka.lab.network import LabNetwork, unique_name
+from ka.lab.report import LabCloneReport, NodeOutcome, install_report, summary_table
+from ka.lab.verdict import FIXED_UP, GoldenReference, judge_node
+from ka.lab.verify import digest_tree
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+HOSTNAMES = "node{n:02d}"
+
+
+@dataclass(frozen=True)
+class LabCloneOptions:
+    nodes: int = 3
+    rate: str | None = "1gbit"
+    size: int = 1 * GiB                       # golden disk; node disks the same unless given
+    data_bytes: int = 128 * MiB               # regular file data in the golden tree
+    small_files: int = 3000
+    key: bool = True                          # run the sessions with a session key
+    keep: bool = False                        # keep the work directory (images, logs)
+    node_sizes: tuple[tuple[int, int], ...] = ()   # (node index, disk size) overrides
+    excludes: tuple[str, ...] = ()            # absolute paths in the clone (`ka clone -x`)
+    raw_esp: bool = True                      # send the ESP as a raw partition (`ka clone -D`)
+    compress: str | None = None
+    kill_node: int | None = None              # SIGKILL this node once its extraction runs
+    timeout: float = 900.0                    # whole clone, seconds
+    workdir: Path | None = None
+    extra_clone_args: tuple[str, ...] = ()
+
+    def node_size(self, index: int) -> int:
+        return dict(self.node_sizes).get(index, self.size)
+
+
+Step = Callable[[str], None]
+
+
+def lab_clone(options: LabCloneOptions, on_step: Step | None = None) -> LabCloneReport:
+    """Run one lab clone and return what happened on every node, verified."""
+    if os.geteuid() != 0:
+        raise KaError("the lab needs root (namespaces, loop devices, mounts)",
+                      hint="run it as root, e.g. with sudo")
+    step = on_step or (lambda _msg: None)
+    desc = golden_desc(options.size)
+    if options.size < min_disk_size(desc):
+        raise UsageError(f"a golden disk of {options.size // MiB} MiB is too small for the lab "
+                         "layout", hint=f"use --size {min_disk_size(desc) // MiB + 1}MiB or more")
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="ka-lab-clone-", dir="/var/tmp"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            return _run(options, desc, workdir, stack, step, started)
+    finally:
+        if not options.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.ExitStack,
+         step: Step, started: float) -> LabCloneReport:
+    (workdir / "golden.desc").write_text(desc)
+    golden_expected = expected_partitions(desc, options.size)
+    step(f"golden disk: {options.size // MiB} MiB, GPT: ESP vfat, / ext4, /var xfs, swap")
+    golden = stack.enter_context(attached_image(workdir / "golden.img", options.size))
+    format_golden(golden, desc)
+    root = stack.enter_context(mounted_tree(golden, golden_expected, workdir / "golden",
+                                            read_only=False))
+    spec = GoldenSpec(data_bytes=options.data_bytes, small_files=options.small_files)
+    tree = build_tree(root, spec)
+    esp = next(p for p in golden_expected if p.fstype == "vfat")
+    fill_esp(golden.partition(esp.number))
+    fstab = write_fstab(root, fstab_entries(golden, golden_expected))
+    os.sync()
+    excluded = tuple(x.strip("/") for x in options.excludes)
+    reference = GoldenReference(
+        root=root, digest=digest_tree(root, prune=excluded, ignore=FIXED_UP), fstab=fstab,
+        machine_id=(root / "etc/machine-id").read_text().strip(),
+        esp_device=golden.partition(esp.number), excluded=excluded, raw_esp=options.raw_esp)
+    step(f"golden tree: {tree.files} files, {tree.data_bytes / MiB:.0f} MiB of data, "
+         f"kinds: {', '.join(sorted(tree.kinds))}")
+
+    images: dict[int, Image] = {}
+    for i in range(1, options.nodes + 1):
+        images[i] = stack.enter_context(
+            attached_image(workdir / f"node{i}.img", options.node_size(i)))
+    key_file = workdir / "session.key"
+    if options.key:
+        key_file.write_bytes(secrets.token_bytes(32))
+        key_file.chmod(0o600)
+
+    lab = stack.enter_context(LabNetwork(options.nodes, rate=options.rate, name=unique_name()))
+    step(f"lab network up: golden + {options.nodes} nodes, links {options.rate or 'unshaped'}")
+    prefix = f"lab{os.getpid()}"
+    drive = os.path.basename(golden.device)
+    clone_argv = _clone_argv(options, prefix, drive, workdir, golden, esp.number, key_file, root)
+    procs = _Processes(stack)
+    t0 = time.monotonic()
+    for i, image in images.items():
+        target = workdir / f"node{i}" / "target"
+        target.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "ka", "install", "--session-prefix", prefix,
+                "--disk", f"{drive}={image.device}", "--target", str(target)]
+        if options.key:
+            argv += ["--key-file", str(key_file)]
+        procs.start(f"node{i}", lab.argv(i, argv), workdir / f"node{i}.log")
+    step(f"ka install started on {options.nodes} nodes; ka clone on the golden node")
+    procs.start("golden", lab.argv(0, clone_argv), workdir / "golden.log")
+    killed = procs.wait(t0 + options.timeout,
+                        f"node{options.kill_node}" if options.kill_node else None)
+    clone_seconds = time.monotonic() - t0
+    golden_status = procs.status("golden")
+    step(f"ka clone exited with status {golden_status} after {clone_seconds:.1f} s")
+
+    outcomes = []
+    assigned = [HOSTNAMES.format(n=n) for n in range(1, options.nodes + 1)]
+    for i, image in images.items():
+        name = f"node{i}"
+        status = procs.status(name)
+        log = procs.log(name)
+        report = install_report(log)
+        verdict = None
+        if status == 0:
+            step(f"verifying {name}")
+            expected = expected_partitions(desc, image.size)
+            verdict = judge_node(name, image, expected, reference, assigned,
+                                 workdir / name / "check")
+        outcomes.append(NodeOutcome(
+            node=name, status=status, killed=name == killed, seconds=procs.seconds(name),
+            report=report, log_tail=_tail(log), verdict=verdict))
+    verified = [o.verdict for o in outcomes if o.verdict is not None]
+    identities = check_identities(reference.machine_id,
+                                  {v.node: v.machine_id for v in verified})
+    return LabCloneReport(
+        nodes=tuple(outcomes), golden_status=golden_status, golden_log_tail=_tail(
+            procs.log("golden")), identities=identities, seconds=time.monotonic() - started,
+        clone_seconds=clone_seconds, data_bytes=tree.data_bytes, files=tree.files,
+        rate=options.rate, workdir=str(workdir) if options.keep else None,
+        clone_argv=tuple(clone_argv))
+
+
+def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path, golden: Image,
+                esp_number: int, key_file: Path, root: Path) -> list[str]:
+    argv = [sys.executable, "-m", "ka", "clone", "--nodes", str(options.nodes),
+            "--root", str(root), "--desc", f"{drive}={workdir / 'golden.desc'}",
+            "--hostnames", HOSTNAMES, "--session-prefix", prefix]
+    if options.key:
+        argv += ["--key-file", str(key_file)]
+    if options.raw_esp:
+        argv += ["--raw", golden.partition(esp_number)]
+    for path in options.excludes:
+        argv += ["--exclude", path]
+    if options.compress:
+        argv += ["--compress", options.compress]
+    return argv + list(options.extra_clone_args)
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@dataclass
+class _Proc:
+    popen: subprocess.Popen[bytes]
+    log: Path
+    started: float
+    ended: float | None = None
+
+
+@dataclass
+class _Processes:
+    """The lab's `ka` processes, each in its own process group so it can be ended whole."""
+
+    stack: contextlib.ExitStack
+    procs: dict[str, _Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stack.callback(self.end_all)
+
+    def start(self, name: str, argv: list[str], log: Path) -> None:
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = _Proc(popen, log, time.monotonic())
+
+    def wait(self, deadline: float, kill: str | None) -> str | None:
+        """Wait for every process until `deadline`; SIGKILL `kill` once it extracts."""
+        killed = None
+        while time.monotonic() < deadline:
+            running = False
+            for proc in self.procs.values():
+                if proc.ended is None and proc.popen.poll() is not None:
+                    proc.ended = time.monotonic()
+                running = running or proc.ended is None
+            if not running:
+                return killed
+            if kill and killed is None and kill in self.procs:
+                victim = self.procs[kill].popen
+                if victim.poll() is None and _extracting(victim.pid):
+                    os.killpg(victim.pid, signal.SIGKILL)
+                    killed = kill
+            time.sleep(0.05)
+        self.end_all()
+        return killed
+
+    def end_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(timeout=5)
+            if proc.ended is None:
+                proc.ended = time.monotonic()
+
+    def status(self, name: str) -> int | None:
+        return self.procs[name].popen.returncode
+
+    def seconds(self, name: str) -> float:
+        p = self.procs[name]
+        return (p.ended or time.monotonic()) - p.started
+
+    def log(self, name: str) -> str:
+        return self.procs[name].log.read_text(errors="replace")
+
+
+def _children() -> dict[int, list[tuple[int, str]]]:
+    tree: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        tree.setdefault(ppid, []).append((int(entry), comm))
+    return tree
+
+
+def _extracting(pid: int) -> bool:
+    """True when a `tar` runs below `pid`: the node is in the filesystem session."""
+    tree = _children()
+    todo = [pid]
+    for _ in range(10000):
+        if not todo:
+            break
+        for child, comm in tree.get(todo.pop(), []):
+            if comm == "tar":
+                return True
+            todo.append(child)
+    return False
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _size(text: str) -> int:
+    units = {"": MiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB}
+    t = text.strip().lower()
+    number = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(number):]
+    if unit not in units or not number:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 1GiB or 800MiB")
+    return int(float(number) * units[unit])
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    p = subparsers.add_parser(
+        "clone", help="clone a golden disk onto N lab nodes, verify every clone, tear down",
+        description=(
+            "Build a lab network and a golden disk (GPT: ESP vfat, / ext4, /var xfs, swap) "
+            "holding a tree with every kind of file a clone must keep; run `ka clone` on the "
+            "golden node and `ka install` on N nodes with blank disks; verify every clone "
+            "(tree digest with metadata, partition table, fstab UUIDs, machine-ids, host "
+            "names); print a summary; remove everything."))
+    p.add_argument("--nodes", "-n", type=int, default=3, metavar="N", help="nodes (default 3)")
+    p.add_argument("--rate", default="1gbit", metavar="RATE",
+                   help="link rate: 100mbit, 1gbit or none (default 1gbit)")
+    p.add_argument("--size", type=_size, default=1 * GiB, metavar="SIZE",
+                   help="size of every disk (default 1GiB)")
+    p.add_argument("--data", type=_size, default=128 * MiB, metavar="SIZE",
+                   help="file data in the golden tree (default 128MiB)")
+    p.add_argument("--exclude", "-x", action="append", default=[], metavar="DIR",
+                   help="directory of the golden tree not to clone (repeatable)")
+    p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work directory (disk images, logs) for inspection")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--key", dest="key", action="store_true", default=True,
+                     help="run the sessions with a session key (default)")
+    key.add_argument("--no-key", dest="key", action="store_false", help="run open sessions")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    options = LabCloneOptions(
+        nodes=args.nodes, rate=None if args.rate == "none" else args.rate, size=args.size,
+        data_bytes=args.data, key=args.key, keep=args.keep, excludes=tuple(args.exclude),
+        compress=args.compress)
+    if options.data_bytes > options.size // 2:
+        raise UsageError("the golden tree's data does not fit the disk",
+                         hint="give a larger --size or a smaller --data")
+    report = lab_clone(options, on_step=lambda msg: print(f"ka lab clone: {msg}", flush=True))
+    print(summary_table(report))
+    return 0 if report.ok else 1
+

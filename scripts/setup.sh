@@ -8,6 +8,7 @@ packages=(
   fdisk util-linux mount e2fsprogs xfsprogs dosfstools btrfs-progs mtools
   iproute2 kmod tar zstd acl attr libcap2-bin udpcast dnsmasq-base
   python3-venv
+  pxelinux syslinux-common grub-efi-amd64-bin ipxe busybox-static cpio tftp-hpa
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -60,6 +60,10 @@ PACKAGES: dict[str, str] = {
     "zstd": "zstd",
     "qemu-system-x86_64": "qemu-system-x86",
     "debootstrap": "debootstrap",
+    "grub-mkimage": "grub-common",
+    "busybox": "busybox-static",
+    "cpio": "cpio",
+    "tftp": "tftp-hpa",
 }
 
 

@@ -54,12 +54,25 @@ class NodeOutcome:
         return "ok" if self.status == 0 else f"failed ({self.status})"
 
     @property
+    def install_report(self) -> dict[str, Any] | None:
+        """The report the node kept in its clone, else the one it printed."""
+        if self.verdict is not None and self.verdict.report is not None:
+            return self.verdict.report
+        return self.report
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        report = self.install_report or {}
+        steps = report.get("steps", [])
+        return [s for s in steps if isinstance(s, dict)]
+
+    @property
     def bytes(self) -> int:
-        if self.report:
-            value = self.report.get("bytes")
-            if isinstance(value, int):
-                return value
-        return 0
+        moved = sum(int(s.get("bytes") or 0) for s in self.steps)
+        if moved:
+            return moved
+        value = (self.install_report or {}).get("bytes")
+        return value if isinstance(value, int) else 0
 
     @property
     def reason(self) -> str:

@@ -6,10 +6,12 @@ The node's disk is mounted read-only here, in the root mount namespace: the moun
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ka.lab.checks import (
     Check,
@@ -25,7 +27,8 @@ from ka.lab.golden import IDENTITY_FILES, REMOVED_BY_FIXUPS
 from ka.lab.verify import TreeDiff, TreeDigest, compare, digest_tree
 
 # What `ka install` leaves in the clone on purpose: its own report and log.
-INSTALL_RECORDS = ("var/log/ka", "var/log/ka/*", "var/lib/ka", "var/lib/ka/*")
+INSTALL_RECORDS = ("var/log/ka-install.json", "var/log/ka", "var/log/ka/*")
+REPORT_PATH = "var/log/ka-install.json"
 FIXED_UP = IDENTITY_FILES + REMOVED_BY_FIXUPS + INSTALL_RECORDS
 
 
@@ -49,6 +52,7 @@ class NodeVerdict:
     hostname: str = ""
     tree: TreeDiff | None = None
     checks: tuple[Check, ...] = field(default=())
+    report: dict[str, Any] | None = None      # the install report kept in the clone
 
     @property
     def ok(self) -> bool:
@@ -80,6 +84,7 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
         left = [p for p in REMOVED_BY_FIXUPS if os.path.lexists(root / p)]
         checks.append(Check("network identity removed", not left,
                             f"still there: {', '.join(left)}" if left else ""))
+        report = _report(root / REPORT_PATH)
         full = [d for d in golden.excluded if (root / d).is_dir() and any((root / d).iterdir())]
         checks.append(Check("excluded directories empty", not full,
                             f"not empty: {', '.join(full)}" if full
@@ -87,7 +92,15 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
     esp = next((p for p in expected if p.fstype == "vfat"), None)
     if esp is not None:
         checks.append(check_esp(golden.esp_device, image.partition(esp.number), golden.raw_esp))
-    return NodeVerdict(node, machine_id, hostname, tree, tuple(checks))
+    return NodeVerdict(node, machine_id, hostname, tree, tuple(checks), report)
+
+
+def _report(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _read(path: Path) -> str:

@@ -223,9 +223,10 @@ def _down(args: argparse.Namespace) -> int:
     try:
         lab = state.load(name)
     except state.LabNotFound:
-        lab = _leftover(name)
-        if lab is None:
+        leftover = _leftover(name)
+        if leftover is None:
             raise
+        lab = leftover
     lab.down()
     state.forget(name)
     print(f"lab '{name}' removed")

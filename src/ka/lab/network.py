@@ -202,6 +202,11 @@ class LabNetwork:
         """Build the switch, the hosts, their links and shaping; on any failure remove it all."""
         if self._owned:
             raise LabError(f"lab {self.name} is already up")
+        if os.geteuid() != 0:
+            raise LabError(
+                "building a lab needs root (network namespaces, links, qdiscs)",
+                hint="run it as root, e.g. with sudo",
+            )
         taken = existing_namespaces() & set(self.namespaces)
         if taken:
             raise LabError(

@@ -1,0 +1,197 @@
+"""`ka desc probe|check|apply`: describe disks, check a desc, apply it to a disk."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ka.disk.apply import Step, apply_plan
+from ka.disk.desc import parse_desc
+from ka.disk.devices import disk_size, sector_size
+from ka.disk.layout import Layout, parse_size
+from ka.disk.plan import plan_layout
+from ka.disk.probe import probe_disks
+from ka.errors import UsageError
+
+DESC_DESCRIPTION = """\
+A desc file describes the partitions of one disk, one line per partition, in order:
+
+    label gpt
+    esp   512MiB fs=vfat mount=/boot/efi
+    linux 20GiB  fs=ext4 mount=/ label=root
+    swap  2GiB
+    linux fill   fs=xfs  mount=/var
+
+Files in the original ka-deploy syntax (`linux 3500`, `extended fill`, `logical swap 500`,
+`logical linux fill`; sizes in MiB) still work and mean an MBR (dos) label.
+See docs/desc.md for the whole language."""
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    desc = subparsers.add_parser(
+        "desc",
+        help="partition descriptions: probe disks, check a desc, apply it to a disk",
+        description=DESC_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    desc.set_defaults(func=lambda args: _help(desc))
+    sub = desc.add_subparsers(dest="desc_command", metavar="DESC_COMMAND")
+
+    probe = sub.add_parser(
+        "probe",
+        help="print the disks of this machine (or the given ones) as desc files",
+        description="Describe disks as desc files, from lsblk, sfdisk, blkid -p and findmnt. "
+        "Without DISK, every disk of the machine (not loop devices). The last partition of "
+        "a disk becomes `fill` when it reaches the end, so the desc fits other disk sizes.",
+    )
+    probe.add_argument("disks", nargs="*", metavar="DISK", help="e.g. /dev/sda /dev/nvme0n1")
+    probe.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write the desc to FILE (one DISK only) instead of stdout",
+    )
+    probe.set_defaults(func=_probe)
+
+    check = sub.add_parser(
+        "check",
+        help="validate a desc file and print the resolved plan for a disk",
+        description="Validate FILE. With --disk or --size, also place every partition "
+        "(1 MiB aligned) and print start, size, type, filesystem and mount point in MiB and "
+        "sectors, or fail when the layout does not fit. Nothing is written.",
+    )
+    check.add_argument("file", metavar="FILE", help="the desc file ('-' for stdin)")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument("--disk", metavar="DEV", help="plan for this disk's size and sector size")
+    where.add_argument(
+        "--size",
+        metavar="SIZE",
+        help="plan for a disk of SIZE (e.g. 8GiB, 500GiB, 2TiB; plain = MiB)",
+    )
+    check.add_argument(
+        "--sector-size",
+        type=int,
+        default=512,
+        metavar="BYTES",
+        help="logical sector size with --size (default 512)",
+    )
+    check.set_defaults(func=_check)
+
+    apply = sub.add_parser(
+        "apply",
+        help="partition, format and optionally mount a disk as a desc says",
+        description="Wipe the old signatures of DISK, write the partition table with an sfdisk "
+        "script, create the partition device nodes when there is no udev, create every "
+        "filesystem with its label and UUID, and with --target mount the tree under DIR, "
+        "parents first. Refuses a disk that holds a mounted filesystem, active swap or the "
+        "running root, and a disk that is too small, before changing anything. DESTROYS "
+        "everything on DISK: without --yes it asks on a terminal, and refuses otherwise.",
+    )
+    apply.add_argument("file", metavar="FILE", help="the desc file ('-' for stdin)")
+    apply.add_argument("disk", metavar="DISK", help="the whole disk, e.g. /dev/sdb, /dev/loop0")
+    apply.add_argument(
+        "--target", metavar="DIR", help="mount the new filesystems under DIR (DIR/, DIR/var, ...)"
+    )
+    apply.add_argument(
+        "--dry-run",
+        "-n",
+        action="store_true",
+        help="print every command that would run, change nothing",
+    )
+    apply.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask before destroying the contents of DISK"
+    )
+    apply.set_defaults(func=_apply)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _read_layout(path: str) -> Layout:
+    if path == "-":
+        return parse_desc(sys.stdin.read(), "<stdin>")
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from e
+    return parse_desc(text, path)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    reports = probe_disks(args.disks or None)
+    if args.output and len(reports) != 1:
+        raise UsageError("--output needs exactly one DISK")
+    chunks = []
+    for r in reports:
+        head = f"# {r.device}: {r.size // (1024 * 1024)} MiB, {r.sector_size}-byte sectors"
+        if r.note:
+            head += f"; {r.note}"
+        chunks.append(head + "\n" + (r.layout.to_desc() if r.layout.partitions else ""))
+    text = "\n".join(chunks)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    layout = _read_layout(args.file)
+    if args.disk:
+        plan = plan_layout(layout, disk_size(args.disk), sector_size(args.disk))
+    elif args.size:
+        try:
+            size = parse_size(args.size)
+        except ValueError:
+            raise UsageError(
+                f"--size {args.size}: not a size", hint="e.g. 8GiB or 500GiB"
+            ) from None
+        if size.kind != "bytes":
+            raise UsageError(f"--size {args.size}: give an absolute size", hint="e.g. 8GiB")
+        plan = plan_layout(layout, size.value, args.sector_size)
+    else:
+        print(f"{args.file}: ok, label {layout.label}, {len(layout.partitions)} partitions")
+        print(layout.to_desc(), end="")
+        return 0
+    print(plan.describe())
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    layout = _read_layout(args.file)
+    plan = plan_layout(layout, disk_size(args.disk), sector_size(args.disk))
+    if args.dry_run:
+        result = apply_plan(plan, args.disk, target=args.target, dry_run=True)
+        print(plan.describe())
+        print("\ncommands:")
+        for step in result.steps:
+            print(step.command_line())
+        return 0
+    if not args.yes:
+        if args.file == "-" or not sys.stdin.isatty():
+            raise UsageError(
+                f"refusing to erase {args.disk} without --yes (stdin is not a terminal)",
+                hint="check with --dry-run, then add --yes",
+            )
+        print(plan.describe())
+        answer = input(f"Erase everything on {args.disk} and apply this layout? Type 'yes': ")
+        if answer.strip() != "yes":
+            print("nothing done")
+            return 1
+
+    def progress(step: Step) -> None:
+        print(f"ka: {step.description}", file=sys.stderr)
+
+    result = apply_plan(plan, args.disk, target=args.target, on_step=progress)
+    for p in result.partitions:
+        print(
+            f"{p.devnode}  {p.fstype or '-'}  uuid={p.uuid or '-'}  label={p.label or '-'}"
+            f"  {p.mountpoint or ''}".rstrip()
+        )
+    for path in result.mounted:
+        print(f"mounted {path}")
+    return 0

@@ -215,9 +215,12 @@ class _Processes:
         self.stack.callback(self.end_all)
 
     def start(self, name: str, argv: list[str], log: Path) -> None:
+        # In the work directory: whatever a process writes to its current directory (the
+        # golden node keeps the nodes' logs there) stays with the run.
         with open(log, "wb") as out:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     cwd=log.parent)
         self.procs[name] = _Proc(popen, log, time.monotonic())
 
     def wait(self, deadline: float, kill: str | None) -> str | None:
@@ -344,7 +347,13 @@ def handler(args: argparse.Namespace) -> int:
     if options.data_bytes > options.size // 2:
         raise UsageError("the golden tree's data does not fit the disk",
                          hint="give a larger --size or a smaller --data")
+    # A SIGTERM tears the lab down like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     report = lab_clone(options, on_step=lambda msg: print(f"ka lab clone: {msg}", flush=True))
     print(summary_table(report))
     return 0 if report.ok else 1
 
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,121 @@
+"""Authenticated connections: the handshake on a socket, then length-prefixed JSON messages.
+
+Every message is `length(4) | JSON | mac(16)`; the MAC covers a per-direction sequence
+number (see ka.transport.auth). Anything that does not follow the protocol raises
+ProtocolError, which callers turn into "drop this connection".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+from typing import Any
+
+from ka.transport import auth
+from ka.transport.errors import ProtocolError
+
+HANDSHAKE_TIMEOUT = 3.0
+MAX_MESSAGE = 4 * 1024 * 1024
+_LEN = struct.Struct("<I")
+
+
+class KeyMismatch(ProtocolError):
+    """The peer answered the handshake but does not hold our session key."""
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise ProtocolError("connection closed by peer")
+        got += k
+    return bytes(buf)
+
+
+def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
+    got, n = 0, len(view)
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise ProtocolError("connection closed by peer")
+        got += k
+
+
+class Channel:
+    """One authenticated, ordered message stream over a connected socket (thread-safe send)."""
+
+    def __init__(self, sock: socket.socket, conn_key: bytes, initiator: bool) -> None:
+        self.sock = sock
+        self._key = conn_key
+        self._out_dir, self._in_dir = (b">", b"<") if initiator else (b"<", b">")
+        self._out_seq = 0
+        self._in_seq = 0
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def send(self, kind: str, **fields: Any) -> None:
+        payload = json.dumps({"t": kind, **fields}, separators=(",", ":")).encode()
+        with self._lock:
+            mac = auth.message_mac(self._key, self._out_dir, self._out_seq, payload)
+            self._out_seq += 1
+            self.sock.sendall(_LEN.pack(len(payload)) + payload + mac)
+
+    def recv(self) -> dict[str, Any]:
+        """Next message; raises ProtocolError on EOF, forgery or garbage, OSError/timeout as is."""
+        (length,) = _LEN.unpack(recv_exact(self.sock, _LEN.size))
+        if length > MAX_MESSAGE:
+            raise ProtocolError(f"control message of {length} bytes")
+        body = recv_exact(self.sock, length + auth.MSG_MAC_LEN)
+        payload, mac = body[:length], body[length:]
+        if mac != auth.message_mac(self._key, self._in_dir, self._in_seq, payload):
+            raise ProtocolError("control message failed authentication")
+        self._in_seq += 1
+        try:
+            msg = json.loads(payload)
+        except ValueError as e:
+            raise ProtocolError("malformed control message") from e
+        if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+            raise ProtocolError("malformed control message")
+        return msg
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def initiate(sock: socket.socket, root: bytes, kind: bytes) -> Channel:
+    """Client side of the handshake. Raises KeyMismatch or ProtocolError."""
+    nonce_i = os.urandom(auth.NONCE_LEN)
+    sock.settimeout(HANDSHAKE_TIMEOUT)
+    sock.sendall(auth.hello(kind, nonce_i))
+    nonce_r = auth.check_challenge(root, kind, nonce_i, recv_exact(sock, auth.CHALLENGE_LEN))
+    if nonce_r is None:
+        raise KeyMismatch("the peer does not hold the same session key")
+    sock.sendall(auth.answer(root, kind, nonce_i, nonce_r))
+    sock.settimeout(None)
+    return Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r), initiator=True)
+
+
+def respond(sock: socket.socket, root: bytes, kinds: tuple[bytes, ...]) -> tuple[bytes, Channel]:
+    """Server side: within HANDSHAKE_TIMEOUT, or ProtocolError (stray or keyless peer)."""
+    sock.settimeout(HANDSHAKE_TIMEOUT)
+    parsed = auth.parse_hello(recv_exact(sock, auth.HELLO_LEN))
+    if parsed is None or parsed[0] not in kinds:
+        raise ProtocolError("not a ka connection")
+    kind, nonce_i = parsed
+    nonce_r = os.urandom(auth.NONCE_LEN)
+    sock.sendall(auth.challenge(root, kind, nonce_i, nonce_r))
+    if not auth.check_answer(root, kind, nonce_i, nonce_r, recv_exact(sock, auth.PROOF_LEN)):
+        raise KeyMismatch("the peer does not hold the session key")
+    sock.settimeout(None)
+    return kind, Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r), initiator=False)

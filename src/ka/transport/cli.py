@@ -1,0 +1,162 @@
+"""`ka send` and `ka receive`: the transport command line (the only part that prints)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ka.errors import UsageError
+from ka.transport.endpoints import CommandSink, CommandSource, FileSink, FileSource, Sink, Source
+from ka.transport.options import (
+    DEFAULT_PORT,
+    Event,
+    ReceiveOptions,
+    SendOptions,
+    SessionReport,
+)
+from ka.transport.receiver import receive
+from ka.transport.sender import send
+from ka.transport.view import EventView
+
+_SIZE = re.compile(r"^(\d+)\s*([kmgKMG]?)(i?[bB]?)$")
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M, 1G, 1048576)")
+    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    return int(m.group(1)) * factor
+
+
+def read_key(path: str | None) -> bytes | None:
+    path = path or os.environ.get("KA_KEY_FILE") or None
+    if path is None:
+        return None
+    try:
+        key = Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read the key file {path}: {e.strerror}") from e
+    if not key.strip():
+        raise UsageError(f"the key file {path} is empty")
+    return key
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s = sub.add_parser("send", help="broadcast a command's output (or a file) to N nodes",
+                       description="Broadcast one producer's stream to N nodes through a "
+                                   "self-healing TCP chain (or tree).")
+    s.add_argument("--nodes", "-n", type=int, required=True, help="wait for this many nodes")
+    s.add_argument("--session", "-s", help="answer UDP discovery for this session name")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--command", "-e", help="producer command (run with sh -c); its stdout")
+    src.add_argument("--input", help="file or block device to send")
+    s.add_argument("--arity", "-a", type=int, default=1, help="sons per node (1 = chain)")
+    s.add_argument("--key-file", help="session key file (default: $KA_KEY_FILE)")
+    s.add_argument("--compress", help="zstd or zstd:LEVEL: compress once on the sender")
+    s.add_argument("--release-delay", "-d", type=int, metavar="TENTHS",
+                   help="release --wait-release nodes one every TENTHS/10 s")
+    s.add_argument("--min-nodes", type=int, help="with --wait-timeout: start with at least M")
+    s.add_argument("--wait-timeout", type=float, metavar="S", help="stop waiting after S s")
+    s.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
+                   help="evict a node without progress for S s (default 5)")
+    s.add_argument("--ring-size", type=parse_size, default=64 * 1024**2,
+                   help="retention per node, e.g. 64M (default); the memory each node uses")
+    s.add_argument("--order", help="explicit node order: comma-separated addresses or names")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP control and UDP port")
+    s.add_argument("--bind", default="0.0.0.0", help="local address to listen on")
+    s.add_argument("--report", metavar="FILE.json", help="write the final report as JSON")
+    s.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    s.set_defaults(func=run_send)
+
+    r = sub.add_parser("receive", help="take a broadcast stream into a command (or a file)",
+                       description="Join a session, feed the stream to a consumer, and relay "
+                                   "it to the next nodes.")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--session", "-s", help="find the sender by this session name (UDP)")
+    where.add_argument("--host", "-H", help="the sender's address")
+    dst = r.add_mutually_exclusive_group()
+    dst.add_argument("--command", "-e", help="consumer command (run with sh -c); its stdin")
+    dst.add_argument("--output", help="file or block device to write")
+    r.add_argument("--key-file", help="session key file (default: $KA_KEY_FILE)")
+    r.add_argument("--wait-release", "-w", action="store_true",
+                   help="after finishing, wait for the sender's release")
+    r.add_argument("--go-now", "-g", action="store_true",
+                   help="tell the sender to start now, then exit (takes no data)")
+    r.add_argument("--find-timeout", type=float, default=30.0, metavar="S",
+                   help="look for the sender this long (default 30)")
+    r.add_argument("--port", type=int, default=DEFAULT_PORT, help="the sender's port")
+    r.add_argument("--name", help="name reported to the sender (default: host name)")
+    r.add_argument("--discovery-address", default="255.255.255.255",
+                   help="where to send discovery requests (default: LAN broadcast)")
+    r.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    r.set_defaults(func=run_receive)
+
+
+def run_send(args: argparse.Namespace) -> int:
+    source: Source = CommandSource(args.command) if args.command else FileSource(args.input)
+    if (args.min_nodes is None) != (args.wait_timeout is None) and args.min_nodes is not None:
+        raise UsageError("--min-nodes needs --wait-timeout")
+    options = SendOptions(
+        nodes=args.nodes, session=args.session, port=args.port, arity=args.arity,
+        key=read_key(args.key_file), compress=args.compress,
+        release_delay=args.release_delay / 10 if args.release_delay is not None else None,
+        min_nodes=args.min_nodes, wait_timeout=args.wait_timeout,
+        stall_timeout=args.stall_timeout, ring_size=args.ring_size,
+        node_order=tuple(x.strip() for x in args.order.split(",") if x.strip())
+        if args.order else None,
+        bind=args.bind,
+    )
+    view = EventView(json_mode=args.json, role="send")
+    with view:
+        report = send(source, options, view.event)
+    view.summary(report)
+    if args.report:
+        write_report(args.report, report)
+    return 0 if report.ok else 1
+
+
+def write_report(path: str, report: SessionReport) -> None:
+    try:
+        Path(path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    except OSError as e:
+        raise UsageError(f"cannot write the report {path}: {e.strerror}") from e
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    sink: Sink
+    if args.go_now:
+        sink = Sink()
+    elif args.command:
+        sink = CommandSink(args.command)
+    elif args.output:
+        sink = FileSink(args.output)
+    else:
+        raise UsageError("give --command or --output (or --go-now)")
+    options = ReceiveOptions(
+        session=args.session, host=args.host, port=args.port, key=read_key(args.key_file),
+        wait_release=args.wait_release, go_now=args.go_now, find_timeout=args.find_timeout,
+        name=args.name or os.uname().nodename, discovery_address=args.discovery_address,
+    )
+    view = EventView(json_mode=args.json, role="receive")
+    report = receive(sink, options, view.event)
+    if args.go_now:
+        return 0
+    final: dict[str, Any] = {
+        "bytes": report.bytes, "seconds": round(report.seconds, 3), "digest": report.digest,
+        "consumer_status": report.consumer_status, "position": report.position,
+        "sender": report.sender,
+    }
+    if args.json:
+        view.event(Event("complete", "stream received and verified", data=final))
+    else:
+        mb = report.bytes / 1e6
+        rate = mb / report.seconds if report.seconds > 0 else 0.0
+        print(f"ka: received {mb:.1f} MB in {report.seconds:.2f} s ({rate:.1f} MB/s), "
+              f"digest {report.digest[:16]}… verified, consumer exit 0", file=sys.stderr)
+    return 0

@@ -1,0 +1,123 @@
+"""Finding a sender by session name over UDP, on the same port number as its TCP control port.
+
+Request: `KA?1 | nonce(16) | session`. Reply (unicast to the requester's address and port):
+`KA!1 | tcp port(2) | mac(16) | session`, the MAC keyed with the session key over the nonce,
+so with a key only the real sender can answer, and an old answer cannot be replayed.
+Each node uses its own ephemeral UDP port, so many nodes on one host can look at once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import struct
+import threading
+import time
+
+from ka.transport import auth
+
+REQUEST = b"KA?1"
+REPLY = b"KA!1"
+RETRY = 0.5
+MAX_SESSION = 200
+
+
+def encode_request(nonce: bytes, session: str) -> bytes:
+    return REQUEST + nonce + session.encode()
+
+
+def parse_request(data: bytes) -> tuple[bytes, str] | None:
+    if not data.startswith(REQUEST) or len(data) > len(REQUEST) + auth.NONCE_LEN + MAX_SESSION:
+        return None
+    nonce = data[len(REQUEST) : len(REQUEST) + auth.NONCE_LEN]
+    if len(nonce) != auth.NONCE_LEN:
+        return None
+    try:
+        return nonce, data[len(REQUEST) + auth.NONCE_LEN :].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def encode_reply(root: bytes, nonce: bytes, port: int, session: str) -> bytes:
+    name = session.encode()
+    return REPLY + struct.pack("<H", port) + auth.discovery_mac(root, nonce, port, name) + name
+
+
+def parse_reply(root: bytes, nonce: bytes, session: str, data: bytes) -> int | None:
+    """The sender's TCP port if `data` is an authentic answer to our request."""
+    head = len(REPLY) + 2 + auth.MSG_MAC_LEN
+    if not data.startswith(REPLY) or len(data) < head:
+        return None
+    (port,) = struct.unpack_from("<H", data, len(REPLY))
+    mac = data[len(REPLY) + 2 : head]
+    name = data[head:]
+    if name != session.encode():
+        return None
+    if not hmac.compare_digest(mac, auth.discovery_mac(root, nonce, port, name)):
+        return None
+    return port
+
+
+class DiscoveryResponder:
+    """Answers requests for our session name until closed."""
+
+    def __init__(self, root: bytes, session: str, port: int, bind: str) -> None:
+        self._root = root
+        self._session = session
+        self._port = port
+        self._closed = False
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((bind, port))
+        self.sock.settimeout(RETRY)
+        threading.Thread(target=self._loop, name="discovery", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            req = parse_request(data)
+            if req is None or req[1] != self._session:
+                continue  # another session's request, or noise
+            try:
+                self.sock.sendto(encode_reply(self._root, req[0], self._port, self._session), peer)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+
+
+def find_sender(
+    root: bytes, session: str, port: int, address: str, timeout: float
+) -> tuple[str, int] | None:
+    """(sender address, TCP port), or None after `timeout` seconds of silence."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.bind(("", 0))
+        while time.monotonic() < deadline:
+            nonce = os.urandom(auth.NONCE_LEN)
+            try:
+                sock.sendto(encode_request(nonce, session), (address, port))
+            except OSError:
+                pass  # no route yet (interface still coming up): retry
+            until = min(deadline, time.monotonic() + RETRY)
+            while (left := until - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    data, peer = sock.recvfrom(512)
+                except TimeoutError:
+                    break
+                except OSError:  # e.g. ICMP port unreachable: nobody there yet
+                    time.sleep(max(0.0, until - time.monotonic()))
+                    break
+                tcp_port = parse_reply(root, nonce, session, data)
+                if tcp_port is not None:
+                    return peer[0], tcp_port
+    return None

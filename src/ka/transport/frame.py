@@ -1,0 +1,128 @@
+"""The data stream's framing: every chunk carries a keyed BLAKE3 MAC bound to its offset.
+
+A frame is `header | mac | payload`. The offset in the header is the frame's position in the
+*frame stream* (the bytes every node receives, identically), so a node's resume point is simply
+how many frame-stream bytes it has verified, and a frame replayed at another position fails.
+Frames are forwarded byte for byte: no node re-encodes anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import blake3
+
+from ka.transport.errors import ProtocolError
+
+MAGIC = b"KF"
+DATA = 1
+END = 2
+FLAG_ZSTD = 1
+
+HEADER = struct.Struct("<2sBBIIQ")  # magic, kind, flags, payload length, raw length, offset
+MAC_LEN = 16
+PREFIX = HEADER.size + MAC_LEN
+MAX_PAYLOAD = 16 * 1024 * 1024
+END_PAYLOAD = struct.Struct("<QQ32s")  # raw total, frame-stream total before END, digest
+
+_KEY_CONTEXT = "ka transport 2026 session key"
+
+
+def session_key(key: bytes | None) -> bytes:
+    """The 32-byte root key of a session; an open session uses a fixed, public one."""
+    material = key if key is not None else b"ka open session (no key)"
+    return blake3.blake3(material, derive_key_context=_KEY_CONTEXT).digest()
+
+
+def subkey(root: bytes, purpose: bytes) -> bytes:
+    return blake3.blake3(purpose, key=root).digest()
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    kind: int
+    flags: int
+    length: int
+    raw_length: int
+    offset: int
+    mac: bytes
+
+    @property
+    def size(self) -> int:
+        return PREFIX + self.length
+
+
+def _mac(chunk_key: bytes, header: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+    h = blake3.blake3(header, key=chunk_key)
+    h.update(payload)
+    return h.digest(length=MAC_LEN)
+
+
+def encode_frame(
+    chunk_key: bytes,
+    kind: int,
+    payload: bytes | memoryview,
+    *,
+    offset: int,
+    raw_length: int | None = None,
+    flags: int = 0,
+) -> bytearray:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    raw = len(payload) if raw_length is None else raw_length
+    header = HEADER.pack(MAGIC, kind, flags, len(payload), raw, offset)
+    frame = bytearray(PREFIX + len(payload))
+    frame[: HEADER.size] = header
+    frame[HEADER.size : PREFIX] = _mac(chunk_key, header, payload)
+    frame[PREFIX:] = payload
+    return frame
+
+
+def parse_header(prefix: bytes | memoryview) -> FrameHeader:
+    if len(prefix) != PREFIX:
+        raise ProtocolError(f"frame prefix of {len(prefix)} bytes")
+    magic, kind, flags, length, raw_length, offset = HEADER.unpack_from(prefix)
+    if magic != MAGIC or kind not in (DATA, END):
+        raise ProtocolError("not a ka frame")
+    if length > MAX_PAYLOAD or (kind == DATA and raw_length > MAX_PAYLOAD):
+        raise ProtocolError(f"frame length {length} out of range")
+    if kind == END and length != END_PAYLOAD.size:
+        raise ProtocolError("malformed end-of-stream frame")
+    return FrameHeader(kind, flags, length, raw_length, offset, bytes(prefix[HEADER.size :]))
+
+
+def verify_frame(chunk_key: bytes, frame: bytes | memoryview, expected_offset: int) -> FrameHeader:
+    """Check a whole frame's MAC and position; raise ProtocolError if either is wrong."""
+    view = memoryview(frame)
+    header = parse_header(view[:PREFIX])
+    if len(view) != header.size:
+        raise ProtocolError("truncated frame")
+    if header.offset != expected_offset:
+        raise ProtocolError(f"frame at offset {header.offset}, expected {expected_offset}")
+    if _mac(chunk_key, view[: HEADER.size], view[PREFIX:]) != header.mac:
+        raise ProtocolError(f"bad MAC on the chunk at offset {expected_offset}")
+    return header
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    raw_total: int
+    frames_total: int
+    digest: bytes
+
+    def encode(self) -> bytes:
+        return END_PAYLOAD.pack(self.raw_total, self.frames_total, self.digest)
+
+    @classmethod
+    def decode(cls, payload: bytes | memoryview) -> EndOfStream:
+        raw_total, frames_total, digest = END_PAYLOAD.unpack(payload)
+        return cls(raw_total, frames_total, bytes(digest))
+
+
+def frame_kind(frame: bytes | memoryview) -> int:
+    return frame[2]
+
+
+def frame_payload(frame: bytes | memoryview) -> memoryview:
+    return memoryview(frame)[PREFIX:]

@@ -1,0 +1,97 @@
+"""Healing decisions, from the sender's view of every node. Pure: time is passed in.
+
+A node is *dead* when nothing came from it for DEAD_AFTER seconds (nodes send a report every
+HEARTBEAT seconds, so a dead or stopped peer is detected within 3 s). A node is *stalled* when
+it is alive but makes no progress for `stall_timeout` although data is waiting for it: either
+its consumer does not take what the node already holds, or it does not receive what its
+parent already has (then only the deepest such node is to blame, as it holds up its parent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ka.transport.topology import ROOT, ChainPlan
+
+HEARTBEAT = 0.5
+DEAD_AFTER = 2.5
+
+
+@dataclass
+class Progress:
+    """The sender's latest knowledge of one node (updated from its reports)."""
+
+    since: float
+    received: int = 0
+    consumed: int = 0
+    ended: bool = False
+    last_seen: float = 0.0
+    received_at: float = 0.0
+    consumed_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.last_seen = self.received_at = self.consumed_at = self.since
+
+    def update(self, now: float, received: int, consumed: int, ended: bool) -> None:
+        self.last_seen = now
+        if received > self.received:
+            self.received, self.received_at = received, now
+        if consumed > self.consumed:
+            self.consumed, self.consumed_at = consumed, now
+        self.ended = self.ended or ended
+
+    def restart_clock(self, now: float) -> None:
+        """A node that just got a new parent is given a fresh stall allowance."""
+        self.received_at = self.consumed_at = now
+
+
+def is_dead(p: Progress, now: float, dead_after: float = DEAD_AFTER) -> bool:
+    return now - p.last_seen > dead_after
+
+
+def consumer_stuck(p: Progress, now: float, stall_timeout: float) -> bool:
+    return p.consumed < p.received and now - p.consumed_at >= stall_timeout
+
+
+def link_stuck(p: Progress, available: int, now: float, stall_timeout: float) -> bool:
+    return p.received < available and now - p.received_at >= stall_timeout
+
+
+def stalled(
+    plan: ChainPlan,
+    progress: Mapping[str, Progress],
+    produced: int,
+    now: float,
+    stall_timeout: float,
+) -> list[str]:
+    """Nodes to evict for lack of progress."""
+    def available(node: str) -> int:
+        up = plan.parent(node)
+        return produced if up == ROOT else progress[up].received
+
+    stuck_consumer = {
+        n for n in plan.order if n in progress and consumer_stuck(progress[n], now, stall_timeout)
+    }
+    stuck_link = {
+        n for n in plan.order
+        if n in progress and link_stuck(progress[n], available(n), now, stall_timeout)
+    }
+    out = list(stuck_consumer)
+    for n in plan.order:
+        if n in stuck_link and n not in stuck_consumer:
+            below = set(plan.descendants(n))
+            if not below & (stuck_consumer | stuck_link):
+                out.append(n)
+    return sorted(out, key=plan.order.index)
+
+
+def gate_floor(progress: Iterable[Progress]) -> int | None:
+    """The lowest position any live node still needs; None when no node is left."""
+    positions = [p.consumed for p in progress]
+    return min(positions) if positions else None
+
+
+def subtree_complete(plan: ChainPlan, node: str, progress: Mapping[str, Progress]) -> bool:
+    """True when no descendant of `node` may still need data from it."""
+    return all(progress[d].ended for d in plan.descendants(node) if d in progress)

@@ -1,0 +1,126 @@
+"""The transport's public option and report types (see docs in ka.transport)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_PORT = 30765
+CHUNK_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    nodes: int
+    session: str | None = None
+    port: int = DEFAULT_PORT
+    arity: int = 1
+    key: bytes | None = None
+    compress: str | None = None
+    release_delay: float | None = None
+    min_nodes: int | None = None
+    wait_timeout: float | None = None
+    stall_timeout: float = 5.0
+    ring_size: int = 64 * 1024 * 1024
+    node_order: tuple[str, ...] | None = None
+    bind: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class ReceiveOptions:
+    session: str | None = None
+    host: str | None = None
+    port: int = DEFAULT_PORT
+    key: bytes | None = None
+    wait_release: bool = False
+    go_now: bool = False
+    find_timeout: float = 30.0
+    name: str | None = None
+    attachment: bytes | None = None
+    discovery_address: str = "255.255.255.255"
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    node: str
+    name: str | None
+    position: int
+    state: str  # "ok" | "failed" | "evicted"
+    bytes: int
+    seconds: float
+    digest_ok: bool
+    consumer_status: int | None
+    reason: str | None
+    attachment: bytes | None = None
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "name": self.name,
+            "position": self.position,
+            "state": self.state,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(self.mb_per_s, 2),
+            "digest_ok": self.digest_ok,
+            "consumer_status": self.consumer_status,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    nodes: tuple[NodeReport, ...]
+    bytes: int
+    seconds: float
+    drain_seconds: float
+    digest: str
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.nodes) and all(n.state == "ok" for n in self.nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "drain_seconds": round(self.drain_seconds, 3),
+            "digest": self.digest,
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+
+
+@dataclass(frozen=True)
+class ReceiveReport:
+    bytes: int
+    seconds: float
+    digest: str
+    consumer_status: int
+    position: int
+    sender: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something worth showing: `kind` is a stable word, `message` a line for people."""
+
+    kind: str
+    message: str
+    node: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.kind, "time": round(self.time, 3)}
+        if self.node is not None:
+            out["node"] = self.node
+        out["message"] = self.message
+        out.update(self.data)
+        return out

@@ -1,0 +1,99 @@
+"""The sender's producer: read the source, compress once, frame, MAC, and store in the ring."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import blake3
+import zstandard
+
+from ka.errors import KaError
+from ka.transport.endpoints import Source
+from ka.transport.errors import TransportError
+from ka.transport.frame import DATA, END, FLAG_ZSTD, EndOfStream, encode_frame
+from ka.transport.relay import RingClosed, SharedRing
+
+
+def compression_level(spec: str | None) -> int | None:
+    """None for no compression, else the zstd level of "zstd" / "zstd:LEVEL"."""
+    if spec is None:
+        return None
+    name, _, level = spec.partition(":")
+    if name != "zstd":
+        raise TransportError(f"unknown compression {spec!r}", hint="use zstd or zstd:LEVEL")
+    try:
+        value = int(level) if level else 3
+    except ValueError as e:
+        raise TransportError(f"bad zstd level in {spec!r}") from e
+    if not 1 <= value <= 19:
+        raise TransportError(f"zstd level {value} out of range 1..19")
+    return value
+
+
+class Producer:
+    def __init__(self, source: Source, ring: SharedRing, chunk_key: bytes, chunk_size: int,
+                 level: int | None) -> None:
+        self._source = source
+        self._ring = ring
+        self._key = chunk_key
+        self._chunk = chunk_size
+        self._level = level
+        self.raw = 0
+        self.digest = ""
+        self.error: KaError | None = None
+        self.started_at = 0.0
+        self.eof_at: float | None = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self._thread.start()
+
+    def abort(self) -> None:
+        self._source.abort()
+
+    def _run(self) -> None:
+        try:
+            self._produce()
+        except RingClosed:
+            self._source.abort()
+        except KaError as e:
+            self.error = e
+            self._source.abort()
+        except OSError as e:
+            self.error = TransportError(f"reading {self._source.description} failed: {e}")
+            self._source.abort()
+        finally:
+            self.done.set()
+
+    def _produce(self) -> None:
+        self._source.open()
+        buf = bytearray(self._chunk)
+        view = memoryview(buf)
+        digest = blake3.blake3()
+        cctx = zstandard.ZstdCompressor(level=self._level) if self._level else None
+        offset = 0
+        while True:
+            n = self._source.read_into(view)
+            if n == 0:
+                break
+            chunk = view[:n]
+            digest.update(chunk)
+            self.raw += n
+            payload: bytes | memoryview = chunk
+            flags = 0
+            if cctx is not None:
+                packed = cctx.compress(chunk)
+                if len(packed) < n:
+                    payload, flags = packed, FLAG_ZSTD
+            frame = encode_frame(self._key, DATA, payload, offset=offset, raw_length=n, flags=flags)
+            self._ring.put(frame)
+            offset += len(frame)
+        self._source.close()  # raises if the producer command failed: no END then
+        self.digest = digest.hexdigest()
+        eos = EndOfStream(self.raw, offset, digest.digest())
+        self._ring.put(encode_frame(self._key, END, eos.encode(), offset=offset,
+                                    raw_length=0), last=True)
+        self.eof_at = time.monotonic()

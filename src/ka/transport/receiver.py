@@ -1,0 +1,277 @@
+"""`receive`: one node of a session. Find the sender, join, take the stream, relay it, prove it."""
+
+from __future__ import annotations
+
+import base64
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ka.errors import UsageError
+from ka.transport import auth
+from ka.transport.channel import Channel, KeyMismatch, initiate
+from ka.transport.discovery import find_sender
+from ka.transport.endpoints import Sink
+from ka.transport.errors import (
+    ConsumerFailed,
+    DigestMismatch,
+    ProtocolError,
+    Rejected,
+    SenderNotFound,
+    StreamCut,
+)
+from ka.transport.frame import session_key, subkey
+from ka.transport.health import HEARTBEAT
+from ka.transport.node import ConsumerWriter, ParentTarget, Upstream
+from ka.transport.options import Event, ReceiveOptions, ReceiveReport
+from ka.transport.relay import Relay, SharedRing, listen
+from ka.transport.topology import ROOT
+
+SENDER_SILENCE = 6.0  # the sender pings every HEARTBEAT seconds
+MAX_ATTACHMENT = 1024 * 1024
+PROTOCOL = 1
+
+
+def receive(
+    sink: Sink, options: ReceiveOptions, on_event: Callable[[Event], None] | None = None
+) -> ReceiveReport:
+    emit = on_event or (lambda e: None)
+    if (options.session is None) == (options.host is None):
+        raise UsageError("give exactly one of a session name or a sender host")
+    if options.attachment is not None and len(options.attachment) > MAX_ATTACHMENT:
+        raise UsageError("the attachment is larger than 1 MiB")
+    root = session_key(options.key)
+    if options.key is None:
+        emit(Event("warning", "no key: this session is open to anyone on the network"))
+    deadline = time.monotonic() + options.find_timeout
+    address, port = _locate(root, options, deadline, emit)
+    chan = _connect(root, address, port, deadline)
+    sender = f"{address}:{port}"
+    try:
+        if options.go_now:
+            return _go_now(chan, options, sender, emit)
+        return _Node(chan, root, sink, options, sender, emit).run()
+    finally:
+        chan.close()
+
+
+def _locate(root: bytes, options: ReceiveOptions, deadline: float,
+            emit: Callable[[Event], None]) -> tuple[str, int]:
+    if options.host is not None:
+        return options.host, options.port
+    assert options.session is not None
+    emit(Event("discovery", f"looking for session {options.session!r} "
+                            f"via {options.discovery_address}:{options.port}"))
+    found = find_sender(root, options.session, options.port, options.discovery_address,
+                        max(0.0, deadline - time.monotonic()))
+    if found is None:
+        raise SenderNotFound(
+            f"no sender answered for session {options.session!r} within "
+            f"{options.find_timeout:g} s",
+            hint="start `ka send --session NAME` first, check the name and the key, or use --host",
+        )
+    emit(Event("found", f"sender of {options.session!r} is {found[0]}:{found[1]}"))
+    return found
+
+
+def _connect(root: bytes, address: str, port: int, deadline: float) -> Channel:
+    last = "no attempt"
+    while True:
+        try:
+            sock = socket.create_connection((address, port), timeout=3.0)
+        except OSError as e:
+            last = e.strerror or str(e)
+        else:
+            try:
+                return initiate(sock, root, auth.CONTROL)
+            except KeyMismatch as e:
+                sock.close()
+                raise Rejected(f"the sender at {address}:{port} does not hold our key",
+                               hint="use the same --key-file on the sender and every node") from e
+            except (ProtocolError, OSError) as e:
+                sock.close()
+                last = str(e)
+        if time.monotonic() >= deadline:
+            raise SenderNotFound(f"cannot reach a sender at {address}:{port}: {last}",
+                                 hint="check the address and port, and that `ka send` runs")
+        time.sleep(0.5)
+
+
+def _expect(chan: Channel, timeout: float) -> dict[str, Any]:
+    chan.sock.settimeout(timeout)
+    try:
+        return chan.recv()
+    except (ProtocolError, OSError) as e:
+        raise StreamCut(f"the sender closed the connection during the join: {e}") from e
+    finally:
+        chan.sock.settimeout(None)
+
+
+def _go_now(chan: Channel, options: ReceiveOptions, sender: str,
+            emit: Callable[[Event], None]) -> ReceiveReport:
+    chan.send("join", go_now=True, name=options.name, protocol=PROTOCOL)
+    reply = _expect(chan, 10.0)
+    if reply["t"] != "ok":
+        raise Rejected(f"the sender refused go-now: {reply.get('reason')}")
+    emit(Event("go-now", "told the sender to start now"))
+    return ReceiveReport(0, 0.0, "", 0, 0, sender)
+
+
+class _Node:
+    def __init__(self, chan: Channel, root: bytes, sink: Sink, options: ReceiveOptions,
+                 sender: str, emit: Callable[[Event], None]) -> None:
+        self.chan, self.root, self.sink, self.options = chan, root, sink, options
+        self.sender_address = sender.rsplit(":", 1)[0]
+        self.sender, self.emit = sender, emit
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.wake = threading.Event()
+        self.position = 0
+
+    def run(self) -> ReceiveReport:
+        local_ip = self.chan.sock.getsockname()[0]
+        listener = listen(local_ip)
+        self.chan.send("join", go_now=False, name=self.options.name, port=listener.getsockname()[1],
+                       wait_release=self.options.wait_release, protocol=PROTOCOL)
+        reply = _expect(self.chan, 30.0)
+        if reply["t"] != "welcome":
+            listener.close()
+            raise Rejected(f"the sender refused us: {reply.get('reason', 'no reason given')}")
+        node_id = str(reply["id"])
+        ring = SharedRing(int(reply["ring_size"]))
+        step = max(int(reply["ring_size"]) // 16, 1)
+        self.emit(Event("joined", f"joined the session at {self.sender} as {node_id}",
+                        node=node_id))
+        writer = ConsumerWriter(ring, self.sink, self._progress(step),
+                                lambda r: self.inbox.put(("failing", r)))
+        relay = Relay(ring, self.root, listener,
+                      lambda kind, text: self.inbox.put(("note", (kind, text))))
+        upstream = Upstream(ring, self.root, subkey(self.root, b"chunk"), node_id,
+                            lambda kind, info: self.inbox.put((kind, info)))
+        threading.Thread(target=self._read_control, name="control", daemon=True).start()
+        try:
+            self._loop(ring, writer, relay, upstream)
+        finally:
+            upstream.stop()
+            relay.close()
+            ring.close()
+            writer.done.wait(10.0) if writer.started_at is not None else None
+        return self._outcome(writer)
+
+    def _progress(self, step: int) -> Callable[[], None]:
+        last = [0]
+        def progress() -> None:
+            if self.writer_consumed() - last[0] >= step:
+                last[0] = self.writer_consumed()
+                self.wake.set()
+                self.inbox.put(("tick", None))
+        return progress
+
+    def writer_consumed(self) -> int:
+        return self._writer.consumed if hasattr(self, "_writer") else 0
+
+    def _read_control(self) -> None:
+        while True:
+            try:
+                self.inbox.put(("msg", self.chan.recv()))
+            except (ProtocolError, OSError) as e:
+                self.inbox.put(("closed", str(e)))
+                return
+
+    def _report(self, ring: SharedRing, writer: ConsumerWriter) -> None:
+        self.chan.send("pos", received=ring.end, consumed=writer.consumed, ended=ring.ended)
+
+    def _loop(self, ring: SharedRing, writer: ConsumerWriter, relay: Relay,
+              upstream: Upstream) -> None:
+        self._writer = writer
+        heard = time.monotonic()
+        last_report = 0.0
+        done_sent = finished = False
+        while not (finished and done_sent):
+            try:
+                kind, item = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                kind, item = "tick", None
+            now = time.monotonic()
+            if kind == "msg":
+                heard = now
+                finished = self._handle(item, ring, writer, relay, upstream) or finished
+            elif kind == "closed":
+                if done_sent and not self.options.wait_release:
+                    return  # our copy is complete and proven; the sender just went first
+                raise StreamCut(f"lost contact with the sender at {self.sender} ({item})",
+                                hint="the sender stopped or the network failed; run again")
+            elif kind == "failing":
+                self.chan.send("failing", reason=item)
+                self.emit(Event("consumer-failed", item))
+            elif kind == "lost":
+                self.chan.send("lost", **item)
+                self.emit(Event("upstream-lost", f"lost parent {item['parent']} at offset "
+                                                 f"{item['offset']}: {item['reason']}"))
+            elif kind == "attached":
+                self.emit(Event("attached", f"receiving from {item['parent'] or 'the sender'}"
+                                            f" at offset {item['offset']}"))
+            elif kind == "note":
+                self.emit(Event(item[0], item[1]))
+            if now - heard > SENDER_SILENCE:
+                raise StreamCut(f"the sender at {self.sender} went silent for "
+                                f"{SENDER_SILENCE:g} s")
+            if now - last_report >= HEARTBEAT or kind == "tick" and self.wake.is_set():
+                self.wake.clear()
+                self._report(ring, writer)
+                last_report = now
+            if writer.done.is_set() and not done_sent:
+                self._report(ring, writer)
+                self.chan.send("done", **self._done_fields(writer))
+                done_sent = True
+
+    def _handle(self, msg: dict[str, Any], ring: SharedRing, writer: ConsumerWriter,
+                relay: Relay, upstream: Upstream) -> bool:
+        t = msg["t"]
+        if t == "plan":
+            self.position = int(msg.get("position", self.position))
+            parent = str(msg["parent"])
+            address = self.sender_address if parent == ROOT else str(msg["address"])
+            if writer.started_at is None and not writer.done.is_set() and not hasattr(self, "_go"):
+                self._go = True
+                writer.start()
+            upstream.retarget(ParentTarget(int(msg["epoch"]), parent, address, int(msg["port"])))
+        elif t == "sons":
+            relay.allow([str(s) for s in msg["sons"]])
+        elif t == "drop_son":
+            relay.drop(str(msg["id"]))
+        elif t == "evict":
+            raise StreamCut(f"evicted by the sender: {msg.get('reason')}")
+        elif t == "abort":
+            raise StreamCut(f"the sender aborted the session: {msg.get('reason')}")
+        elif t == "finish":
+            return True
+        return False
+
+    def _done_fields(self, writer: ConsumerWriter) -> dict[str, Any]:
+        ok = writer.mismatch is None and writer.failure is None and writer.status == 0
+        reason = writer.mismatch or writer.failure or writer.reason
+        seconds = 0.0
+        if writer.started_at is not None and writer.finished_at is not None:
+            seconds = writer.finished_at - writer.started_at
+        attachment = self.options.attachment
+        return {
+            "ok": ok,
+            "bytes": writer.raw,
+            "digest": writer.digest,
+            "consumer_status": writer.status,
+            "reason": reason,
+            "seconds": seconds,
+            "attachment": base64.b64encode(attachment).decode() if attachment else None,
+        }
+
+    def _outcome(self, writer: ConsumerWriter) -> ReceiveReport:
+        fields = self._done_fields(writer)
+        if writer.mismatch is not None:
+            raise DigestMismatch(writer.mismatch)
+        if writer.failure is not None or writer.status != 0:
+            raise ConsumerFailed(str(fields["reason"]), hint="see the consumer command's output")
+        return ReceiveReport(writer.raw, fields["seconds"], writer.digest, writer.status or 0,
+                             self.position, self.sender)

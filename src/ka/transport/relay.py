@@ -1,0 +1,270 @@
+"""The data plane shared by the sender and every node.
+
+SharedRing wraps a RetentionRing for threads: one writer (the producer, or the upstream
+link) and several readers (the local consumer, one feeder per son), each with a cursor.
+The writer blocks while the slowest cursor (and, on the sender, the slowest node anywhere)
+is `capacity` behind, which is the back-pressure that paces the whole tree.
+
+Relay is a data listener: sons connect, prove the session key, name themselves and their
+resume offset, and are fed frames from the ring if the sender assigned them to us.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from ka.transport import auth
+from ka.transport.channel import Channel, respond
+from ka.transport.errors import ProtocolError
+from ka.transport.frame import END, frame_kind
+from ka.transport.ring import RetentionRing
+
+WAIT_STEP = 0.25
+ASSIGNMENT_WAIT = 5.0
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+class RingClosed(Exception):
+    pass
+
+
+class SharedRing:
+    def __init__(self, capacity: int) -> None:
+        self.ring = RetentionRing(capacity)
+        self.cond = threading.Condition()
+        self._cursors: dict[object, int] = {}
+        self._floor: int | None = None
+        self.ended = False
+        self.closed = False
+
+    @property
+    def end(self) -> int:
+        return self.ring.end
+
+    def _low(self) -> int:
+        low = min(self._cursors.values(), default=self.ring.end)
+        return low if self._floor is None else min(low, self._floor)
+
+    def put(self, frame: bytes | bytearray, *, last: bool = False) -> None:
+        """Append a frame once there is room; raises RingClosed when the session is over."""
+        with self.cond:
+            while True:
+                if self.closed:
+                    raise RingClosed
+                if self.ring.end + len(frame) - self._low() <= self.ring.capacity:
+                    break
+                self.cond.wait(WAIT_STEP)
+            self.ring.append(frame)
+            self.ended = self.ended or last
+            self.ring.trim(min(self._cursors.values(), default=self.ring.end))
+            self.cond.notify_all()
+
+    def get(self, offset: int, stop: Callable[[], bool]) -> bytes | bytearray:
+        """The frame at `offset`, waiting for it; RingClosed if stopped or no longer held."""
+        with self.cond:
+            while offset >= self.ring.end:
+                if self.closed or stop() or self.ended:
+                    raise RingClosed
+                self.cond.wait(WAIT_STEP)
+            frame = self.ring.frame_at(offset)
+            if frame is None or stop():
+                raise RingClosed
+            return frame
+
+    def add_cursor(self, key: object, offset: int) -> bool:
+        with self.cond:
+            if not self.ring.holds(offset):
+                return False
+            self._cursors[key] = offset
+            return True
+
+    def move(self, key: object, offset: int) -> None:
+        with self.cond:
+            self._cursors[key] = offset
+            self.cond.notify_all()
+
+    def remove(self, key: object) -> None:
+        with self.cond:
+            self._cursors.pop(key, None)
+            self.cond.notify_all()
+
+    def set_floor(self, floor: int | None) -> None:
+        with self.cond:
+            self._floor = floor
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+def tune(sock: socket.socket) -> None:
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass
+
+
+def listen(bind: str, port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    return sock
+
+
+class _Feed:
+    def __init__(self, son: str, chan: Channel) -> None:
+        self.son = son
+        self.chan = chan
+        self.dropped = False
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.chan.close()
+
+
+class Relay:
+    """Serves the ring to the sons the sender assigned to this node (or to the sender)."""
+
+    def __init__(
+        self,
+        ring: SharedRing,
+        root_key: bytes,
+        listener: socket.socket,
+        on_note: Callable[[str, str], None] = lambda kind, text: None,
+    ) -> None:
+        self.ring = ring
+        self._root = root_key
+        self._note = on_note
+        self._allowed: set[str] = set()
+        self._feeds: dict[str, _Feed] = {}
+        self._lock = threading.Condition()
+        self._closed = False
+        self.listener = listener
+        self.port: int = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept_loop, name="relay-accept", daemon=True).start()
+
+    def allow(self, sons: list[str]) -> None:
+        with self._lock:
+            self._allowed.update(sons)
+            self._lock.notify_all()
+
+    def drop(self, son: str) -> None:
+        with self._lock:
+            self._allowed.discard(son)
+            feed = self._feeds.pop(son, None)
+        if feed is not None:
+            feed.drop()
+
+    def feeding(self) -> list[str]:
+        with self._lock:
+            return list(self._feeds)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            feeds = list(self._feeds.values())
+            self._feeds.clear()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        for feed in feeds:
+            feed.drop()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                sock, peer = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(
+                target=self._serve, args=(sock, peer), name="relay-son", daemon=True
+            ).start()
+
+    def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        where = f"{peer[0]}:{peer[1]}"
+        try:
+            _, chan = respond(sock, self._root, (auth.DATA,))
+            sock.settimeout(ASSIGNMENT_WAIT)
+            msg = chan.recv()
+            son, offset = str(msg.get("id")), int(msg.get("offset", -1))
+            if msg["t"] != "attach":
+                raise ProtocolError("expected attach")
+        except (ProtocolError, OSError, ValueError, TypeError) as e:
+            self._note("stray", f"dropped data connection from {where}: {e}")
+            sock.close()
+            return
+        if not self._wait_assignment(son):
+            self._refuse(chan, f"{son} is not assigned to this parent")
+            return
+        feed = _Feed(son, chan)
+        if not self.ring.add_cursor(feed, offset):
+            self._refuse(chan, f"offset {offset} is not retained here")
+            return
+        with self._lock:
+            old = self._feeds.get(son)
+            self._feeds[son] = feed
+        if old is not None:
+            old.drop()
+        try:
+            sock.settimeout(None)
+            tune(sock)
+            chan.send("ok", offset=offset)
+            self._feed(feed, offset)
+        except (OSError, RingClosed):
+            pass
+        finally:
+            self.ring.remove(feed)
+            with self._lock:
+                if self._feeds.get(son) is feed:
+                    del self._feeds[son]
+            feed.chan.close()
+
+    def _wait_assignment(self, son: str) -> bool:
+        deadline = time.monotonic() + ASSIGNMENT_WAIT
+        with self._lock:
+            while son not in self._allowed and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+            return son in self._allowed
+
+    def _refuse(self, chan: Channel, reason: str) -> None:
+        self._note("refused", reason)
+        try:
+            chan.send("no", reason=reason)
+        except OSError:
+            pass
+        chan.close()
+
+    def _feed(self, feed: _Feed, offset: int) -> None:
+        sock = feed.chan.sock
+        pos = offset
+        def stop() -> bool:
+            return feed.dropped
+        while not feed.dropped:
+            frame = self.ring.get(pos, stop)
+            sock.sendall(frame)
+            pos += len(frame)
+            self.ring.move(feed, pos)
+            if frame_kind(frame) == END:
+                break
+        # After END the son closes first; wait for that so no byte is cut by an early RST.
+        sock.settimeout(10.0)
+        try:
+            sock.recv(1)
+        except OSError:
+            pass

@@ -1,0 +1,180 @@
+"""`send`: the root of a session. Rendezvous, plan the tree, produce, heal, release, report."""
+
+from __future__ import annotations
+
+import base64
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ka.errors import UsageError
+from ka.transport import auth
+from ka.transport.channel import Channel, KeyMismatch, respond
+from ka.transport.discovery import DiscoveryResponder
+from ka.transport.endpoints import Source
+from ka.transport.errors import ProtocolError, TransportError
+from ka.transport.frame import PREFIX, session_key, subkey
+from ka.transport.health import HEARTBEAT, Progress
+from ka.transport.options import CHUNK_SIZE, Event, SendOptions, SessionReport
+from ka.transport.producer import Producer, compression_level
+from ka.transport.relay import Relay, SharedRing, listen
+from ka.transport.session import NodeState, Session
+
+JOIN_TIMEOUT = 5.0
+
+
+@dataclass
+class _Inbox:
+    queue: queue.Queue[tuple[str, str | None, Any]]
+
+    def put(self, kind: str, node: str | None, item: Any) -> None:
+        self.queue.put((kind, node, item))
+
+
+def validate(options: SendOptions) -> None:
+    if options.nodes < 1:
+        raise UsageError("--nodes must be at least 1")
+    if options.arity < 1:
+        raise UsageError("--arity must be at least 1")
+    if options.min_nodes is not None and not 1 <= options.min_nodes <= options.nodes:
+        raise UsageError("--min-nodes must be between 1 and --nodes")
+    if options.ring_size < 4 * (CHUNK_SIZE + PREFIX):
+        raise UsageError(f"--ring-size must be at least {4 * (CHUNK_SIZE + PREFIX)} bytes")
+    if options.stall_timeout <= 0:
+        raise UsageError("--stall-timeout must be positive")
+    if not 0 < options.port < 65536:
+        raise UsageError("--port must be between 1 and 65535")
+
+
+def send(source: Source, options: SendOptions,
+         on_event: Callable[[Event], None] | None = None) -> SessionReport:
+    """Broadcast `source` to the nodes of a session; see ka.transport for the contract."""
+    validate(options)
+    emit = on_event or (lambda e: None)
+    level = compression_level(options.compress)
+    root = session_key(options.key)
+    if options.key is None:
+        emit(Event("warning", "no key: this session is open, anyone on the network can join "
+                              "it and read the stream (use --key-file)"))
+    try:
+        control = listen(options.bind, options.port)
+    except OSError as e:
+        raise TransportError(f"cannot listen on TCP port {options.port}: {e.strerror}",
+                             hint="another ka send may be running; choose another --port") from e
+    ring = SharedRing(options.ring_size)
+    inbox = _Inbox(queue.Queue())
+    relay = Relay(ring, root, listen(options.bind),
+                  lambda kind, text: inbox.put("note", None, (kind, text)))
+    responder = None
+    try:
+        if options.session is not None:
+            try:
+                responder = DiscoveryResponder(root, options.session, options.port, options.bind)
+            except OSError as e:
+                raise TransportError(f"cannot listen on UDP port {options.port}: {e.strerror}",
+                                     hint="choose another --port") from e
+        threading.Thread(target=_accept, args=(control, root, inbox), daemon=True).start()
+        emit(Event("listening", f"waiting for {options.nodes} node(s) on port {options.port}"
+                   + (f", session {options.session!r}" if options.session else ""),
+                   data={"port": options.port, "session": options.session}))
+        producer = Producer(source, ring, subkey(root, b"chunk"), CHUNK_SIZE, level)
+        session = Session(options, ring, relay, producer, emit)
+        return _run(session, inbox, options)
+    finally:
+        if responder is not None:
+            responder.close()
+        _close_listener(control)
+        relay.close()
+        ring.close()
+
+
+def _close_listener(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _accept(listener: socket.socket, root: bytes, inbox: _Inbox) -> None:
+    while True:
+        try:
+            sock, peer = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=_greet, args=(sock, peer, root, inbox), daemon=True).start()
+
+
+def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbox) -> None:
+    """Handshake and first message of a control connection, bounded in time."""
+    where = f"{peer[0]}:{peer[1]}"
+    try:
+        _, chan = respond(sock, root, (auth.CONTROL,))
+        sock.settimeout(JOIN_TIMEOUT)
+        msg = chan.recv()
+        if msg["t"] != "join":
+            raise ProtocolError("expected join")
+        sock.settimeout(None)
+    except KeyMismatch:
+        inbox.put("note", None, ("bad-key", f"dropped {where}: it does not hold the key"))
+        sock.close()
+        return
+    except (ProtocolError, OSError) as e:
+        inbox.put("note", None, ("stray", f"dropped control connection from {where}: {e}"))
+        sock.close()
+        return
+    inbox.put("join", None, (chan, peer[0], msg))
+
+
+def _read(node: str, chan: Channel, inbox: _Inbox) -> None:
+    while True:
+        try:
+            msg = chan.recv()
+        except (ProtocolError, OSError) as e:
+            inbox.put("closed", node, str(e))
+            return
+        inbox.put("msg", node, msg)
+
+
+def _run(session: Session, inbox: _Inbox, options: SendOptions) -> SessionReport:
+    started = time.monotonic()
+    last_ping = 0.0
+    while True:
+        try:
+            kind, node, item = inbox.queue.get(timeout=0.1)
+        except queue.Empty:
+            kind, node, item = "tick", None, None
+        now = time.monotonic()
+        if kind == "join":
+            chan, address, msg = item
+            state = session.join(chan, address, msg, now)
+            if state is not None:
+                threading.Thread(target=_read, args=(state.id, chan, inbox), daemon=True).start()
+        elif kind == "msg":
+            assert node is not None
+            session.message(node, item, now)
+        elif kind == "closed":
+            assert node is not None
+            session.closed(node, item, now)
+        elif kind == "note":
+            session.emit(Event(item[0], item[1]))
+        if not session.started:
+            session.maybe_start(now, started)
+            continue
+        if now - last_ping >= HEARTBEAT:
+            session.ping()
+            last_ping = now
+        session.check(now)
+        if session.finished(now):
+            return session.report()
+
+
+def decode_attachment(value: str | None) -> bytes | None:
+    return base64.b64decode(value) if value else None
+
+
+__all__ = ["send", "validate", "NodeState", "Progress", "decode_attachment"]

@@ -1,0 +1,339 @@
+"""The sender's session state machine: joins, start, healing, release, final report.
+
+All state lives here and is touched only by the sender's coordinating thread; decisions come
+from the pure modules (topology, health).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ka.transport.channel import Channel
+from ka.transport.errors import TransportError
+from ka.transport.health import Progress, gate_floor, is_dead, stalled, subtree_complete
+from ka.transport.options import Event, NodeReport, SendOptions, SessionReport
+from ka.transport.producer import Producer
+from ka.transport.relay import Relay, SharedRing
+from ka.transport.topology import ROOT, ChainPlan, Member, order_members
+
+PROGRESS_EVERY = 1.0
+CLOSE_GRACE = 3.0
+LIVE = ("active", "done", "failed")
+
+
+@dataclass
+class NodeState:
+    id: str
+    name: str | None
+    address: str
+    port: int
+    chan: Channel
+    wait_release: bool
+    progress: Progress
+    state: str = "waiting"  # waiting | active | done | failed | evicted
+    position: int = 0
+    raw: int = 0
+    done: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    released: bool = False
+    connected: bool = True
+    terminal_at: float | None = None
+    rate: tuple[float, int] = (0.0, 0)
+
+    def send(self, kind: str, **fields: Any) -> bool:
+        if not self.connected:
+            return False
+        try:
+            self.chan.send(kind, **fields)
+            return True
+        except OSError:
+            return False
+
+
+class Session:
+    def __init__(self, options: SendOptions, ring: SharedRing, relay: Relay, producer: Producer,
+                 emit: Callable[[Event], None]) -> None:
+        self.options, self.ring, self.relay, self.producer = options, ring, relay, producer
+        self.emit = emit
+        self.nodes: dict[str, NodeState] = {}
+        self.started = False
+        self.go = False
+        self.plan = ChainPlan.build([], options.arity)
+        self.epoch = 0
+        self.start_time = 0.0
+        self.all_terminal_at: float | None = None
+        self.release_queue: list[str] = []
+        self.next_release = 0.0
+        self.close_deadline: float | None = None
+        self.last_progress = 0.0
+
+    # joining --------------------------------------------------------------------------
+    def join(
+        self, chan: Channel, address: str, msg: dict[str, Any], now: float
+    ) -> NodeState | None:
+        name = msg.get("name")
+        if msg.get("go_now"):
+            if self.started:
+                _refuse(chan, "the session has already started")
+            else:
+                self.go = True
+                chan.send("ok")
+                chan.close()
+                self.emit(Event("go-now", f"{name or address} asked to start now"))
+            return None
+        if self.started:
+            _refuse(chan, "the session has already started; join the next one")
+            self.emit(Event("late", f"refused {name or address}: the session already started"))
+            return None
+        node_id = f"{address}:{int(msg['port'])}"
+        if node_id in self.nodes:
+            _refuse(chan, f"{node_id} has already joined")
+            return None
+        state = NodeState(node_id, name, address, int(msg["port"]), chan,
+                          bool(msg.get("wait_release")), Progress(now))
+        self.nodes[node_id] = state
+        chan.send("welcome", id=node_id, ring_size=self.options.ring_size)
+        self.emit(Event("joined", f"{name or node_id} joined ({len(self.nodes)}/"
+                                  f"{self.options.nodes})", node=node_id))
+        return state
+
+    def maybe_start(self, now: float, opened: float) -> None:
+        count = len(self.nodes)
+        waited = self.options.wait_timeout is not None and now - opened >= self.options.wait_timeout
+        minimum = self.options.min_nodes or 1
+        if count >= self.options.nodes or (self.go and count >= 1) or (waited and count >= minimum):
+            self.start(now)
+        elif waited:
+            for ns in self.nodes.values():
+                ns.send("abort", reason="not enough nodes joined")
+            raise TransportError(
+                f"only {count} of the {minimum} node(s) needed joined within "
+                f"{self.options.wait_timeout:g} s",
+                hint="check that the nodes run `ka receive` with the same session and key",
+            )
+
+    def start(self, now: float) -> None:
+        members = [Member(n.id, n.address, n.port, n.name) for n in self.nodes.values()]
+        ordered = order_members(members, self.options.node_order)
+        self.plan = ChainPlan.build([m.id for m in ordered], self.options.arity)
+        for i, m in enumerate(ordered, start=1):
+            ns = self.nodes[m.id]
+            ns.state, ns.position, ns.progress = "active", i, Progress(now)
+        self.relay.allow(list(self.plan.sons(ROOT)))
+        for ns in self.nodes.values():
+            sons = self.plan.sons(ns.id)
+            if sons:
+                ns.send("sons", sons=list(sons))
+        self.epoch += 1
+        for ns in self.nodes.values():
+            self._send_plan(ns)
+        self.started, self.start_time = True, now
+        self.producer.start()
+        chain = " -> ".join(["sender", *(self.nodes[n].name or n for n in self.plan.order)])
+        self.emit(Event("start", f"starting with {len(self.nodes)} node(s): {chain}",
+                        data={"order": list(self.plan.order), "arity": self.options.arity}))
+
+    def _send_plan(self, ns: NodeState) -> None:
+        up = self.plan.parent(ns.id)
+        if up == ROOT:
+            address, port = "", self.relay.port
+        else:
+            address, port = self.nodes[up].address, self.nodes[up].port
+        ns.send("plan", parent=up, address=address, port=port, epoch=self.epoch,
+                position=ns.position)
+
+    # messages -------------------------------------------------------------------------
+    def message(self, node: str, msg: dict[str, Any], now: float) -> None:
+        ns = self.nodes.get(node)
+        if ns is None or ns.state == "evicted":
+            return
+        ns.progress.last_seen = now
+        t = msg["t"]
+        if t == "pos":
+            ns.progress.update(now, int(msg["received"]), int(msg["consumed"]),
+                               bool(msg["ended"]))
+        elif t == "failing":
+            self.emit(Event("consumer-failed", f"{node}: {msg.get('reason')}", node=node))
+        elif t == "lost":
+            parent = msg.get("parent") or "the sender"
+            self.emit(Event("upstream-lost", f"{node} lost its parent {parent}: "
+                                             f"{msg.get('reason')}", node=node))
+        elif t == "done" and ns.state == "active":
+            ns.done = msg
+            ns.raw = int(msg.get("bytes", 0))
+            ns.progress.ended = True
+            digest_ok = msg.get("digest") == self.producer.digest
+            ok = bool(msg.get("ok")) and digest_ok
+            ns.state = "done" if ok else "failed"
+            ns.reason = None if ok else (msg.get("reason") or "stream digest differs")
+            ns.terminal_at = now
+            self.emit(Event("done" if ok else "failed",
+                            f"{ns.name or node}: " + ("complete, digest verified" if ok
+                                                      else str(ns.reason)), node=node))
+
+    def closed(self, node: str, reason: str, now: float) -> None:
+        ns = self.nodes.get(node)
+        if ns is None or not ns.connected:
+            return
+        ns.connected = False
+        if not self.started:
+            del self.nodes[node]
+            self.emit(Event("left", f"{ns.name or node} left before the start", node=node))
+        elif ns.state == "active":
+            self.evict(node, f"lost contact ({reason})", now)
+        else:
+            self._leave_plan(node, now)
+
+    # healing --------------------------------------------------------------------------
+    def evict(self, node: str, reason: str, now: float) -> None:
+        ns = self.nodes[node]
+        ns.state, ns.reason, ns.terminal_at = "evicted", reason, now
+        ns.send("evict", reason=reason)
+        ns.connected = False
+        ns.chan.close()
+        if node in self.plan.parents:
+            up = self.plan.parent(node)
+            if up == ROOT:
+                self.relay.drop(node)
+            else:
+                self.nodes[up].send("drop_son", id=node)
+        self.emit(Event("evicted", f"{ns.name or node} evicted: {reason}", node=node))
+        self._leave_plan(node, now)
+
+    def _leave_plan(self, node: str, now: float) -> None:
+        if node not in self.plan.parents:
+            return
+        self.plan, moves = self.plan.without(node)
+        for son, up in moves.items():
+            ns = self.nodes[son]
+            if ns.progress.ended or ns.state != "active":
+                continue
+            self.epoch += 1
+            if up == ROOT:
+                self.relay.allow([son])
+            else:
+                self.nodes[up].send("sons", sons=[son])
+            self._send_plan(ns)
+            ns.progress.restart_clock(now)
+            self.emit(Event("reattached", f"{ns.name or son} re-attached to "
+                                          f"{self.nodes[up].name or up if up else 'the sender'} "
+                                          f"at offset {ns.progress.received}", node=son))
+
+    def ping(self) -> None:
+        for ns in self.nodes.values():
+            if ns.state in LIVE:
+                ns.send("ping")
+
+    def check(self, now: float) -> None:
+        if self.producer.error is not None:
+            for ns in self.nodes.values():
+                ns.send("abort", reason=str(self.producer.error))
+            raise self.producer.error
+        for ns in list(self.nodes.values()):
+            if ns.state not in LIVE or ns.released or not is_dead(ns.progress, now):
+                continue
+            if ns.state == "active":
+                self.evict(ns.id, "no heartbeat for more than 2.5 s", now)
+            else:  # finished its copy but stopped answering: only stop relying on it
+                ns.connected = False
+                ns.chan.close()
+                self._leave_plan(ns.id, now)
+        in_plan = {n: self.nodes[n].progress for n in self.plan.order}
+        for n in stalled(self.plan, in_plan, self.ring.end, now, self.options.stall_timeout):
+            if self.nodes[n].state == "active":
+                self.evict(n, f"no progress for {self.options.stall_timeout:g} s", now)
+        floor = gate_floor(self.nodes[n].progress for n in self.plan.order)
+        if floor is None and not self.producer.done.is_set():
+            self.producer.abort()
+            self.ring.close()
+        self.ring.set_floor(floor)
+        self._release(now)
+        if now - self.last_progress >= PROGRESS_EVERY:
+            self.last_progress = now
+            self.emit(self._progress_event(now))
+
+    def _release(self, now: float) -> None:
+        progress = {n: self.nodes[n].progress for n in self.plan.order}
+        for ns in self.nodes.values():
+            if ns.state in ("done", "failed") and not ns.released and not ns.wait_release:
+                if ns.id not in self.plan.parents or subtree_complete(self.plan, ns.id, progress):
+                    self._finish(ns)
+        if not all(ns.state not in ("waiting", "active") for ns in self.nodes.values()):
+            return
+        if self.all_terminal_at is None:
+            self.all_terminal_at = now
+            waiting = [ns for ns in self.nodes.values() if ns.wait_release and not ns.released
+                       and ns.state != "evicted"]
+            self.release_queue = [ns.id for ns in sorted(waiting, key=lambda n: n.terminal_at or 0)]
+        delay = self.options.release_delay
+        while self.release_queue and (delay is None or now >= self.next_release):
+            self._finish(self.nodes[self.release_queue.pop(0)])
+            if delay is not None:
+                self.next_release = now + delay
+
+    def _finish(self, ns: NodeState) -> None:
+        ns.released = True
+        if ns.send("finish"):
+            self.emit(Event("released", f"{ns.name or ns.id} released", node=ns.id))
+
+    def finished(self, now: float) -> bool:
+        if self.all_terminal_at is None or self.release_queue:
+            return False
+        if not all(ns.released or ns.state == "evicted" for ns in self.nodes.values()):
+            return False
+        if self.close_deadline is None:
+            self.close_deadline = now + CLOSE_GRACE
+        return now >= self.close_deadline or not any(ns.connected for ns in self.nodes.values())
+
+    # reporting ------------------------------------------------------------------------
+    def _progress_event(self, now: float) -> Event:
+        rows = []
+        for ns in sorted(self.nodes.values(), key=lambda n: n.position):
+            t0, b0 = ns.rate
+            raw = ns.raw if ns.done else _raw_estimate(ns, self.producer.raw, self.ring.end)
+            rate = (raw - b0) / (now - t0) / 1e6 if t0 and now > t0 else 0.0
+            ns.rate = (now, raw)
+            rows.append({"node": ns.id, "name": ns.name, "position": ns.position,
+                         "state": ns.state, "bytes": raw, "mb_per_s": round(rate, 2)})
+        return Event("progress", f"produced {self.producer.raw / 1e6:.1f} MB",
+                     data={"produced": self.producer.raw, "nodes": rows})
+
+    def report(self) -> SessionReport:
+        eof = self.producer.eof_at or time.monotonic()
+        drain_end = self.all_terminal_at or eof
+        nodes = []
+        for ns in sorted(self.nodes.values(), key=lambda n: n.position):
+            d = ns.done
+            state = "ok" if ns.state == "done" else ns.state
+            attachment = d.get("attachment")
+            nodes.append(NodeReport(
+                node=ns.id, name=ns.name, position=ns.position, state=state,
+                bytes=int(d.get("bytes", 0)) if d else _raw_estimate(ns, self.producer.raw,
+                                                                     self.ring.end),
+                seconds=float(d.get("seconds", 0.0)),
+                digest_ok=bool(d) and d.get("digest") == self.producer.digest,
+                consumer_status=d.get("consumer_status") if d else None,
+                reason=ns.reason,
+                attachment=base64.b64decode(attachment) if attachment else None,
+            ))
+        return SessionReport(tuple(nodes), self.producer.raw, eof - self.producer.started_at,
+                             max(0.0, drain_end - eof), self.producer.digest)
+
+
+def _raw_estimate(ns: NodeState, produced_raw: int, produced_frames: int) -> int:
+    """Raw bytes a node holds, estimated from frame-stream positions (exact without zstd)."""
+    if produced_frames == 0:
+        return 0
+    return int(produced_raw * ns.progress.consumed / produced_frames)
+
+
+def _refuse(chan: Channel, reason: str) -> None:
+    try:
+        chan.send("refused", reason=reason)
+    except OSError:
+        pass
+    chan.close()

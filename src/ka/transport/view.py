@@ -1,0 +1,89 @@
+"""How `ka send` / `ka receive` show events: a live table on a terminal, plain lines otherwise,
+or one JSON object per line. Part of the command line, so it prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import TracebackType
+from typing import Any
+
+from ka.transport.options import Event, SessionReport
+
+
+class EventView:
+    def __init__(self, json_mode: bool, role: str) -> None:
+        self.json_mode = json_mode
+        self.role = role
+        self.tty = sys.stderr.isatty() and not json_mode and role == "send"
+        self._live: Any = None
+        self._rows: list[dict[str, Any]] = []
+        self._produced = 0
+
+    def __enter__(self) -> EventView:
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4,
+                              transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.__exit__(t, e, tb)
+            self._live = None
+
+    def event(self, ev: Event) -> None:
+        if self.json_mode:
+            print(json.dumps(ev.to_json()), flush=True)
+            return
+        if ev.kind == "progress":
+            self._rows = list(ev.data.get("nodes", []))
+            self._produced = int(ev.data.get("produced", 0))
+            if self._live is not None:
+                self._live.update(self._table())
+            else:
+                parts = [f"{r['name'] or r['node']} {r['bytes'] / 1e6:.0f}MB {r['state']}"
+                         for r in self._rows]
+                print(f"ka: {ev.message}; " + ", ".join(parts), file=sys.stderr, flush=True)
+            return
+        if self._live is not None:
+            self._live.console.print(f"ka: {ev.message}")
+        else:
+            print(f"ka: {ev.message}", file=sys.stderr, flush=True)
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"ka send: {self._produced / 1e6:.1f} MB produced")
+        for col in ("#", "node", "state", "MB", "MB/s"):
+            table.add_column(col, justify="right" if col in ("#", "MB", "MB/s") else "left")
+        for r in self._rows:
+            table.add_row(str(r["position"]), str(r["name"] or r["node"]), r["state"],
+                          f"{r['bytes'] / 1e6:.1f}", f"{r['mb_per_s']:.1f}")
+        return table
+
+    def summary(self, report: SessionReport) -> None:
+        if self.json_mode:
+            print(json.dumps({"event": "summary", **report.to_json()}), flush=True)
+            return
+        out = sys.stdout
+        print(f"{'#':>3} {'node':<24} {'state':<8} {'MB':>10} {'MB/s':>8} {'digest':<6} "
+              f"{'exit':>4}  reason", file=out)
+        for n in report.nodes:
+            status = "-" if n.consumer_status is None else str(n.consumer_status)
+            print(f"{n.position:>3} {(n.name or n.node)[:24]:<24} {n.state:<8} "
+                  f"{n.bytes / 1e6:>10.1f} {n.mb_per_s:>8.1f} {'ok' if n.digest_ok else 'BAD':<6} "
+                  f"{status:>4}  {n.reason or ''}", file=out)
+        rate = report.bytes / report.seconds / 1e6 if report.seconds > 0 else 0.0
+        print(f"Total data sent = {report.bytes / 2**20:.1f} MiB, digest {report.digest[:16]}…",
+              file=out)
+        print(f"Transfer time = {report.seconds:.3f} seconds, throughput = {rate:.1f} MB/s",
+              file=out)
+        print(f"The pipeline was emptied in {report.drain_seconds:.3f} seconds", file=out)
+        failed = [n for n in report.nodes if n.state != "ok"]
+        if failed:
+            print(f"ka: {len(failed)} of {len(report.nodes)} node(s) failed", file=sys.stderr)

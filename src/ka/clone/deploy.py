@@ -1,0 +1,209 @@
+"""`ka clone`: the golden node runs the plan's sessions one after another.
+
+Each session is one chain broadcast. After the plan, a session waits only for the nodes that
+are still alive (a node evicted in one session is not waited for in the next), and never
+forever: after `join_timeout` it starts with whoever came. The last session is the release
+barrier in which every node hands over its install report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ka.clone import tarstream
+from ka.clone.endpoints import TarSource
+from ka.clone.plan import ClonePlan, Stream
+from ka.clone.report import InstallReport
+from ka.errors import KaError
+
+
+class CloneFailed(KaError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    root: str = "/"
+    port: int = 30765
+    key: bytes | None = None
+    join_timeout: float = 900.0  # later sessions start with whoever came after this long
+    stall_timeout: float = 5.0
+    bind: str = "0.0.0.0"
+    logs_dir: str = "ka-logs"
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    name: str
+    position: int  # in the plan session
+    result: str  # "ok" | "failed"
+    reason: str | None
+    report: InstallReport | None = None
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    sessions: tuple[tuple[str, Any], ...]  # (session name, SessionReport)
+    nodes: tuple[NodeOutcome, ...]
+    logs: str
+    errors: tuple[str, ...] = ()  # golden-side failures (a producer that failed)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.nodes) and all(n.result == "ok" for n in self.nodes) and not self.errors
+
+
+@dataclass
+class _Progress:
+    alive: int
+    errors: list[str] = field(default_factory=list)
+
+
+EventSink = Callable[[str, Any], None]  # (session name, transport Event)
+
+
+def source_for(plan: ClonePlan, stream: Stream, root: str) -> Any:
+    from ka.transport import FileSource
+
+    if stream.kind == "tar":
+        assert stream.mountpoint is not None
+        src = os.path.join(os.path.realpath(root), stream.mountpoint.lstrip("/"))
+        return TarSource(tarstream.create_argv(src, stream.excludes, selinux=plan.selinux))
+    part = next(p for p in plan.partitions if (p.disk, p.number) == (stream.disk, stream.number))
+    assert part.device is not None
+    return FileSource(part.device)
+
+
+def run_clone(
+    plan: ClonePlan,
+    settings: SessionSettings,
+    on_event: EventSink | None = None,
+    send: Callable[..., Any] | None = None,
+) -> CloneResult:
+    from ka.transport import BytesSource, SendOptions
+    from ka.transport import send as transport_send
+
+    send_fn = send or transport_send
+    sessions: list[tuple[str, Any]] = []
+
+    def one(name: str, source: Any, nodes: int, *, first: bool = False, **kw: Any) -> Any:
+        options = SendOptions(
+            nodes=nodes,
+            session=name,
+            port=settings.port,
+            key=settings.key,
+            stall_timeout=settings.stall_timeout,
+            bind=settings.bind,
+            min_nodes=None if first else 1,
+            wait_timeout=None if first else settings.join_timeout,
+            **kw,
+        )
+        callback = (lambda ev: on_event(name, ev)) if on_event else None
+        report = send_fn(source, options, callback)
+        sessions.append((name, report))
+        return report
+
+    progress = _Progress(alive=plan.nodes)
+    first = one(plan.plan_session, BytesSource(plan.to_json().encode()), plan.nodes, first=True)
+    progress.alive = sum(1 for n in first.nodes if n.state == "ok")
+    if progress.alive == 0:
+        raise CloneFailed("no node received the plan", hint=_reasons(first))
+    for stream in plan.streams:
+        try:
+            report = one(stream.session, source_for(plan, stream, settings.root),
+                         progress.alive, compress=plan.compress)
+        except KaError as e:
+            # The nodes saw the stream cut and go on as relays; keep going so that every
+            # node still reaches the final session and reports.
+            progress.errors.append(f"{stream.session}: {e}")
+            continue
+        progress.alive = sum(1 for n in report.nodes if n.state != "evicted")
+        if progress.alive == 0:
+            break
+    done: Any = None
+    if progress.alive:
+        delay = plan.release_delay / 10 if plan.release_delay else None
+        try:
+            done = one(plan.done_session, BytesSource(b"ka clone done\n"), progress.alive,
+                       release_delay=delay)
+        except KaError as e:
+            progress.errors.append(f"{plan.done_session}: {e}")
+    outcomes = _outcomes(first, sessions[1:], done)
+    logs = store_logs(settings.logs_dir, plan, sessions, outcomes, progress.errors)
+    return CloneResult(tuple(sessions), outcomes, logs, tuple(progress.errors))
+
+
+def _outcomes(first: Any, later: Sequence[tuple[str, Any]], done: Any) -> tuple[NodeOutcome, ...]:
+    reports: dict[int, InstallReport] = {}
+    unreadable: list[str] = []
+    for n in done.nodes if done is not None else ():
+        if not n.attachment:
+            continue
+        try:
+            r = InstallReport.from_json(n.attachment)
+        except (ValueError, TypeError, KeyError):
+            unreadable.append(n.name or n.node)
+            continue
+        if n.state != "ok" and r.result == "ok":
+            r = InstallReport(**{**r.__dict__, "result": "failed",
+                                 "reason": f"final session: {n.reason or n.state}"})
+        reports[r.position] = r
+    reported = {r.node for r in reports.values()}
+    # Nodes that vanished: the last thing any session said about a name that never reported.
+    lost: list[str] = []
+    for session, rep in later:
+        for n in rep.nodes:
+            if n.state != "ok" and (n.name or n.node) not in reported:
+                lost.append(f"{n.name or n.node}: {n.state} in {session}: {n.reason or ''}".strip())
+    out: list[NodeOutcome] = []
+    for n in sorted(first.nodes, key=lambda x: x.position):
+        r = reports.get(n.position)
+        if n.state != "ok":
+            out.append(NodeOutcome(n.name or n.node, n.position, "failed",
+                                   f"plan session: {n.reason or n.state}"))
+        elif r is None:
+            reason = lost.pop(0) if lost else "did not reach the final session"
+            out.append(NodeOutcome(n.name or n.node, n.position, "failed", reason))
+        else:
+            out.append(NodeOutcome(r.node, n.position, r.result, r.reason, r))
+    for name in unreadable:
+        out.append(NodeOutcome(name, 0, "failed", "its install report was unreadable"))
+    return tuple(out)
+
+
+def store_logs(
+    base: str,
+    plan: ClonePlan,
+    sessions: Sequence[tuple[str, Any]],
+    outcomes: Sequence[NodeOutcome],
+    errors: Sequence[str],
+) -> str:
+    """One JSON file per node plus a summary, in BASE/PREFIX/ (the original's store_log)."""
+    directory = Path(base, plan.prefix)
+    directory.mkdir(parents=True, exist_ok=True)
+    for o in outcomes:
+        if o.report is not None:
+            safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in o.name) or "node"
+            (directory / f"{safe}.json").write_text(o.report.to_json())
+    summary = {
+        "prefix": plan.prefix,
+        "errors": list(errors),
+        "sessions": {name: rep.to_json() for name, rep in sessions},
+        "nodes": [
+            {"name": o.name, "position": o.position, "result": o.result, "reason": o.reason}
+            for o in outcomes
+        ],
+    }
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return str(directory)
+
+
+def _reasons(report: Any) -> str:
+    return "; ".join(f"{n.name or n.node}: {n.reason or n.state}" for n in report.nodes) or (
+        "no node joined"
+    )

@@ -1,0 +1,132 @@
+"""Transport endpoints of the clone sessions: tar at both ends, and a sink that discards.
+
+tar runs from an argv list (no shell), and its stderr goes to a file that is read back and
+reported: the original sent it to /dev/null and a disk-full extraction passed as success.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+
+from ka.run import spawn
+from ka.transport.endpoints import Sink, SinkBroken, Source, exit_status
+from ka.transport.errors import TransportError
+
+_STDERR_KEEP = 64 * 1024
+_PIPE_STEP = 1024 * 1024
+
+
+def _tail(f: tempfile._TemporaryFileWrapper[bytes]) -> str:
+    f.flush()
+    size = f.seek(0, 2)
+    f.seek(max(0, size - _STDERR_KEEP))
+    return f.read().decode(errors="replace").strip()
+
+
+class TarSource(Source):
+    """Streams a filesystem with tar; the session fails if tar exits non-zero."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+        self.description = f"tar of {self.argv[3].removeprefix('--directory=')}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._err: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self.stderr = ""
+        self.status: int | None = None
+
+    def open(self) -> None:
+        self._err = tempfile.NamedTemporaryFile(prefix="ka-tar-", suffix=".err")
+        self._proc = spawn(self.argv, stdout=subprocess.PIPE, stderr=self._err)
+
+    def read_into(self, buf: memoryview) -> int:
+        assert self._proc is not None and self._proc.stdout is not None
+        return self._proc.stdout.readinto(buf) or 0
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self.status = exit_status(proc.wait())
+        if self._err is not None:
+            self.stderr = _tail(self._err)
+            self._err.close()
+            self._err = None
+        # GNU tar exits 1 when a file changed while being read (a live golden node): the
+        # archive is still complete, so that is a warning, reported; 2 is a fatal error.
+        if self.status not in (0, 1):
+            raise TransportError(
+                f"tar on the golden node failed with status {self.status}: {self.stderr[-2000:]}",
+                hint="read tar's message above; a file system error on the golden node",
+            )
+
+    def abort(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        self.close_quietly()
+
+
+class TarSink(Sink):
+    """Feeds a stream to `tar --extract`; exit status and stderr are kept for the report."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+        self.description = "tar extraction"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._err: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self.stderr = ""
+        self.status: int | None = None
+
+    def open(self) -> None:
+        self._err = tempfile.NamedTemporaryFile(prefix="ka-untar-", suffix=".err")
+        self._proc = spawn(self.argv, stdin=subprocess.PIPE, stderr=self._err)
+
+    def write(self, data: memoryview) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        fd = self._proc.stdin.fileno()
+        try:
+            while data:
+                n = os.write(fd, data[:_PIPE_STEP])
+                data = data[n:]
+        except OSError as e:
+            raise SinkBroken(f"tar stopped reading ({e.strerror})") from e
+
+    def close(self) -> tuple[int, str | None]:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return (self.status or 0), None
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        self.status = exit_status(proc.wait())
+        if self._err is not None:
+            self.stderr = _tail(self._err)
+            self._err.close()
+            self._err = None
+        if self.status == 0:
+            return 0, None
+        last = self.stderr.splitlines()[-1] if self.stderr else "no message"
+        return self.status, f"tar --extract exited with status {self.status}: {last}"
+
+    def abort(self) -> tuple[int, str | None]:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        return self.close()
+
+
+class DiscardSink(Sink):
+    """For a node that cannot install: it stays in the chain as a relay and keeps nothing."""
+
+    description = "discard"
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: memoryview) -> None:
+        self.bytes += len(data)

@@ -1,0 +1,477 @@
+"""`ka install`: the node's side (the original's ka_replication.sh and prepare_node.sh).
+
+Receive the plan, partition and format, extract every stream, fix the clone up, and hand the
+install report to the golden node in the final session. A node that cannot install stays in
+every remaining session as a relay (its sons still need the stream) and reports why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ka import run
+from ka.clone import bootloader as boot
+from ka.clone import fixups, tarstream
+from ka.clone.endpoints import DiscardSink, TarSink
+from ka.clone.hostnames import assign_hostname
+from ka.clone.mapping import DiskAssignment, local_disks, map_disks
+from ka.clone.plan import ClonePlan, GoldenDisk, Stream
+from ka.clone.report import InstallLog, InstallReport
+from ka.disk.desc import parse_desc
+from ka.disk.errors import DoesNotFit
+from ka.disk.plan import Plan, plan_layout
+from ka.errors import KaError
+
+REPORT_PATH = "var/log/ka-install.json"
+DETAIL_LIMIT = 4000
+# A filesystem needs room beyond its data for metadata and journal; refuse below this.
+CONTENT_MARGIN = 1.05
+LATE_RETRY = 0.5  # seconds between joins while the previous session closes
+
+
+class InstallFailed(KaError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    prefix: str | None = None
+    host: str | None = None
+    port: int = 30765
+    key: bytes | None = None
+    disks: Mapping[str, str] = field(default_factory=dict)  # golden DRIVE -> local device
+    target: str = "/mnt/ka"
+    bootloader: str | None = None  # "grub" | "none" overrides the plan
+    name: str | None = None
+    find_timeout: float = 600.0
+
+
+def fits(golden: GoldenDisk, size: int, plan: ClonePlan) -> str | None:
+    """Why the golden disk's layout or data does not fit `size` bytes, or None."""
+    try:
+        planned = plan_layout(parse_desc(golden.desc, f"<{golden.name}>"), size)
+    except DoesNotFit as e:
+        return e.message
+    sizes = {p.number: p.size_bytes for p in planned.partitions}
+    for part in plan.partitions_of(golden.name):
+        room = sizes.get(part.number, 0)
+        if part.content == "tar" and part.used * CONTENT_MARGIN > room:
+            return (f"partition {part.number} ({part.mountpoint}) would get {room >> 20} MiB "
+                    f"but holds {part.used >> 20} MiB on the golden node")
+    for stream in plan.streams:
+        if stream.kind == "raw" and stream.disk == golden.name:
+            if sizes.get(stream.number, 0) < stream.size:
+                return (f"raw partition {stream.number} needs {stream.size >> 20} MiB, "
+                        f"would get {sizes.get(stream.number, 0) >> 20} MiB")
+    return None
+
+
+def new_uuid(fstype: str | None) -> str | None:
+    if fstype == "vfat":
+        h = uuidlib.uuid4().hex[:8].upper()
+        return f"{h[:4]}-{h[4:]}"
+    if fstype in ("ext2", "ext3", "ext4", "xfs", "btrfs", "swap", "jfs", "reiserfs"):
+        return str(uuidlib.uuid4())
+    return None
+
+
+class Installer:
+    def __init__(
+        self,
+        opts: InstallOptions,
+        on_step: Callable[[str, str], None] | None = None,
+        receive: Callable[..., Any] | None = None,
+    ) -> None:
+        self.opts = opts
+        self.log = InstallLog(on_step)
+        self._receive_fn = receive
+        self.plan: ClonePlan | None = None
+        self.position = 0
+        self.name: str | None = opts.name
+        self.hostname: str | None = None
+        self.assignments: tuple[DiskAssignment, ...] = ()
+        self.new_ids: list[fixups.NewIdentity] = []
+        self.mounted = False
+
+    # --- transport -------------------------------------------------------------------------
+    def _receive(self, sink: Any, session: str, **kw: Any) -> Any:
+        """Join `session`: by name, or with --host at the one address all sessions share.
+
+        With --host, a node that finished one session early may reach the golden node while
+        it is still closing that session; such a node is refused as late ("already started")
+        and tries again until the next session opens.
+        """
+        from ka.transport import ReceiveOptions, Rejected, receive
+
+        deadline = time.monotonic() + self.opts.find_timeout
+        while True:
+            options = ReceiveOptions(
+                session=None if self.opts.host else session,
+                host=self.opts.host,
+                port=self.opts.port,
+                key=self.opts.key,
+                find_timeout=max(1.0, deadline - time.monotonic()),
+                name=self.name,
+                **kw,
+            )
+            try:
+                return (self._receive_fn or receive)(sink, options)
+            except Rejected as e:
+                late = "already started" in e.message
+                if not (self.opts.host and late) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(LATE_RETRY)
+
+    # --- the whole run ---------------------------------------------------------------------
+    def run(self) -> InstallReport:
+        plan = self._receive_plan()
+        failure: str | None = None
+        try:
+            self._prepare_disks(plan)
+        except KaError as e:
+            failure = _one_line(e)
+        for stream in plan.streams:
+            if failure:
+                failure_in_relay = self._relay(stream)
+                if failure_in_relay:
+                    self.log.warn(failure_in_relay)
+                continue
+            try:
+                self._stream(plan, stream)
+            except KaError as e:
+                failure = _one_line(e)
+        if not failure:
+            try:
+                self._fix_up(plan)
+            except KaError as e:
+                failure = _one_line(e)
+        disks = {a.golden: a.device for a in self.assignments}
+        report = self.log.report(self.name or "", self.position, failure, disks)
+        if self.mounted:
+            self._keep_report(report)
+            try:
+                self._unmount()
+            except KaError as e:
+                failure = failure or _one_line(e)
+            report = self.log.report(self.name or "", self.position, failure, disks)
+        self._release(plan, report)
+        return report
+
+    def _receive_plan(self) -> ClonePlan:
+        from ka.transport import BytesSink
+
+        session = f"{self.opts.prefix or 'ka'}-plan"
+        with self.log.step("receive plan") as s:
+            sink = BytesSink()
+            rep = self._receive(sink, session)
+            plan = ClonePlan.from_json(sink.data)
+            s.bytes, s.digest = rep.bytes, rep.digest
+            s.detail = f"position {rep.position}, {len(plan.streams)} streams"
+        self.plan, self.position = plan, rep.position
+        macs, ips = local_interfaces()
+        assigned = assign_hostname(plan.hostnames, rep.position, macs, ips)
+        self.hostname = assigned
+        self.name = assigned or self.opts.name or f"node{rep.position:02d}"
+        return plan
+
+    def _prepare_disks(self, plan: ClonePlan) -> None:
+        from ka.disk import apply_plan, sector_size
+
+        with self.log.step("map disks") as s:
+            given = {k: os.path.realpath(v) for k, v in self.opts.disks.items()}
+            self.assignments = map_disks(
+                plan, local_disks(list(given.values())), given, lambda g, n: fits(g, n, plan)
+            )
+            s.detail = ", ".join(f"{a.golden}->{a.device}" for a in self.assignments)
+        by_name = {d.name: d for d in plan.disks}
+        order = sorted(self.assignments, key=lambda a: _root_first(plan, a.golden))
+        for a in order:
+            golden = by_name[a.golden]
+            layout = parse_desc(golden.desc, f"<{golden.name}>")
+            planned = mount_only_content(plan_layout(layout, a.size, sector_size(a.device)),
+                                         plan, golden.name)
+            uuids = {p.number: u for p in planned.partitions if (u := new_uuid(p.fs))}
+            with self.log.step(f"partition and format {a.device}") as s:
+                os.makedirs(self.opts.target, exist_ok=True)
+                applied = apply_plan(planned, a.device, target=self.opts.target, uuids=uuids)
+                self.mounted = True
+                s.detail = planned.describe().splitlines()[0]
+            partuuids = read_partuuids(a.device)
+            for part in applied.partitions:
+                number, devnode = part[0], part[1]
+                self.new_ids.append(fixups.NewIdentity(
+                    disk=a.golden, number=number, uuid=part[3] or uuids.get(number),
+                    partuuid=partuuids.get(number), label=part[4], device=devnode,
+                ))
+
+    def _device_of(self, disk: str, number: int) -> str:
+        for n in self.new_ids:
+            if n.disk == disk and n.number == number:
+                return n.device
+        from ka.disk import partition_device
+
+        dev = {a.golden: a.device for a in self.assignments}[disk]
+        return partition_device(dev, number)
+
+    def _stream(self, plan: ClonePlan, stream: Stream) -> None:
+        from ka.transport import FileSink
+
+        if stream.kind == "tar":
+            assert stream.mountpoint is not None
+            dest = os.path.join(self.opts.target, stream.mountpoint.lstrip("/"))
+            with self.log.step(f"extract {stream.mountpoint}") as s:
+                sink = TarSink(tarstream.extract_argv(dest, selinux=plan.selinux))
+                try:
+                    rep = self._receive(sink, stream.session)
+                finally:
+                    if sink.stderr:
+                        s.detail = f"tar said: {sink.stderr[-DETAIL_LIMIT:]}"
+                        if sink.status == 0:
+                            self.log.warn(f"tar ({stream.mountpoint}): {sink.stderr[-500:]}")
+                s.bytes, s.digest = rep.bytes, rep.digest
+            return
+        device = self._device_of(stream.disk, stream.number)
+        with self.log.step(f"raw copy to {device}") as s:
+            rep = self._receive(FileSink(device), stream.session)
+            s.bytes, s.digest = rep.bytes, rep.digest
+        # The copy brought the golden's filesystem identity along: record it as the new one.
+        from ka.clone.golden import blkid
+
+        ident = blkid(device)
+        key = (stream.disk, stream.number)
+        partuuid = read_partuuids(self._disk(stream.disk)).get(stream.number)
+        self.new_ids = [n for n in self.new_ids if (n.disk, n.number) != key]
+        self.new_ids.append(fixups.NewIdentity(
+            stream.disk, stream.number, ident.uuid, partuuid, ident.label, device
+        ))
+
+    def _disk(self, golden: str) -> str:
+        return {a.golden: a.device for a in self.assignments}[golden]
+
+    def _relay(self, stream: Stream) -> str | None:
+        sink = DiscardSink()
+        try:
+            self._receive(sink, stream.session)
+        except KaError as e:
+            return f"relaying {stream.session}: {_one_line(e)}"
+        self.log.skip(f"stream {stream.session}", f"relayed {sink.bytes} bytes, not installed")
+        return None
+
+    def _fix_up(self, plan: ClonePlan) -> None:
+        target = self.opts.target
+        if plan.excluded_dirs:
+            with self.log.step("recreate excluded directories") as s:
+                for w in fixups.recreate_excluded(target, plan.excluded_dirs):
+                    self.log.warn(w)
+                s.detail = ", ".join(d.path for d in plan.excluded_dirs)
+        ids = fixups.identity_map(plan, self.new_ids)
+        with self.log.step("rewrite fstab") as s:
+            result = fixups.write_fstab(target, plan, ids)
+            s.detail = (f"{len(result.changed)} rewritten, {len(result.kept)} kept, "
+                        f"{len(result.disabled)} disabled")
+        with self.log.step("rewrite UUIDs in boot configuration") as s:
+            changed = fixups.rewrite_id_files(target, ids.id_pairs())
+            s.detail = ", ".join(f"{p}:{n}" for p, n in changed if n) or "nothing to change"
+        with self.log.step("new machine-id") as s:
+            s.detail = fixups.new_machine_id(target) or "the clone has no machine-id"
+        with self.log.step("new SSH host keys") as s:
+            made, warning = fixups.regenerate_ssh_host_keys(target)
+            if warning:
+                self.log.warn(warning)
+                s.result = "warning"
+            s.detail = warning or (", ".join(made) or "the clone has no SSH host keys")
+        if self.hostname:
+            with self.log.step(f"host name {self.hostname}") as s:
+                fixups.set_hostname(target, self.hostname, plan.golden_hostname)
+        with self.log.step("remove network and DHCP state") as s:
+            s.detail = ", ".join(fixups.remove_stale_state(target)) or "none found"
+        self._boot(plan)
+
+    def _boot(self, plan: ClonePlan) -> None:
+        target = self.opts.target
+        kind = self.opts.bootloader or plan.bootloader.kind
+        required = kind == "grub"
+        tools = boot.detect_tools(target, boot.kernels(target))
+        if kind == "none":
+            self.log.skip("initramfs and bootloader", "--bootloader none")
+        else:
+            missing = []
+            if tools.initramfs is None:
+                missing.append("no initramfs tool (update-initramfs, dracut, mkinitrd)")
+            if tools.grub_install is None:
+                missing.append("no grub-install")
+            if missing and required:
+                raise boot.BootloaderError(
+                    "--bootloader grub was asked for but the clone has " + " and ".join(missing)
+                )
+            for m in missing:
+                self.log.warn(f"the clone has {m}: skipped")
+            if tools.initramfs or tools.grub_install:
+                with boot.chroot_mounts(target):
+                    if tools.initramfs:
+                        with self.log.step("regenerate initramfs") as s:
+                            boot.in_chroot(target, [*tools.initramfs, *plan.bootloader.options])
+                            s.detail = " ".join(tools.initramfs)
+                    if tools.grub_install:
+                        self._grub(plan, tools)
+        for disk in plan.disks:
+            if disk.boot_code:
+                dev = self._disk(disk.name)
+                with self.log.step(f"MBR boot code to {dev}"):
+                    boot.write_boot_code(dev, disk.boot_code)
+
+    def _grub(self, plan: ClonePlan, tools: boot.BootTools) -> None:
+        assert tools.grub_install
+        target = self.opts.target
+        root_disk = next((p.disk for p in plan.partitions if p.mountpoint == "/"),
+                         plan.disks[0].name)
+        desc = parse_desc(next(d.desc for d in plan.disks if d.name == root_disk))
+        esp = next((p.mountpoint for _n, p in desc.numbered() if p.type == "esp"), None)
+        bios = desc.label == "dos" or any(p.type == "bios" for p in desc.partitions)
+        esp_mounted = None
+        if esp:
+            number = next(n for n, p in desc.numbered() if p.type == "esp")
+            path = os.path.join(target, esp.lstrip("/"))
+            os.makedirs(path, exist_ok=True)
+            run.run(["mount", self._device_of(root_disk, number), path])
+            esp_mounted = path
+        try:
+            for argv in boot.grub_install_argvs(tools.grub_install, self._disk(root_disk),
+                                                uefi=esp is not None, bios=bios, esp=esp):
+                with self.log.step(" ".join(argv[:2])) as s:
+                    s.detail = boot.in_chroot(target, argv).stderr[-DETAIL_LIMIT:]
+        finally:
+            if esp_mounted:
+                run.run(["umount", esp_mounted], check=False)
+        if tools.grub_mkconfig and tools.grub_cfg:
+            with self.log.step("grub-mkconfig") as s:
+                boot.in_chroot(target, [tools.grub_mkconfig, "-o", tools.grub_cfg])
+                s.detail = tools.grub_cfg
+
+    def _keep_report(self, report: InstallReport) -> None:
+        path = Path(self.opts.target, REPORT_PATH)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(report.to_json())
+        except OSError as e:
+            self.log.warn(f"could not write {path}: {e.strerror}")
+
+    def _unmount(self) -> None:
+        from ka.disk import unmount_tree
+
+        with self.log.step("sync and unmount"):
+            os.sync()
+            unmount_tree(self.opts.target)
+            self.mounted = False
+
+    def _release(self, plan: ClonePlan, report: InstallReport) -> None:
+        """The final barrier: hand the report over and wait to be released."""
+        data = report.to_json().encode()
+        sink = DiscardSink()
+        try:
+            self._receive(sink, plan.done_session, wait_release=True, attachment=data)
+        except KaError as e:
+            raise InstallFailed(
+                f"could not hand the install report to the golden node: {_one_line(e)}",
+                hint=f"the report is kept on the node in /{REPORT_PATH}",
+            ) from e
+
+    def cleanup(self) -> None:
+        """Unmount whatever is still mounted (after an unexpected error)."""
+        if self.mounted:
+            from ka.disk import unmount_tree
+
+            try:
+                unmount_tree(self.opts.target)
+            except KaError:
+                pass
+            self.mounted = False
+
+
+def install(
+    opts: InstallOptions, on_step: Callable[[str, str], None] | None = None
+) -> InstallReport:
+    installer = Installer(opts, on_step)
+    try:
+        return installer.run()
+    finally:
+        installer.cleanup()
+
+
+def mount_only_content(planned: Plan, plan: ClonePlan, disk: str) -> Plan:
+    """The disk plan with mount points only where a tar stream lands.
+
+    A partition formatted empty or copied raw need not be mounted to install, and the node's
+    kernel may not even mount its filesystem (vfat in a minimal boot environment).
+    """
+    tar = {p.number for p in plan.partitions_of(disk) if p.content == "tar"}
+    parts = tuple(
+        p if p.number in tar or p.mountpoint is None else dataclasses.replace(p, mountpoint=None)
+        for p in planned.partitions
+    )
+    return dataclasses.replace(planned, partitions=parts)
+
+
+def _root_first(plan: ClonePlan, disk: str) -> tuple[int, str]:
+    has_root = any(p.disk == disk and p.mountpoint == "/" for p in plan.partitions)
+    return (0 if has_root else 1, disk)
+
+
+def read_partuuids(device: str) -> dict[int, str]:
+    """Partition number -> PARTUUID as the kernel and fstab spell it (GPT GUID or MBR id-NN)."""
+    result = run.run(["sfdisk", "--json", device], check=False)
+    if result.returncode != 0:
+        return {}
+    table = json.loads(result.stdout).get("partitiontable", {})
+    out: dict[int, str] = {}
+    disk_id = str(table.get("id", ""))
+    for part in table.get("partitions", []):
+        node = str(part.get("node", ""))
+        digits = ""
+        for ch in reversed(node):
+            if not ch.isdigit():
+                break
+            digits = ch + digits
+        if not digits:
+            continue
+        number = int(digits)
+        if table.get("label") == "gpt" and part.get("uuid"):
+            out[number] = str(part["uuid"]).lower()
+        elif table.get("label") == "dos" and disk_id:
+            out[number] = f"{disk_id.removeprefix('0x').lower():0>8}-{number:02x}"
+    return out
+
+
+def local_interfaces() -> tuple[list[str], list[str]]:
+    """MAC addresses and IP addresses of this machine's interfaces (loopback left out)."""
+    macs: list[str] = []
+    ips: list[str] = []
+    if not run.available("ip"):
+        return macs, ips
+    result = run.run(["ip", "-json", "address"], check=False)
+    try:
+        links = json.loads(result.stdout or "[]")
+    except ValueError:
+        return macs, ips
+    for link in links:
+        if link.get("link_type") == "loopback":
+            continue
+        if link.get("address"):
+            macs.append(str(link["address"]))
+        for a in link.get("addr_info", []):
+            if a.get("local"):
+                ips.append(str(a["local"]))
+    return macs, ips
+
+
+def _one_line(e: KaError) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

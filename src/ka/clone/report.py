@@ -1,0 +1,143 @@
+"""The install report: every step a node took, how long it took, what it moved, how it ended.
+
+Kept on the node (/var/log/ka-install.json inside the clone) and handed to the golden node
+in the final session, which stores one file per node (the original's store_log).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    result: str  # "ok" | "failed" | "skipped" | "warning"
+    seconds: float
+    started: float  # Unix time
+    detail: str = ""
+    bytes: int | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    node: str  # host name given to the clone, or the name it joined with
+    position: int  # 1-based position in the plan session
+    result: str  # "ok" | "failed"
+    reason: str | None
+    steps: tuple[StepRecord, ...]
+    warnings: tuple[str, ...]
+    started: float
+    seconds: float
+    disks: dict[str, str] = field(default_factory=dict)  # golden disk -> local device
+    version: int = REPORT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> InstallReport:
+        data = json.loads(text)
+        data["steps"] = tuple(StepRecord(**s) for s in data.get("steps", ()))
+        data["warnings"] = tuple(data.get("warnings", ()))
+        return cls(**data)
+
+
+class StepFailed(Exception):
+    """Raised inside a step body to end it as failed with a reason but without a traceback."""
+
+
+@dataclass
+class StepState:
+    """What the body of a step may fill in."""
+
+    detail: str = ""
+    bytes: int | None = None
+    digest: str | None = None
+    result: str = "ok"
+
+
+class InstallLog:
+    """Collects steps as they run; `on_change` sees every step start and end (live status)."""
+
+    def __init__(self, on_change: Callable[[str, str], None] | None = None) -> None:
+        self.steps: list[StepRecord] = []
+        self.warnings: list[str] = []
+        self.started = time.time()
+        self._t0 = time.monotonic()
+        self.current: str | None = None
+        self._on_change = on_change
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepState]:
+        state = StepState()
+        began, t0 = time.time(), time.monotonic()
+        self.current = name
+        self._notify(name, "running")
+        try:
+            yield state
+        except BaseException as e:
+            detail = state.detail or _reason(e)
+            self._record(name, "failed", t0, began, state, detail)
+            raise
+        self._record(name, state.result, t0, began, state, state.detail)
+
+    def skip(self, name: str, why: str) -> None:
+        self.steps.append(StepRecord(name, "skipped", 0.0, time.time(), why))
+        self._notify(name, f"skipped: {why}")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self._notify(self.current or "", f"warning: {message}")
+
+    def report(
+        self, node: str, position: int, reason: str | None, disks: dict[str, str] | None = None
+    ) -> InstallReport:
+        return InstallReport(
+            node=node,
+            position=position,
+            result="failed" if reason else "ok",
+            reason=reason,
+            steps=tuple(self.steps),
+            warnings=tuple(self.warnings),
+            started=self.started,
+            seconds=round(time.monotonic() - self._t0, 3),
+            disks=dict(disks or {}),
+        )
+
+    def _record(
+        self, name: str, result: str, t0: float, began: float, state: StepState, detail: str
+    ) -> None:
+        rec = StepRecord(
+            name, result, round(time.monotonic() - t0, 3), began, detail, state.bytes, state.digest
+        )
+        self.steps.append(rec)
+        self._notify(name, result + (f": {detail}" if detail else ""))
+
+    def _notify(self, step: str, status: str) -> None:
+        if self._on_change is not None:
+            self._on_change(step, status)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def summary_row(report: InstallReport) -> dict[str, Any]:
+    moved = sum(s.bytes or 0 for s in report.steps)
+    return {
+        "node": report.node,
+        "result": report.result,
+        "seconds": report.seconds,
+        "bytes": moved,
+        "reason": report.reason or "",
+    }

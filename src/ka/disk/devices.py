@@ -79,7 +79,11 @@ def ensure_partition_nodes(
     for loop devices on these machines.
     """
     if expected:
-        run(["partx", "--update", os.path.realpath(disk)], check=False)
+        real = os.path.realpath(disk)
+        run(["partx", "--update", real], check=False)
+        # partx --update leaves out MBR logical partitions; --add takes them one by one.
+        for number in sorted(expected - set(kernel_partitions(disk))):
+            run(["partx", "--add", "--nr", str(number), real], check=False)
         deadline = time.monotonic() + timeout
         while not expected <= set(kernel_partitions(disk)):
             if time.monotonic() > deadline:

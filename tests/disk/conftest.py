@@ -1,0 +1,51 @@
+"""Loop disks over sparse files for the root tests; everything is removed, also on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ka.disk import LoopDevice, unmount_tree
+from ka.run import run
+
+
+@pytest.fixture
+def loop_disk(tmp_path: Path) -> Iterator[Callable[[int], str]]:
+    """Factory: loop_disk(size_bytes) -> /dev/loopN over a fresh sparse file."""
+    with contextlib.ExitStack() as stack:
+        count = 0
+
+        def make(size: int) -> str:
+            nonlocal count
+            count += 1
+            image = tmp_path / f"disk{count}.img"
+            with open(image, "wb") as f:
+                f.truncate(size)
+            loop = stack.enter_context(LoopDevice(image))
+            return loop.device
+
+        try:
+            yield make
+        finally:
+            # Mounts first (they keep the loop devices busy), then the ExitStack detaches.
+            unmount_tree(str(tmp_path))
+
+
+def sfdisk_json(device: str) -> dict:  # type: ignore[type-arg]
+    result = run(["sfdisk", "--json", device], check=False)
+    if result.returncode != 0:
+        return {}
+    return json.loads(result.stdout)["partitiontable"]
+
+
+def kernel_supports(fs: str) -> bool:
+    return any(
+        line.split()[-1] == fs
+        for line in Path("/proc/filesystems").read_text().splitlines()
+        if line.strip()
+    ) or os.path.isdir(f"/sys/fs/{fs}")

@@ -177,3 +177,21 @@ def test_layout_errors(text: str, line: int, needle: str) -> None:
 
 def test_label_line_alone_is_an_empty_layout() -> None:
     assert parse_desc("label gpt\n") == Layout("gpt", ())
+
+
+def test_every_example_in_the_documentation_parses_and_plans() -> None:
+    from pathlib import Path
+
+    from ka.disk import plan_layout
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "desc.md"
+    blocks = doc.read_text().split("```")[1::2]
+    examples = [
+        b.strip("\n")
+        for b in blocks
+        if b.lstrip("\n").startswith(("label", "linux")) and "|" not in b
+    ]
+    assert len(examples) >= 5
+    for text in examples:
+        layout = parse_desc(text, "docs/desc.md")
+        plan_layout(layout, 512 * GIB)

@@ -2,10 +2,10 @@
 stream of the whole file, so N nodes share the sender's one link.
 
     python unicast.py serve FILE PORT NODES     # prints "ready", serves NODES connections
-    python unicast.py fetch HOST PORT           # prints the number of bytes received
+    python unicast.py fetch HOST PORT OUTPUT    # writes the stream to OUTPUT, prints its size
 
-Both sides keep per-byte work in the kernel (sendfile, recv_into a reused buffer), so the
-baseline is limited by the network, not by Python.
+Both sides keep per-byte work in the kernel or in C (sendfile, recv_into a reused buffer), so
+the baseline is limited by the network, not by Python.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _send_file(conn: socket.socket, path: str, size: int) -> None:
         conn.shutdown(socket.SHUT_WR)
 
 
-def fetch(host: str, port: int) -> None:
+def fetch(host: str, port: int, output: str) -> None:
     for attempt in range(300):  # the server may still be starting: retry for up to ~30 s
         try:
             conn = socket.create_connection((host, port), timeout=60)
@@ -59,8 +59,9 @@ def fetch(host: str, port: int) -> None:
     buffer = bytearray(BUFFER)
     view = memoryview(buffer)
     total = 0
-    with conn:
+    with conn, open(output, "wb") as out:
         while received := conn.recv_into(view):
+            out.write(view[:received])
             total += received
     print(total, flush=True)
 
@@ -68,8 +69,8 @@ def fetch(host: str, port: int) -> None:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["serve"] and len(argv) == 4:
         serve(argv[1], int(argv[2]), int(argv[3]))
-    elif argv[:1] == ["fetch"] and len(argv) == 3:
-        fetch(argv[1], int(argv[2]))
+    elif argv[:1] == ["fetch"] and len(argv) == 4:
+        fetch(argv[1], int(argv[2]), argv[3])
     else:
         raise SystemExit(__doc__)
 

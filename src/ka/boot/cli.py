@@ -99,6 +99,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _dir_option(serve)
     serve.set_defaults(func=_serve)
 
+    from ka.boot import bootenv_cli
+
+    bootenv_cli.register(subparsers)
+
 
 def _help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()

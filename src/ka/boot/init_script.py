@@ -1,0 +1,205 @@
+"""The boot environment's shell side: /init, its functions, and the DHCP client hook.
+
+/init runs under busybox as PID 1 in the initramfs: it mounts the kernel filesystems, loads the
+driver modules chosen at build time, gets an address by DHCP (busybox udhcpc) on the first
+interface that answers, reads the `ka.*` options from /proc/cmdline, and runs `ka install`
+up to `ka.retries` times. It reboots after a success, and also after the last failure, with a
+clear message on the console, so that a node left on "boot ka" keeps trying until a golden
+node serves it (the original stage1 did the same).
+
+The functions live in /etc/ka/boot.sh so that tests can run them with a stand-in `ka` and
+`reboot` (KA_COMMAND, KA_REBOOT, KA_RETRY_DELAY) without booting anything.
+"""
+
+from __future__ import annotations
+
+BOOT_SH_PATH = "/etc/ka/boot.sh"
+UDHCPC_SCRIPT_PATH = "/etc/ka/udhcpc.script"
+MODULES_LIST_PATH = "/etc/ka/modules"
+KEY_PATH = "/etc/ka/key"
+FIND_TIMEOUT_SECONDS = 120
+
+INIT = """\
+#!/bin/sh
+# ka boot environment: network by DHCP, then `ka install`, then reboot (see /etc/ka/boot.sh).
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+. /etc/ka/boot.sh
+ka_mount_basics
+ka_parse_cmdline "$(cat /proc/cmdline)"
+ka_load_modules /etc/ka/modules
+ka_network_up || ka_give_up "no network interface got a DHCP lease"
+ka_fetch_key || ka_give_up "could not fetch the session key from $KA_KEY_URL"
+ka_run_attempts
+"""
+
+BOOT_SH = f"""\
+# Functions of the ka boot environment's /init (busybox sh).
+KA_SESSION=
+KA_HOST=
+KA_RETRIES=5
+KA_KEY_URL=
+KA_DISKS=
+KA_SHELL=0
+KA_NAME=
+KA_NEXT_SERVER=
+KA_KEY_FILE=
+KA_FIND_TIMEOUT={FIND_TIMEOUT_SECONDS}
+: "${{KA_COMMAND:=ka}}"
+: "${{KA_REBOOT:=reboot -f}}"
+: "${{KA_RETRY_DELAY:=5}}"
+: "${{KA_GIVE_UP_DELAY:=10}}"
+: "${{KA_RUN:=/run/ka}}"
+
+ka_say() {{
+    echo "ka: $*"
+}}
+
+ka_mount_basics() {{
+    mkdir -p /proc /sys /dev /run /tmp
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
+    mount -t tmpfs tmpfs /run
+    mkdir -p "$KA_RUN"
+}}
+
+ka_parse_cmdline() {{
+    set -f
+    for word in $1; do
+        case "$word" in
+            ka.session=*) KA_SESSION=${{word#*=}} ;;
+            ka.host=*) KA_HOST=${{word#*=}} ;;
+            ka.retries=*) KA_RETRIES=${{word#*=}} ;;
+            ka.key_url=*|ka.key-url=*) KA_KEY_URL=${{word#*=}} ;;
+            ka.disk=*) KA_DISKS=${{word#*=}} ;;
+            ka.shell|ka.shell=1|ka.shell=yes) KA_SHELL=1 ;;
+            ka.*) ka_say "warning: unknown boot option $word (ignored)" ;;
+        esac
+    done
+    set +f
+    case "$KA_RETRIES" in
+        ''|*[!0-9]*|0) ka_say "warning: ka.retries=$KA_RETRIES is not a positive number, using 5"
+                       KA_RETRIES=5 ;;
+    esac
+}}
+
+ka_load_modules() {{
+    [ -f "$1" ] || return 0
+    while read -r module; do
+        [ -n "$module" ] && insmod "$module" 2>/dev/null
+    done < "$1"
+    return 0
+}}
+
+# DHCP on each interface in turn; the hook writes what the server said to $KA_RUN/dhcp.env.
+ka_network_up() {{
+    ip link set lo up
+    for path in /sys/class/net/*; do
+        iface=${{path##*/}}
+        [ "$iface" = lo ] && continue
+        ip link set "$iface" up
+        ka_say "asking for an address by DHCP on $iface"
+        if udhcpc -i "$iface" -f -q -n -t 5 -T 3 -s {UDHCPC_SCRIPT_PATH}; then
+            . "$KA_RUN/dhcp.env"
+            [ -n "$KA_NAME" ] || KA_NAME=$(cat "$path/address")
+            ka_say "$iface is $KA_ADDRESS, boot server $KA_NEXT_SERVER, name $KA_NAME"
+            return 0
+        fi
+    done
+    return 1
+}}
+
+ka_fetch_key() {{
+    if [ -f {KEY_PATH} ]; then
+        KA_KEY_FILE={KEY_PATH}
+    elif [ -n "$KA_KEY_URL" ]; then
+        ka_say "fetching the session key from $KA_KEY_URL"
+        wget -q -O "$KA_RUN/key" "$KA_KEY_URL" || return 1
+        chmod 600 "$KA_RUN/key"
+        KA_KEY_FILE=$KA_RUN/key
+    else
+        ka_say "warning: no session key: this node joins open sessions only"
+    fi
+    return 0
+}}
+
+# The `ka install` command line, one argument a line (no value holds a newline or a space).
+ka_install_args() {{
+    echo install
+    if [ -n "$KA_SESSION" ]; then
+        echo --session-prefix; echo "$KA_SESSION"
+    else
+        echo --host; echo "${{KA_HOST:-$KA_NEXT_SERVER}}"
+    fi
+    [ -n "$KA_KEY_FILE" ] && {{ echo --key-file; echo "$KA_KEY_FILE"; }}
+    [ -n "$KA_NAME" ] && {{ echo --name; echo "$KA_NAME"; }}
+    echo --find-timeout; echo "$KA_FIND_TIMEOUT"
+    set -f
+    for disk in $(echo "$KA_DISKS" | tr , ' '); do
+        echo --disk; echo "$disk"
+    done
+    set +f
+}}
+
+ka_give_up() {{
+    ka_say "!!! $1 !!!"
+    if [ "$KA_SHELL" = 1 ]; then
+        ka_say "ka.shell is set: starting a shell instead of rebooting"
+        setsid cttyhack sh || sh
+    fi
+    ka_say "rebooting in $KA_GIVE_UP_DELAY seconds"
+    sleep "$KA_GIVE_UP_DELAY"
+    $KA_REBOOT
+    exit 1
+}}
+
+ka_run_attempts() {{
+    if [ -z "$KA_SESSION$KA_HOST$KA_NEXT_SERVER" ]; then
+        ka_give_up "no ka.session= or ka.host= option and no DHCP next-server to contact"
+    fi
+    attempt=1
+    while [ "$attempt" -le "$KA_RETRIES" ]; do
+        ka_say "install attempt $attempt of $KA_RETRIES"
+        set -f
+        # shellcheck disable=SC2046
+        $KA_COMMAND $(ka_install_args | tr '\\n' ' ')
+        status=$?
+        set +f
+        if [ "$status" = 0 ]; then
+            ka_say "install succeeded; rebooting"
+            sync
+            $KA_REBOOT
+            exit 0
+        fi
+        ka_say "install attempt $attempt of $KA_RETRIES failed (ka exit status $status)"
+        attempt=$((attempt + 1))
+        [ "$attempt" -le "$KA_RETRIES" ] && sleep "$KA_RETRY_DELAY"
+    done
+    ka_give_up "could not install this node after $KA_RETRIES attempts"
+}}
+"""
+
+UDHCPC_SCRIPT = """\
+#!/bin/sh
+# busybox udhcpc hook: configure the interface and record what the DHCP server said.
+run=${KA_RUN:-/run/ka}
+ipcmd=${KA_IP:-ip}
+case "$1" in
+    deconfig)
+        $ipcmd -4 addr flush dev "$interface"
+        ;;
+    bound|renew)
+        $ipcmd -4 addr flush dev "$interface"
+        $ipcmd addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+        for r in $router; do
+            $ipcmd route add default via "$r" dev "$interface" && break
+        done
+        {
+            echo "KA_ADDRESS=$ip"
+            echo "KA_NEXT_SERVER=${siaddr:-$serverid}"
+            [ -n "$hostname" ] && echo "KA_NAME=$hostname"
+        } > "$run/dhcp.env"
+        ;;
+esac
+exit 0
+"""

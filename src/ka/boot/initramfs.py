@@ -167,7 +167,8 @@ def write_initramfs(tree: FileTree, path: str, compress: bool = True) -> int:
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as raw:
         if compress:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6,
+                               mtime=0) as gz:
                 write_newc(tree.sorted_entries(), gz)  # type: ignore[arg-type]
         else:
             write_newc(tree.sorted_entries(), raw)

@@ -107,6 +107,12 @@ class Upstream:
 
     def _stream(self, target: ParentTarget) -> None:
         sock = socket.create_connection((target.address, target.port), timeout=CONNECT_TIMEOUT)
+        with self._cond:
+            # Registered at once, so a retarget can cut a handshake with a stopped parent.
+            if self._target is not target or self._stopped:
+                sock.close()
+                return
+            self._sock = sock
         try:
             tune(sock)
             chan = initiate(sock, self._root, auth.DATA)
@@ -117,10 +123,6 @@ class Upstream:
             if reply["t"] != "ok":
                 raise ProtocolError(f"parent refused: {reply.get('reason')}")
             sock.settimeout(None)
-            with self._cond:
-                if self._target is not target or self._stopped:
-                    return
-                self._sock = sock
             self._note("attached", {"parent": target.id, "offset": offset})
             self._pull(sock)
         finally:

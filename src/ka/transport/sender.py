@@ -162,12 +162,12 @@ def _run(session: Session, inbox: _Inbox, options: SendOptions) -> SessionReport
             session.closed(node, item, now)
         elif kind == "note":
             session.emit(Event(item[0], item[1]))
+        if now - last_ping >= HEARTBEAT:
+            session.ping()  # also while waiting, so joined nodes know we are alive
+            last_ping = now
         if not session.started:
             session.maybe_start(now, started)
             continue
-        if now - last_ping >= HEARTBEAT:
-            session.ping()
-            last_ping = now
         session.check(now)
         if session.finished(now):
             return session.report()

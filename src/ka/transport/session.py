@@ -70,6 +70,7 @@ class Session:
         self.next_release = 0.0
         self.close_deadline: float | None = None
         self.last_progress = 0.0
+        self.eof_seen = False
 
     # joining --------------------------------------------------------------------------
     def join(
@@ -135,7 +136,8 @@ class Session:
         self.producer.start()
         chain = " -> ".join(["sender", *(self.nodes[n].name or n for n in self.plan.order)])
         self.emit(Event("start", f"starting with {len(self.nodes)} node(s): {chain}",
-                        data={"order": list(self.plan.order), "arity": self.options.arity}))
+                        data={"order": list(self.plan.order), "arity": self.options.arity,
+                              "data_port": self.relay.port}))
 
     def _send_plan(self, ns: NodeState) -> None:
         up = self.plan.parent(ns.id)
@@ -203,6 +205,9 @@ class Session:
                 self.nodes[up].send("drop_son", id=node)
         self.emit(Event("evicted", f"{ns.name or node} evicted: {reason}", node=node))
         self._leave_plan(node, now)
+        # Nodes held up by the evicted one were not at fault: restart their stall clocks.
+        for other in self.plan.order:
+            self.nodes[other].progress.restart_clock(now)
 
     def _leave_plan(self, node: str, now: float) -> None:
         if node not in self.plan.parents:
@@ -225,7 +230,7 @@ class Session:
 
     def ping(self) -> None:
         for ns in self.nodes.values():
-            if ns.state in LIVE:
+            if ns.state in ("waiting", *LIVE):
                 ns.send("ping")
 
     def check(self, now: float) -> None:
@@ -246,6 +251,11 @@ class Session:
         for n in stalled(self.plan, in_plan, self.ring.end, now, self.options.stall_timeout):
             if self.nodes[n].state == "active":
                 self.evict(n, f"no progress for {self.options.stall_timeout:g} s", now)
+        if not self.eof_seen and self.producer.eof_at is not None:
+            self.eof_seen = True
+            self.emit(Event("eof", f"end of the producer's stream: {self.producer.raw} bytes, "
+                                   f"digest {self.producer.digest[:16]}…",
+                            data={"bytes": self.producer.raw, "digest": self.producer.digest}))
         floor = gate_floor(self.nodes[n].progress for n in self.plan.order)
         if floor is None and not self.producer.done.is_set():
             self.producer.abort()

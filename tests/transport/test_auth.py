@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ka.transport import auth, discovery
+from ka.transport.channel import Channel, KeyMismatch, initiate, respond
+from ka.transport.errors import ProtocolError
+from ka.transport.frame import session_key
+
+KEY = session_key(b"right key")
+
+
+def in_thread(fn: Callable[[], Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except Exception as e:  # noqa: BLE001 - handed back to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    out["thread"] = t
+    return out
+
+
+def handshake(key_i: bytes, key_r: bytes) -> tuple[Any, Any]:
+    a, b = socket.socketpair()
+    r = in_thread(lambda: respond(b, key_r, (auth.CONTROL,)))
+    try:
+        i: Any = initiate(a, key_i, auth.CONTROL)
+    except Exception as e:  # noqa: BLE001
+        i = e
+        a.close()
+    r["thread"].join(5)
+    if "error" in r:
+        b.close()
+    return i, r.get("value", r.get("error"))
+
+
+def test_mutual_handshake_then_messages_both_ways() -> None:
+    i, r = handshake(KEY, KEY)
+    assert isinstance(i, Channel)
+    kind, rc = r
+    assert kind == auth.CONTROL
+    i.send("hello", n=1)
+    assert rc.recv() == {"t": "hello", "n": 1}
+    rc.send("back", items=[1, 2])
+    assert i.recv() == {"t": "back", "items": [1, 2]}
+
+
+def test_wrong_key_is_refused_on_both_sides() -> None:
+    i, r = handshake(session_key(b"wrong key"), KEY)
+    assert isinstance(i, KeyMismatch)
+    assert isinstance(r, ProtocolError)
+
+
+def test_keyless_node_cannot_join_keyed_session() -> None:
+    i, _ = handshake(session_key(None), KEY)
+    assert isinstance(i, KeyMismatch)
+
+
+def test_random_bytes_are_dropped() -> None:
+    a, b = socket.socketpair()
+    a.sendall(os.urandom(auth.HELLO_LEN))
+    with pytest.raises(ProtocolError):
+        respond(b, KEY, (auth.CONTROL,))
+    a.close()
+    b.close()
+
+
+def test_half_open_connection_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ka.transport.channel.HANDSHAKE_TIMEOUT", 0.2)
+    a, b = socket.socketpair()
+    with pytest.raises((ProtocolError, OSError)):
+        respond(b, KEY, (auth.CONTROL,))
+    a.close()
+    b.close()
+
+
+def test_recorded_answer_cannot_be_replayed() -> None:
+    nonce_i, nonce_r1, nonce_r2 = (os.urandom(16) for _ in range(3))
+    recorded = auth.answer(KEY, auth.CONTROL, nonce_i, nonce_r1)
+    assert auth.check_answer(KEY, auth.CONTROL, nonce_i, nonce_r1, recorded)
+    assert not auth.check_answer(KEY, auth.CONTROL, nonce_i, nonce_r2, recorded)
+    assert not auth.check_answer(KEY, auth.DATA, nonce_i, nonce_r1, recorded)
+
+
+def test_tampered_or_replayed_messages_are_rejected() -> None:
+    i, (_, rc) = handshake(KEY, KEY)
+    i.send("pos", received=1)
+    first = rc.sock.recv(4096)
+    # replay the same bytes: the sequence number has moved on
+    a, b = socket.socketpair()
+    replay = Channel(b, rc._key, initiator=False)  # same connection key, fresh reader
+    a.sendall(first)
+    assert replay.recv()["t"] == "pos"
+    a.sendall(first)
+    with pytest.raises(ProtocolError):
+        replay.recv()
+    c, d = socket.socketpair()
+    forged = bytearray(first)
+    forged[10] ^= 1
+    c.sendall(bytes(forged))
+    with pytest.raises(ProtocolError):
+        Channel(d, rc._key, initiator=False).recv()
+
+
+def test_discovery_reply_is_bound_to_key_nonce_and_session() -> None:
+    nonce = os.urandom(16)
+    req = discovery.encode_request(nonce, "lab-1")
+    assert discovery.parse_request(req) == (nonce, "lab-1")
+    assert discovery.parse_request(b"garbage") is None
+    reply = discovery.encode_reply(KEY, nonce, 30765, "lab-1")
+    assert discovery.parse_reply(KEY, nonce, "lab-1", reply) == 30765
+    assert discovery.parse_reply(KEY, os.urandom(16), "lab-1", reply) is None  # old answer
+    assert discovery.parse_reply(KEY, nonce, "lab-2", reply) is None  # another session
+    assert discovery.parse_reply(session_key(b"x"), nonce, "lab-1", reply) is None

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ka.transport.errors import ProtocolError
+from ka.transport.frame import (
+    DATA,
+    END,
+    PREFIX,
+    EndOfStream,
+    encode_frame,
+    frame_payload,
+    parse_header,
+    session_key,
+    subkey,
+    verify_frame,
+)
+
+KEY = subkey(session_key(b"secret"), b"chunk")
+
+
+@given(st.binary(max_size=4096), st.integers(0, 2**40), st.booleans())
+def test_roundtrip(payload: bytes, offset: int, flag: bool) -> None:
+    frame = encode_frame(KEY, DATA, payload, offset=offset, raw_length=len(payload) + 7,
+                         flags=int(flag))
+    header = verify_frame(KEY, frame, offset)
+    assert (header.kind, header.flags, header.length) == (DATA, int(flag), len(payload))
+    assert header.raw_length == len(payload) + 7
+    assert bytes(frame_payload(frame)) == payload
+    assert len(frame) == PREFIX + len(payload)
+
+
+@given(st.binary(min_size=1, max_size=512), st.data())
+def test_any_flipped_bit_is_detected(payload: bytes, data: st.DataObject) -> None:
+    frame = bytearray(encode_frame(KEY, DATA, payload, offset=1000))
+    i = data.draw(st.integers(0, len(frame) - 1))
+    frame[i] ^= 1 << data.draw(st.integers(0, 7))
+    with pytest.raises(ProtocolError):
+        verify_frame(KEY, frame, 1000)
+
+
+def test_frame_replayed_at_another_offset_is_rejected() -> None:
+    frame = encode_frame(KEY, DATA, b"x" * 100, offset=0)
+    with pytest.raises(ProtocolError, match="offset"):
+        verify_frame(KEY, frame, len(frame))
+
+
+def test_wrong_key_is_rejected() -> None:
+    frame = encode_frame(KEY, DATA, b"payload", offset=0)
+    other = subkey(session_key(b"other"), b"chunk")
+    with pytest.raises(ProtocolError, match="MAC"):
+        verify_frame(other, frame, 0)
+
+
+def test_open_session_key_differs_from_keyed() -> None:
+    assert session_key(None) != session_key(b"")
+    assert len(session_key(None)) == 32
+
+
+def test_end_of_stream_roundtrip() -> None:
+    eos = EndOfStream(123456789012, 987654321, bytes(range(32)))
+    frame = encode_frame(KEY, END, eos.encode(), offset=5, raw_length=0)
+    header = verify_frame(KEY, frame, 5)
+    assert header.kind == END
+    assert EndOfStream.decode(frame_payload(frame)) == eos
+
+
+@given(st.binary(min_size=PREFIX, max_size=PREFIX))
+def test_garbage_headers_never_crash(data: bytes) -> None:
+    try:
+        header = parse_header(data)
+    except ProtocolError:
+        return
+    assert header.length <= 16 * 1024 * 1024
+
+
+def test_truncated_frame() -> None:
+    frame = encode_frame(KEY, DATA, b"abcdef", offset=0)
+    with pytest.raises(ProtocolError):
+        verify_frame(KEY, frame[:-1], 0)

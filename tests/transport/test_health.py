@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from ka.transport.health import (
+    DEAD_AFTER,
+    Progress,
+    gate_floor,
+    is_dead,
+    stalled,
+    subtree_complete,
+)
+from ka.transport.topology import ChainPlan
+
+
+def chain(n: int) -> ChainPlan:
+    return ChainPlan.build([f"n{i}" for i in range(1, n + 1)], 1)
+
+
+def progress(received: int, consumed: int, since: float = 0.0) -> Progress:
+    p = Progress(since)
+    p.update(since, received, consumed, False)
+    return p
+
+
+def test_dead_after_silence() -> None:
+    p = Progress(0.0)
+    assert not is_dead(p, DEAD_AFTER)
+    assert is_dead(p, DEAD_AFTER + 0.01)
+    p.update(2.0, 0, 0, False)
+    assert not is_dead(p, 3.0)
+
+
+def test_stuck_consumer_is_evicted_not_the_starved_nodes_below() -> None:
+    plan = chain(3)
+    prog = {"n1": progress(100, 100), "n2": progress(80, 20), "n3": progress(80, 80)}
+    assert stalled(plan, prog, produced=100, now=10.0, stall_timeout=5.0) == ["n2"]
+
+
+def test_nobody_stalls_while_waiting_for_a_slow_producer() -> None:
+    plan = chain(3)
+    prog = {n: progress(100, 100) for n in plan.order}
+    assert stalled(plan, prog, produced=100, now=60.0, stall_timeout=5.0) == []
+
+
+def test_progress_resets_the_clock() -> None:
+    plan = chain(1)
+    p = progress(100, 20)
+    p.update(8.0, 100, 30, False)
+    assert stalled(plan, {"n1": p}, produced=100, now=10.0, stall_timeout=5.0) == []
+    assert stalled(plan, {"n1": p}, produced=100, now=13.5, stall_timeout=5.0) == ["n1"]
+
+
+def test_link_stall_blames_only_the_deepest() -> None:
+    plan = chain(3)
+    prog = {"n1": progress(100, 100), "n2": progress(60, 60), "n3": progress(40, 40)}
+    assert stalled(plan, prog, produced=100, now=10.0, stall_timeout=5.0) == ["n3"]
+
+
+def test_gate_floor_is_the_slowest_consumer() -> None:
+    assert gate_floor([progress(10, 5), progress(10, 9)]) == 5
+    assert gate_floor([]) is None
+
+
+def test_subtree_complete() -> None:
+    plan = chain(3)
+    prog = {n: progress(10, 10) for n in plan.order}
+    assert not subtree_complete(plan, "n1", prog)
+    prog["n2"].ended = prog["n3"].ended = True
+    assert subtree_complete(plan, "n1", prog)
+    assert subtree_complete(plan, "n3", prog)

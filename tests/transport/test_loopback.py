@@ -1,0 +1,325 @@
+"""Whole sessions on 127.0.0.1: one sender process and four node processes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import pytest
+from transport_cluster import Cluster
+
+MiB = 1024 * 1024
+
+
+def assert_all_ok(c: Cluster, names: list[str], digest: str) -> None:
+    for name in names:
+        assert c.wait(name) == 0, c.stderr(name)
+        assert c.sha(name) == digest
+    assert c.wait("sender") == 0, c.stderr("sender")
+    report = c.report()
+    assert report["ok"] and len(report["nodes"]) == len(names)
+    assert all(n["digest_ok"] and n["consumer_status"] == 0 for n in report["nodes"])
+
+
+def test_chain_of_four_delivers_identical_streams(cluster: Cluster) -> None:
+    path, digest = cluster.data(12 * MiB)
+    cluster.send("--input", str(path))
+    names = cluster.nodes(4)
+    assert_all_ok(cluster, names, digest)
+    assert cluster.report()["bytes"] == 12 * MiB
+    assert [n["position"] for n in cluster.report()["nodes"]] == [1, 2, 3, 4]
+
+
+def test_tree_with_compression(cluster: Cluster) -> None:
+    path = cluster.tmp / "text.bin"
+    path.write_bytes(b"".join(b"line %d of a compressible stream\n" % i for i in range(300000)))
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    cluster.send("--input", str(path), "--arity", "2", "--compress", "zstd")
+    names = cluster.nodes(4)
+    assert_all_ok(cluster, names, digest)
+
+
+def test_consumer_exit_3_fails_that_node_only(cluster: Cluster) -> None:
+    path, digest = cluster.data(6 * MiB)
+    cluster.send("--input", str(path))
+    good = ["node1", "node3", "node4"]
+    cluster.receive("node1")
+    cluster.receive("node2", command="cat >/dev/null; exit 3")
+    cluster.receive("node3")
+    cluster.receive("node4")
+    assert cluster.wait("node2") == 14
+    assert "status 3" in cluster.stderr("node2")
+    for name in good:
+        assert cluster.wait(name) == 0, cluster.stderr(name)
+        assert cluster.sha(name) == digest
+    assert cluster.wait("sender") == 1
+    bad = cluster.node_report("node2")
+    assert bad["state"] == "failed" and bad["consumer_status"] == 3
+    assert all(cluster.node_report(n)["state"] == "ok" for n in good)
+
+
+def test_consumer_that_stops_reading_early_is_a_failure(cluster: Cluster) -> None:
+    path, digest = cluster.data(8 * MiB)
+    cluster.send("--input", str(path), nodes=2)
+    cluster.receive("node1", command="head -c 1000 >/dev/null")
+    cluster.receive("node2")
+    assert cluster.wait("node1") == 14
+    assert cluster.wait("node2") == 0 and cluster.sha("node2") == digest
+    assert cluster.wait("sender") == 1
+
+
+def test_wrong_key_gets_nothing_and_the_others_finish(cluster: Cluster) -> None:
+    key, wrong = cluster.tmp / "key", cluster.tmp / "wrong"
+    key.write_bytes(b"the right key\n")
+    wrong.write_bytes(b"another key\n")
+    path, digest = cluster.data(4 * MiB)
+    cluster.send("--input", str(path), "--key-file", str(key))
+    cluster.receive("intruder", "--key-file", str(wrong))
+    assert cluster.wait("intruder", 20) == 11
+    assert "key" in cluster.stderr("intruder")
+    assert not (cluster.tmp / "intruder.sha").exists()
+    names = cluster.nodes(4, "--key-file", str(key))
+    assert_all_ok(cluster, names, digest)
+
+
+def test_open_session_is_warned(cluster: Cluster) -> None:
+    path, digest = cluster.data(MiB)
+    cluster.send("--input", str(path), nodes=1)
+    cluster.receive("node1")
+    assert cluster.wait("node1") == 0 and cluster.wait("sender") == 0
+    warnings = [e for e in cluster.events("sender") if e["event"] == "warning"]
+    assert warnings and "open" in warnings[0]["message"]
+
+
+def _stray(port: int, payload: bytes | None) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    if payload:
+        s.sendall(payload)
+    return s
+
+
+def test_stray_connections_do_not_disturb_the_session(cluster: Cluster) -> None:
+    import os
+
+    path, digest = cluster.data(16 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.04), "--key-file", str(_key(cluster)))
+    names = cluster.nodes(4, "--key-file", str(_key(cluster)))
+    start = cluster.wait_event("sender", "start")
+    ports = [cluster.port, start["data_port"]]
+    ports += [int(i.rsplit(":", 1)[1]) for i in start["order"]]
+    strays = []
+    for port in ports:
+        strays.append(_stray(port, None))  # half-open: connects, says nothing
+        strays.append(_stray(port, os.urandom(64)))
+        strays.append(_stray(port, b"KA/1C" + os.urandom(16)))  # plausible hello, no proof
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.sendto(os.urandom(40), ("127.0.0.1", cluster.port))
+    try:
+        assert_all_ok(cluster, names, digest)
+    finally:
+        for s in strays:
+            s.close()
+    notes = [e for e in cluster.events("sender") if e["event"] in ("stray", "bad-key")]
+    assert notes, "the sender should have said it dropped the strays"
+
+
+def _key(cluster: Cluster) -> object:
+    key = cluster.tmp / "key"
+    if not key.exists():
+        key.write_bytes(b"k3y")
+    return key
+
+
+@pytest.mark.parametrize("when", ["early", "mid-stream"])
+def test_sigkill_of_a_middle_node_heals(cluster: Cluster, when: str) -> None:
+    path, digest = cluster.data(12 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.05), "--ring-size", "4M")
+    cluster.nodes(4)
+    order = cluster.order()
+    victim = order[1]
+    if when == "mid-stream":
+        wait_produced(cluster, 4 * MiB)
+    cluster.signal(victim, signal.SIGKILL)
+    survivors = [n for n in order if n != victim]
+    assert_survivors(cluster, survivors, digest, victim)
+    kinds = [e["event"] for e in cluster.events("sender")]
+    assert "reattached" in kinds
+
+
+def wait_produced(c: Cluster, size: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = [e for e in c.events("sender") if e["event"] == "progress"]
+        if rows and rows[-1]["produced"] > size:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the sender never produced {size} bytes")
+
+
+def assert_survivors(c: Cluster, survivors: list[str], digest: str, victim: str) -> None:
+    for name in survivors:
+        assert c.wait(name) == 0, c.stderr(name)
+        assert c.sha(name) == digest
+    assert c.wait("sender") == 1
+    assert c.node_report(victim)["state"] == "evicted"
+    assert all(c.node_report(n)["state"] == "ok" for n in survivors)
+
+
+def test_sigkill_after_producer_eof_heals(cluster: Cluster) -> None:
+    path, digest = cluster.data(6 * MiB)
+    cluster.send("--input", str(path))
+    for name in ("node1", "node2", "node3"):
+        cluster.receive(name)
+    for name in ("node1", "node2", "node3"):
+        cluster.wait_event(name, "joined")
+    # Stop a node before the start, so its sons cannot have the stream at producer EOF.
+    ids = cluster.node_ids()
+    victim = min(("node1", "node2", "node3"), key=lambda n: _port(ids[n]))
+    cluster.signal(victim, signal.SIGSTOP)
+    cluster.receive("node4")
+    cluster.wait_event("sender", "eof")
+    cluster.signal(victim, signal.SIGKILL)
+    survivors = [n for n in ("node1", "node2", "node3", "node4") if n != victim]
+    assert_survivors(cluster, survivors, digest, victim)
+    re = [e for e in cluster.events("sender") if e["event"] == "reattached"]
+    assert re, "the son of the killed node must have re-attached after EOF"
+
+
+def _port(node_id: str) -> int:
+    return int(node_id.rsplit(":", 1)[1])
+
+
+def test_sigstopped_node_is_evicted_and_the_others_finish(cluster: Cluster) -> None:
+    path, digest = cluster.data(12 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.03), "--ring-size", "4M")
+    cluster.nodes(4)
+    order = cluster.order()
+    victim = order[1]
+    wait_produced(cluster, 3 * MiB)
+    cluster.signal(victim, signal.SIGSTOP)
+    stopped = time.monotonic()
+    ev = cluster.wait_event("sender", "evicted", timeout=20)
+    assert ev["node"] == cluster.node_ids()[victim]
+    assert time.monotonic() - stopped < 6  # heartbeat loss is noticed within ~3 s
+    survivors = [n for n in order if n != victim]
+    for name in survivors:
+        assert cluster.wait(name) == 0, cluster.stderr(name)
+        assert cluster.sha(name) == digest
+    cluster.signal(victim, signal.SIGCONT)
+    assert cluster.wait(victim, 20) == 13
+    assert cluster.wait("sender") == 1
+
+
+def test_stuck_consumer_is_evicted_after_the_stall_timeout(cluster: Cluster) -> None:
+    path, digest = cluster.data(12 * MiB)
+    cluster.send("--input", str(path), "--ring-size", "2M", "--stall-timeout", "2")
+    for name in ("node1", "node2", "node3"):
+        cluster.receive(name)
+    cluster.receive("stuck", command="sleep 60")
+    for name in ("node1", "node2", "node3"):
+        assert cluster.wait(name) == 0, cluster.stderr(name)
+        assert cluster.sha(name) == digest
+    assert cluster.wait("stuck", 20) == 13
+    assert "evicted" in cluster.stderr("stuck")
+    assert cluster.wait("sender") == 1
+    rep = cluster.node_report("stuck")
+    assert rep["state"] == "evicted" and "progress" in rep["reason"]
+
+
+def test_arity_two_with_a_failed_inner_node(cluster: Cluster) -> None:
+    path, digest = cluster.data(12 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.05), "--arity", "2",
+                 "--ring-size", "4M")
+    cluster.nodes(4)
+    order = cluster.order()
+    inner = order[0]  # sender -> order[0], order[1]; order[0] -> order[2], order[3]
+    wait_produced(cluster, 3 * MiB)
+    cluster.signal(inner, signal.SIGKILL)
+    assert_survivors(cluster, [n for n in order if n != inner], digest, inner)
+    moved = {e["node"] for e in cluster.events("sender") if e["event"] == "reattached"}
+    ids = cluster.node_ids()
+    assert {ids[order[2]], ids[order[3]]} <= moved
+
+
+def test_sender_killed_nodes_fail_clearly_in_bounded_time(cluster: Cluster) -> None:
+    path, _ = cluster.data(12 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.1))
+    names = cluster.nodes(4)
+    wait_produced(cluster, 2 * MiB)
+    cluster.signal("sender", signal.SIGKILL)
+    killed = time.monotonic()
+    for name in names:
+        assert cluster.wait(name, 15) == 13
+        assert "sender" in cluster.stderr(name)
+    assert time.monotonic() - killed < 10
+
+
+def test_late_joiner_is_refused_clearly(cluster: Cluster) -> None:
+    path, _ = cluster.data(8 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.05), nodes=2)
+    names = cluster.nodes(2)
+    cluster.wait_event("sender", "start")
+    cluster.receive("late")
+    assert cluster.wait("late", 20) == 11
+    assert "already started" in cluster.stderr("late")
+    for name in names:
+        assert cluster.wait(name) == 0
+
+
+def test_go_now_and_quorum_timeout(cluster: Cluster) -> None:
+    path, digest = cluster.data(MiB)
+    cluster.send("--input", str(path), nodes=5)
+    cluster.nodes(2)
+    for name in ("node1", "node2"):
+        cluster.wait_event(name, "joined")
+    cluster.receive("go", "--go-now")
+    assert cluster.wait("go", 20) == 0
+    assert_all_ok(cluster, ["node1", "node2"], digest)
+
+
+def test_min_nodes_after_wait_timeout(cluster: Cluster) -> None:
+    path, digest = cluster.data(MiB)
+    cluster.send("--input", str(path), "--min-nodes", "2", "--wait-timeout", "1.5", nodes=6)
+    cluster.nodes(2)
+    assert_all_ok(cluster, ["node1", "node2"], digest)
+
+
+def test_not_enough_nodes_before_the_wait_timeout(cluster: Cluster) -> None:
+    path, _ = cluster.data(MiB)
+    cluster.send("--input", str(path), "--min-nodes", "3", "--wait-timeout", "1", nodes=6)
+    cluster.nodes(1)
+    assert cluster.wait("sender", 20) == 1
+    assert "joined" in cluster.stderr("sender")
+    assert cluster.wait("node1", 20) == 13
+
+
+def test_release_barrier_with_delay(cluster: Cluster) -> None:
+    path, digest = cluster.data(2 * MiB)
+    cluster.send("--input", str(path), "--release-delay", "5", nodes=3)
+    names = cluster.nodes(3, "--wait-release")
+    assert_all_ok(cluster, names, digest)
+    times = [e["time"] for e in cluster.events("sender") if e["event"] == "released"]
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(0.45 <= g <= 1.0 for g in gaps), gaps
+
+
+def test_discovery_by_session_name_on_loopback(cluster: Cluster) -> None:
+    path, digest = cluster.data(2 * MiB)
+    cluster.send("--input", str(path), "--session", "loop-test", nodes=2)
+    for name in ("node1", "node2"):
+        cluster._spawn(name, ["receive", "--session", "loop-test", "--port", str(cluster.port),
+                              "--discovery-address", "127.0.0.1", "--json", "--name", name,
+                              "--command", f"sha256sum > {cluster.tmp / (name + '.sha')}"])
+    assert_all_ok(cluster, ["node1", "node2"], digest)
+
+
+def test_unknown_session_is_not_found(cluster: Cluster) -> None:
+    cluster.send("--input", "/dev/null", "--session", "present", nodes=1)
+    cluster._spawn("lost", ["receive", "--session", "absent", "--port", str(cluster.port),
+                            "--discovery-address", "127.0.0.1", "--find-timeout", "1.5",
+                            "--command", "cat"])
+    assert cluster.wait("lost", 20) == 10

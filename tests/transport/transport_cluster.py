@@ -1,0 +1,153 @@
+"""A loopback session for tests: one `ka send` and N `ka receive` processes on 127.0.0.1.
+
+Every process is started here and ended here, by pid; ports are picked free per test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SLOWCAT = """
+import sys, time
+path, step, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+out = sys.stdout.buffer
+with open(path, "rb") as f:
+    while chunk := f.read(step):
+        out.write(chunk)
+        out.flush()
+        time.sleep(pause)
+"""
+
+
+def free_port() -> int:
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        (tmp / "slowcat.py").write_text(SLOWCAT)
+
+    def data(self, size: int, name: str = "input.bin") -> tuple[Path, str]:
+        path = self.tmp / name
+        path.write_bytes(os.urandom(size))
+        return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def slow(self, path: Path, step: int = 256 * 1024, pause: float = 0.05) -> str:
+        return f"{sys.executable} {self.tmp / 'slowcat.py'} {path} {step} {pause}"
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        out = open(self.tmp / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
+        err = open(self.tmp / f"{name}.err", "wb")  # noqa: SIM115
+        full_env = dict(os.environ, **(env or {}))
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "ka", *argv], stdout=out, stderr=err, env=full_env,
+            stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        err.close()
+
+    def send(self, *args: str, nodes: int = 4) -> None:
+        self._spawn("sender", ["send", "--nodes", str(nodes), "--port", str(self.port),
+                               "--bind", "127.0.0.1", "--json",
+                               "--report", str(self.tmp / "report.json"), *args])
+
+    def receive(self, name: str, *args: str, command: str | None = None) -> None:
+        consumer = command or f"sha256sum > {self.tmp / (name + '.sha')}"
+        extra = [] if "--go-now" in args else ["--command", consumer]
+        self._spawn(name, ["receive", "--host", "127.0.0.1", "--port", str(self.port),
+                           "--name", name, "--json", "--find-timeout", "10", *extra, *args])
+
+    def nodes(self, n: int, *args: str) -> list[str]:
+        names = [f"node{i}" for i in range(1, n + 1)]
+        for name in names:
+            self.receive(name, *args)
+        return names
+
+    def wait(self, name: str, timeout: float = 60.0) -> int:
+        return self.procs[name].wait(timeout)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in (self.tmp / f"{name}.out").read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def wait_event(self, name: str, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in self.events(name):
+                if ev.get("event") == kind:
+                    return ev
+            if self.procs[name].poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{name} never emitted {kind!r}; stderr: {self.stderr(name)}")
+
+    def order(self) -> list[str]:
+        """Node names in topology order, from the sender's start event."""
+        start = self.wait_event("sender", "start")
+        by_id = {}
+        for name in self.procs:
+            if name == "sender":
+                continue
+            for ev in self.events(name):
+                if ev.get("event") == "joined":
+                    by_id[ev["node"]] = name
+        return [by_id[i] for i in start["order"]]
+
+    def node_ids(self) -> dict[str, str]:
+        out = {}
+        for name in self.procs:
+            for ev in self.events(name):
+                if ev.get("event") == "joined" and name != "sender":
+                    out[name] = ev["node"]
+        return out
+
+    def sha(self, name: str) -> str:
+        return (self.tmp / f"{name}.sha").read_text().split()[0]
+
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.tmp / "report.json").read_text())
+
+    def node_report(self, name: str) -> dict[str, Any]:
+        return next(n for n in self.report()["nodes"] if n["name"] == name)
+
+    def stderr(self, name: str) -> str:
+        return (self.tmp / f"{name}.err").read_text(errors="replace")[-2000:]
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,20 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+Wrap = Callable[[str, list[str]], list[str]]
+
+
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
+    """By default everything on 127.0.0.1; `wrap` runs each process elsewhere (a lab host),
+    `bind` is where the sender listens and `find` how nodes find it."""
+
+    def __init__(self, tmp: Path, port: int | None = None, wrap: Wrap | None = None,
+                 bind: str = "127.0.0.1", find: list[str] | None = None) -> None:
         self.tmp = tmp
-        self.port = free_port()
+        self.port = port or free_port()
+        self.wrap = wrap or (lambda name, argv: argv)
+        self.bind = bind
+        self.find = find or ["--host", "127.0.0.1"]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         (tmp / "slowcat.py").write_text(SLOWCAT)
 
@@ -62,21 +73,21 @@ class Cluster:
         err = open(self.tmp / f"{name}.err", "wb")  # noqa: SIM115
         full_env = dict(os.environ, **(env or {}))
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "ka", *argv], stdout=out, stderr=err, env=full_env,
-            stdin=subprocess.DEVNULL,
+            self.wrap(name, [sys.executable, "-m", "ka", *argv]),
+            stdout=out, stderr=err, env=full_env, stdin=subprocess.DEVNULL,
         )
         out.close()
         err.close()
 
     def send(self, *args: str, nodes: int = 4) -> None:
         self._spawn("sender", ["send", "--nodes", str(nodes), "--port", str(self.port),
-                               "--bind", "127.0.0.1", "--json",
+                               "--bind", self.bind, "--json",
                                "--report", str(self.tmp / "report.json"), *args])
 
     def receive(self, name: str, *args: str, command: str | None = None) -> None:
         consumer = command or f"sha256sum > {self.tmp / (name + '.sha')}"
         extra = [] if "--go-now" in args else ["--command", consumer]
-        self._spawn(name, ["receive", "--host", "127.0.0.1", "--port", str(self.port),
+        self._spawn(name, ["receive", *self.find, "--port", str(self.port),
                            "--name", name, "--json", "--find-timeout", "10", *extra, *args])
 
     def nodes(self, n: int, *args: str) -> list[str]:

@@ -167,6 +167,7 @@ def test_every_wrong_line_is_reported() -> None:
         ("linux 1GiB ext4 ext4\n", 1, "single"),
         ("label dos\nlinux 1GiB boot\nlinux 1GiB boot\n", 3, "bootable"),
         ("# only a comment\n", 1, "partition"),
+        ("label dos\nlinux 1GiB name=x\n", 2, "MBR"),
     ],
 )
 def test_layout_errors(text: str, line: int, needle: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,8 +168,52 @@ def test_plan_properties(layout: Layout, disk_size: int) -> None:
     _check(plan, layout)
 
 
+_label_text = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789_-.", min_size=1, max_size=11
+)
+_filesystems = st.sampled_from(["ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "jfs", "reiserfs"])
+
+
+@st.composite
+def decorated(draw: st.DrawFn) -> Layout:
+    """Layouts with filesystems, mount points, labels, names, options, UUIDs and flags."""
+    layout = draw(layouts())
+    specs = []
+    used: set[str] = set()
+    root_taken = boot_taken = False
+    for i, s in enumerate(layout.partitions):
+        if s.kind == "extended" or s.type in ("swap", "lvm", "raid"):
+            specs.append(s)
+            continue
+        fs = draw(st.one_of(st.none(), _filesystems))
+        mount = None
+        if fs and draw(st.booleans()):
+            mount = "/" if not root_taken and draw(st.booleans()) else f"/m{i}"
+            if mount in used:
+                mount = None
+            else:
+                used.add(mount)
+                root_taken = root_taken or mount == "/"
+        boot = not boot_taken and draw(st.booleans())
+        boot_taken = boot_taken or boot
+        specs.append(
+            dataclasses.replace(
+                s,
+                fs=fs,
+                mountpoint=mount,
+                label=draw(st.one_of(st.none(), _label_text)) if fs else None,
+                name=draw(st.one_of(st.none(), _label_text)) if layout.label == "gpt" else None,
+                options=draw(st.one_of(st.none(), st.sampled_from(["noatime", "ro,nodev"]))),
+                uuid=str(draw(st.uuids())) if fs and fs != "vfat" and draw(st.booleans()) else None,
+                boot=boot,
+                root=mount == "/",
+            )
+        )
+    return Layout(layout.label, tuple(specs))
+
+
 @settings(max_examples=300, deadline=None)
-@given(layouts())
+@given(st.one_of(layouts(), decorated()))
 def test_to_desc_round_trip(layout: Layout) -> None:
     assert parse_desc(layout.to_desc()) == layout
 

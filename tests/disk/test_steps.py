@@ -117,3 +117,13 @@ def test_cli_check_reports_errors_and_misfits(tmp_path, capsys) -> None:  # type
     assert main(["desc", "check", str(f)]) == 2
     err = capsys.readouterr().err
     assert f"{f}:2:7:" in err and "hint" in err
+
+
+def test_filesystem_floors_are_checked_before_the_disk() -> None:
+    from ka.disk import DoesNotFit
+    from ka.disk.apply import check_filesystem_sizes
+
+    check_filesystem_sizes(plan_layout(parse_desc("label gpt\nlinux 300MiB fs=xfs\n"), GIB))
+    with pytest.raises(DoesNotFit) as info:
+        check_filesystem_sizes(plan_layout(parse_desc("label gpt\nlinux 100MiB fs=xfs\n"), GIB))
+    assert "xfs" in str(info.value) and "partition 1" in str(info.value)

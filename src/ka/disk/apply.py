@@ -7,6 +7,7 @@ that changes the disk. Mounts made here are undone when a later step fails.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import stat
@@ -30,6 +31,19 @@ from ka.errors import KaError, UsageError
 from ka.run import require, run
 
 MIB = 1024 * 1024
+log = logging.getLogger("ka.disk")
+
+# Smallest partition each mkfs accepts (xfsprogs >= 5.19 refuses below 300 MB; mkfs.btrfs
+# states its own floor). Checked before the disk is touched.
+MIN_FS_BYTES: dict[str, int] = {
+    "xfs": 300 * MIB,
+    "btrfs": 114294784,
+    "ext2": MIB,
+    "ext3": 2 * MIB,
+    "ext4": 2 * MIB,
+    "vfat": 64 * 1024,
+    "swap": 40 * 1024,
+}
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,18 @@ def _mount_order(plan: Plan, target: str) -> list[tuple[PlannedPartition, str]]:
     ]
 
 
+def check_filesystem_sizes(plan: Plan) -> None:
+    """Raise DoesNotFit when a partition is too small for the filesystem asked on it."""
+    for p in plan.partitions:
+        floor = MIN_FS_BYTES.get(p.fs or "")
+        if floor and p.size_bytes < floor:
+            raise DoesNotFit(
+                f"partition {p.number} is {p.size_bytes / MIB:.1f} MiB, too small for {p.fs} "
+                f"(at least {floor / MIB:.0f} MiB)",
+                hint=f"make partition {p.number} larger, or choose another filesystem",
+            )
+
+
 def check_fits(plan: Plan, device: str) -> None:
     """Raise DoesNotFit when `plan` does not fit the real device (size, sector size)."""
     real_sector = sector_size(device)
@@ -225,6 +251,7 @@ def apply_plan(
             f"{device} is not a block device",
             hint="for an image file, attach it first: losetup --find --show -P FILE",
         )
+    check_filesystem_sizes(plan)
     check_fits(plan, device)
     check_disk_free(device)
     if not dry_run:
@@ -242,6 +269,7 @@ def apply_plan(
     expected = {p.number for p in plan.partitions}
     try:
         for step in steps:
+            log.info("%s", step.description)
             if on_step is not None:
                 on_step(step)
             if step.action == "partition-nodes":

@@ -175,6 +175,16 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
                 "one `fill` partition",
                 f"line {fills[0].line} already takes the rest",
             )
+    if label == "dos":
+        for s in specs:
+            if s.name is not None:
+                problem(
+                    s.line,
+                    1,
+                    f"name={s.name}",
+                    "no partition name in an MBR",
+                    "partition names (name=) exist only in GPT; use label= for the filesystem",
+                )
     seen: dict[str, int] = {}
     for s in specs:
         if s.mountpoint:

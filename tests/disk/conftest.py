@@ -15,18 +15,18 @@ from ka.run import run
 
 
 @pytest.fixture
-def loop_disk(tmp_path: Path) -> Iterator[Callable[[int], str]]:
-    """Factory: loop_disk(size_bytes) -> /dev/loopN over a fresh sparse file."""
+def loop_disk(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Factory: loop_disk(size_bytes, sector_size=None) -> /dev/loopN over a sparse file."""
     with contextlib.ExitStack() as stack:
         count = 0
 
-        def make(size: int) -> str:
+        def make(size: int, sector_size: int | None = None) -> str:
             nonlocal count
             count += 1
             image = tmp_path / f"disk{count}.img"
             with open(image, "wb") as f:
                 f.truncate(size)
-            loop = stack.enter_context(LoopDevice(image))
+            loop = stack.enter_context(LoopDevice(image, sector_size=sector_size))
             return loop.device
 
         try:

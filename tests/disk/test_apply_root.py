@@ -31,7 +31,7 @@ from .conftest import kernel_supports, sfdisk_json
 
 pytestmark = pytest.mark.root
 
-LoopDisk = Callable[[int], str]
+LoopDisk = Callable[..., str]
 SEED = "linux 3500\nextended fill\nlogical swap 500\nlogical linux fill\n"
 
 
@@ -274,3 +274,20 @@ def test_missing_partition_nodes_are_made_from_sysfs(loop_disk: LoopDisk) -> Non
     assert ensure_partition_nodes(dev) == [str(node)]
     assert node.stat().st_rdev == rdev and stat.S_ISBLK(node.stat().st_mode)
     assert ensure_partition_nodes(dev) == []
+
+
+def test_4k_sector_disk(loop_disk: LoopDisk) -> None:
+    from ka.disk import sector_size
+
+    dev = loop_disk(128 * MIB, 4096)
+    assert sector_size(dev) == 4096
+    layout = parse_desc("label gpt\nesp 33MiB fs=vfat\nlinux fill fs=ext4 label=r\n")
+    with pytest.raises(DoesNotFit):  # a plan for 512-byte sectors is refused
+        apply_plan(plan_layout(layout, 128 * MIB), dev)
+    apply_plan(plan_layout(layout, 128 * MIB, 4096), dev)
+    table = sfdisk_json(dev)
+    assert table["sectorsize"] == 4096
+    assert [(p["start"], p["size"]) for p in table["partitions"]][0] == (256, 33 * 256)
+    last = table["partitions"][-1]
+    assert last["start"] + last["size"] - 1 == table["lastlba"]
+    assert blkid_probe(f"{dev}p2")["LABEL"] == "r"

@@ -202,15 +202,24 @@ def check_disk_free(disk: str) -> None:
 class LoopDevice:
     """A loop device over an image file, with partition scanning, detached at exit."""
 
-    def __init__(self, image: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        image: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        sector_size: int | None = None,
+    ) -> None:
         self.image = os.fspath(image)
         self.read_only = read_only
+        self.sector_size = sector_size  # e.g. 4096 to stand in for a 4Kn disk
         self.device = ""
 
     def __enter__(self) -> LoopDevice:
         argv = ["losetup", "--find", "--show", "--partscan"]
         if self.read_only:
             argv.append("--read-only")
+        if self.sector_size:
+            argv += ["--sector-size", str(self.sector_size)]
         self.device = run([*argv, self.image]).stdout.strip()
         try:
             ensure_partition_nodes(self.device)

@@ -49,3 +49,15 @@ def kernel_supports(fs: str) -> bool:
         for line in Path("/proc/filesystems").read_text().splitlines()
         if line.strip()
     ) or os.path.isdir(f"/sys/fs/{fs}")
+
+
+@pytest.fixture
+def no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any external command fail the test: pure code must not run one."""
+    import subprocess
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"pure code ran a command: {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)

@@ -7,6 +7,8 @@ import pytest
 from ka.disk import DescError, Layout, PartitionSpec, Size, parse_desc, parse_size
 from ka.disk.layout import GIB, KIB, MIB, TIB
 
+pytestmark = pytest.mark.usefixtures("no_subprocess")
+
 SEED = "linux 3500\nextended fill\nlogical swap 500\nlogical linux fill\n"
 
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from ka.disk import DoesNotFit, Layout, PartitionSpec, Plan, Size, parse_desc, plan_layout
 from ka.disk.layout import GIB, MIB
 
+pytestmark = pytest.mark.usefixtures("no_subprocess")
+
 SEED = "linux 3500\nextended fill\nlogical swap 500\nlogical linux fill\n"
 SECTORS_8G = 8 * GIB // 512
 

@@ -10,6 +10,8 @@ from ka.disk.apply import mkfs_commands, vfat_volume_id
 from ka.disk.layout import GIB
 from ka.errors import UsageError
 
+pytestmark = pytest.mark.usefixtures("no_subprocess")
+
 GPT = """label gpt
 esp 512MiB fs=vfat mount=/boot/efi label=EFI
 linux 4GiB fs=ext4 mount=/ label=root options=noatime

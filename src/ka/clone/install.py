@@ -107,9 +107,10 @@ class Installer:
 
         With --host, a node that finished one session early may reach the golden node while
         it is still closing that session; such a node is refused as late ("already started")
-        and tries again until the next session opens.
+        or hung up on during the join, and tries again until the next session opens. It
+        must never move on to its next session instead: it would then join the wrong one.
         """
-        from ka.transport import ReceiveOptions, Rejected, receive
+        from ka.transport import ReceiveOptions, Rejected, StreamCut, receive
 
         deadline = time.monotonic() + self.opts.find_timeout
         while True:
@@ -124,8 +125,10 @@ class Installer:
             )
             try:
                 return (self._receive_fn or receive)(sink, options)
-            except Rejected as e:
-                late = "already started" in e.message
+            except (Rejected, StreamCut) as e:
+                # Refused as late, or the closing session hung up on us during the join:
+                # nothing was received, the session we want has not opened yet.
+                late = "already started" in e.message or "during the join" in e.message
                 if not (self.opts.host and late) or time.monotonic() >= deadline:
                     raise
                 time.sleep(LATE_RETRY)

@@ -1,0 +1,234 @@
+"""`ka clone` to two `ka install` nodes on 127.0.0.1, each onto its own loop disk (root only).
+
+The golden disk is a small GPT loop disk (ext4 /, swap, ext4 /srv) probed by `ka clone`
+itself; the nodes are found with --host. Everything made here (loops, mounts, processes) is
+removed at the end, also when an assertion fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ka.run import available, run
+
+pytestmark = pytest.mark.root
+
+MiB = 1024 * 1024
+GOLDEN_DESC = (
+    "label gpt\n"
+    "linux 120MiB fs=ext4 mount=/ label=groot\n"
+    "swap 8MiB\n"
+    "linux fill fs=ext4 mount=/srv label=gsrv\n"
+)
+TIMEOUT = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _blkid(dev: str, tag: str) -> str:
+    return run(["blkid", "-p", "-o", "value", "-s", tag, dev]).stdout.strip()
+
+
+@contextlib.contextmanager
+def _mounted(dev: str, path: Path, ro: bool = False) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    run(["mount", *(["-o", "ro"] if ro else []), dev, str(path)])
+    try:
+        yield path
+    finally:
+        run(["umount", str(path)], check=False)
+
+
+def _populate(root: Path, srv: Path, golden_dev: str) -> None:
+    from ka.disk import partition_device
+
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "boot/grub").mkdir(parents=True)
+    (root / "var/lib/dhcp").mkdir(parents=True)
+    (root / "usr/share/doc").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    os.chmod(root / "tmp", 0o1777)
+    (root / "tmp/junk").write_text("must not be copied")
+    for i in range(200):
+        (root / "usr/share/doc" / f"f{i:03d}.txt").write_text(f"file {i}\n" * (i + 1))
+    (root / "usr/share/doc/naïve ✓.txt").write_text("non-ASCII name\n")
+    big = root / "usr/big.bin"
+    big.write_bytes(os.urandom(3 * MiB))
+    os.link(big, root / "usr/big.hardlink")
+    os.symlink("big.bin", root / "usr/big.symlink")
+    sparse = root / "usr/sparse.img"
+    with open(sparse, "wb") as f:
+        f.seek(20 * MiB)
+        f.write(b"end")
+    os.mkfifo(root / "usr/fifo")
+    os.mknod(root / "usr/null", 0o666 | 0o020000, os.makedev(1, 3))
+    suid = root / "usr/suid"
+    suid.write_text("#!/bin/sh\n")
+    os.chown(suid, 0, 0)
+    os.chmod(suid, 0o4755)
+    os.setxattr(big, "user.ka.test", b"golden-xattr")
+    os.chown(root / "usr/share/doc/f001.txt", 1234, 5678)
+    (root / "etc/hostname").write_text("golden\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tgolden\n")
+    (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (root / "var/lib/dhcp/dhclient.eth0.leases").write_text("lease {}\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(root / "etc/ssh/ssh_host_ed25519_key")], check=True)
+    root_uuid = _blkid(partition_device(golden_dev, 1), "UUID")
+    swap_uuid = _blkid(partition_device(golden_dev, 2), "UUID")
+    (root / "etc/fstab").write_text(
+        "# golden fstab\n"
+        f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
+        f"UUID={swap_uuid} none swap sw 0 0\n"
+        "LABEL=gsrv /srv ext4 defaults 0 2\n"
+        "tmpfs /run/shm tmpfs defaults 0 0\n"
+    )
+    (root / "boot/grub/grub.cfg").write_text(
+        f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+        f"linux /vmlinuz root=UUID={root_uuid} ro\n"
+    )
+    (srv / "data.txt").write_text("on /srv\n")
+    if available("setfacl"):
+        run(["setfacl", "-m", "u:4321:r", str(srv / "data.txt")])
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[dict[str, object]]:
+    from ka.disk import LoopDevice, apply_plan, parse_desc, plan_layout, unmount_tree
+
+    procs: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as stack:
+        images = {}
+        for name, size in (("golden", 200 * MiB), ("n1", 256 * MiB), ("n2", 200 * MiB)):
+            img = tmp_path / f"{name}.img"
+            with open(img, "wb") as f:
+                f.truncate(size)
+            images[name] = stack.enter_context(LoopDevice(img))
+        golden = images["golden"].device
+        mnt = tmp_path / "golden"
+        mnt.mkdir()
+        stack.callback(unmount_tree, str(mnt))
+        apply_plan(plan_layout(parse_desc(GOLDEN_DESC), 200 * MiB), golden, target=str(mnt))
+        _populate(mnt, mnt / "srv", golden)
+        targets = [tmp_path / "t1", tmp_path / "t2"]
+        for t in targets:
+            t.mkdir()
+            stack.callback(lambda t=t: unmount_tree(str(t)) if t.exists() else None)
+
+        def stop_all() -> None:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+
+        stack.callback(stop_all)
+        yield {"golden": golden, "mnt": mnt, "nodes": [images["n1"].device, images["n2"].device],
+               "targets": targets, "procs": procs, "tmp": tmp_path}
+
+
+def _ka(argv: list[str], log: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        p = subprocess.Popen([sys.executable, "-m", "ka", *argv], stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(p)
+    return p
+
+
+def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
+    tmp: Path = rig["tmp"]  # type: ignore[assignment]
+    golden: str = rig["golden"]  # type: ignore[assignment]
+    mnt: Path = rig["mnt"]  # type: ignore[assignment]
+    nodes: list[str] = rig["nodes"]  # type: ignore[assignment]
+    targets: list[Path] = rig["targets"]  # type: ignore[assignment]
+    procs: list[subprocess.Popen[bytes]] = rig["procs"]  # type: ignore[assignment]
+    port = _free_port()
+    drive = os.path.basename(golden)
+    installs = [
+        _ka(["install", "--host", "127.0.0.1", "--port", str(port), "--disk", f"{drive}={dev}",
+             "--target", str(t), "--find-timeout", "30"], tmp / f"node{i}.log", procs)
+        for i, (dev, t) in enumerate(zip(nodes, targets, strict=True), 1)
+    ]
+    logs = tmp / "ka-logs"
+    clone = _ka(["clone", "--nodes", "2", "--root", str(mnt), "--port", str(port),
+                 "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",
+                 "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60"],
+                tmp / "golden.log", procs)
+    for p in [clone, *installs]:
+        try:
+            p.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+    texts = {name: (tmp / f"{name}.log").read_text() for name in ("golden", "node1", "node2")}
+    assert clone.returncode == 0, texts
+    for p in installs:
+        assert p.returncode == 0, texts
+
+    from ka.disk import partition_device
+
+    golden_files = mnt / "usr"
+    machine_ids = set()
+    hostnames = set()
+    for i, dev in enumerate(nodes, 1):
+        check = tmp / f"check{i}"
+        root_dev, swap_dev, srv_dev = (partition_device(dev, n) for n in (1, 2, 3))
+        with _mounted(root_dev, check, ro=True) as root, \
+                _mounted(srv_dev, check / "srv", ro=True) as srv:
+            # content and metadata
+            assert (root / "usr/big.bin").read_bytes() == (golden_files / "big.bin").read_bytes()
+            assert os.stat(root / "usr/big.bin").st_ino == os.stat(root / "usr/big.hardlink").st_ino
+            assert os.readlink(root / "usr/big.symlink") == "big.bin"
+            assert os.getxattr(root / "usr/big.bin", "user.ka.test") == b"golden-xattr"
+            assert os.stat(root / "usr/null").st_rdev == os.makedev(1, 3)
+            assert os.stat(root / "usr/suid").st_mode & 0o7777 == 0o4755
+            st = os.stat(root / "usr/share/doc/f001.txt")
+            assert (st.st_uid, st.st_gid) == (1234, 5678)
+            assert (root / "usr/share/doc/naïve ✓.txt").exists()
+            assert os.stat(root / "usr/sparse.img").st_blocks * 512 < 1 * MiB
+            assert len(list((root / "usr/share/doc").iterdir())) == 201
+            assert (srv / "data.txt").read_text() == "on /srv\n"
+            if available("getfacl"):
+                acl = run(["getfacl", "-n", str(srv / "data.txt")]).stdout
+                assert "user:4321:r--" in acl
+            # excluded /tmp: re-created empty with its mode
+            assert list((root / "tmp").iterdir()) == []
+            assert os.stat(root / "tmp").st_mode & 0o7777 == 0o1777
+            # fstab follows the node's own UUIDs; every line kept
+            fstab = (root / "etc/fstab").read_text()
+            assert f"UUID={_blkid(root_dev, 'UUID')} / ext4" in fstab
+            assert f"UUID={_blkid(swap_dev, 'UUID')} none swap" in fstab
+            assert "LABEL=gsrv /srv" in fstab and "tmpfs /run/shm" in fstab
+            assert fstab.startswith("# golden fstab\n")
+            assert _blkid(root_dev, "UUID") != _blkid(partition_device(golden, 1), "UUID")
+            grub = (root / "boot/grub/grub.cfg").read_text()
+            assert f"root=UUID={_blkid(root_dev, 'UUID')}" in grub
+            # identity
+            machine_ids.add((root / "etc/machine-id").read_text().strip())
+            hostnames.add((root / "etc/hostname").read_text().strip())
+            assert not (root / "var/lib/dhcp/dhclient.eth0.leases").exists()
+            assert (root / "etc/ssh/ssh_host_ed25519_key").read_bytes() != (
+                mnt / "etc/ssh/ssh_host_ed25519_key").read_bytes()
+            report = json.loads((root / "var/log/ka-install.json").read_text())
+            assert report["result"] == "ok"
+    assert len(machine_ids) == 2 and "0123456789abcdef0123456789abcdef" not in machine_ids
+    assert hostnames == {"node01", "node02"}
+    stored = sorted(p.name for p in (logs / "t").iterdir())
+    assert stored == ["node01.json", "node02.json", "summary.json"]
+    assert json.loads((logs / "t/node01.json").read_text())["result"] == "ok"
+    for t in targets:
+        assert not os.path.ismount(t)
+    shutil.rmtree(logs)

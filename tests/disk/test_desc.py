@@ -198,3 +198,13 @@ def test_every_example_in_the_documentation_parses_and_plans() -> None:
     for text in examples:
         layout = parse_desc(text, "docs/desc.md")
         plan_layout(layout, 512 * GIB)
+
+
+def test_quoted_values_hold_spaces() -> None:
+    text = 'label gpt\nesp 100MiB fs=vfat name="EFI System Partition" label="EFI SYS"  # c\n'
+    (esp,) = parse_desc(text).partitions
+    assert (esp.name, esp.label) == ("EFI System Partition", "EFI SYS")
+    assert 'name="EFI System Partition"' in parse_desc(text).to_desc()
+    err = _error('label gpt\nlinux 1GiB fs=ext4 label="open\n')
+    assert (err.problems[0].line, err.problems[0].column) == (2, 20)
+    assert "closing" in err.problems[0].expected

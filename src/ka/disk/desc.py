@@ -33,7 +33,9 @@ class _Line:
 
 def _tokens(text: str) -> list[tuple[int, str]]:
     out = []
-    for m in re.finditer(r"\S+", text):
+    # A token may hold double-quoted parts with spaces: label="EFI System". An unclosed quote
+    # runs to the end of the line and is reported by the caller.
+    for m in re.finditer(r'(?:"[^"]*"?|[^\s"])+', text):
         if m.group().startswith("#"):
             break
         out.append((m.start() + 1, m.group()))
@@ -181,6 +183,16 @@ def _parse_line(ln: _Line, problem: Report) -> PartitionSpec | None:
     ok = True
     for col, tok in toks[2:]:
         ln.original_syntax = False
+        if tok.count('"') % 2:
+            problem(
+                ln.number,
+                col,
+                tok,
+                'a closing " after the quoted value',
+                'quote values that hold spaces: name="EFI System"',
+            )
+            ok = False
+            continue
         key, value = _attribute(tok)
         if key is None:
             problem(
@@ -239,6 +251,7 @@ def _found(spec: PartitionSpec, key: str, type_tok: str) -> str:
 def _attribute(tok: str) -> tuple[str | None, str]:
     if "=" in tok:
         key, _, value = tok.partition("=")
+        value = value.replace('"', "")
         key = {"opts": "options", "mountpoint": "mount", "type": "fs"}.get(key.lower(), key.lower())
         if key in _KEYS and value:
             return key, value

@@ -130,7 +130,9 @@ class PartitionSpec:
             ("uuid", self.uuid),
         ):
             if value is not None:
-                words.append(f"{key}={value}")
+                words.append(
+                    f'{key}="{value}"' if re.search(r"[\s#=]", value) else f"{key}={value}"
+                )
         if self.boot:
             words.append("boot")
         if self.root and self.mountpoint != "/":

@@ -23,7 +23,8 @@ from ka.run import run
 
 # Names that are never a machine's disk: RAM disks, compressed swap, optical drives.
 _NOT_DISKS = re.compile(r"^(zram|ram|sr|fd)\d")
-_SAFE_VALUE = re.compile(r"^[^\s#]+$")
+# What a desc value can hold (quoted when it has spaces): no double quote, no control character.
+_SAFE_VALUE = re.compile(r'^[^"\x00-\x1f]+$')
 
 
 @dataclass(frozen=True)

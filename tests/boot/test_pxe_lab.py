@@ -3,6 +3,7 @@ the boot loader and its own menu by TFTP. Everything runs inside the lab's names
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -153,3 +154,67 @@ def test_serve_refuses_bad_network(lab: LabNetwork, workdir: str,
     assert result.returncode == 1
     assert "interface bare0 has no IPv4 address" in result.stderr
     assert "ip address add" in result.stderr
+
+
+NODE_SCRIPT = """
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t tmpfs tmpfs /run || exit 99
+. /etc/ka/boot.sh
+mkdir -p "$KA_RUN"
+ka_parse_cmdline "ka.retries=2"
+ka_network_up || exit 98
+ka_fetch_key
+ka_run_attempts
+"""
+
+
+def test_boot_environment_gets_a_lease_and_retries(lab: LabNetwork, workdir: str,
+                                                   ka_boot: Callable[[list[str]], int]) -> None:
+    """The built initramfs, run in a node's namespace (chroot, no kernel boot): its busybox
+    DHCP client gets a lease from `ka pxe serve`, and with no golden session its real `ka
+    install` fails each attempt, then the node gives up with the console message and
+    "reboots" (a stand-in command)."""
+    golden = lab.hosts[0].address
+    net = golden.rsplit(".", 1)[0]
+    kernel = os.path.join(workdir, "vmlinuz-stand-in")
+    with open(kernel, "wb") as f:
+        f.write(b"not booted in this test")
+    key = os.path.join(workdir, "key")
+    with open(key, "wb") as f:
+        f.write(os.urandom(32))
+    env_dir = os.path.join(workdir, "env")
+    assert ka_boot(["bootenv", "build", "--output", env_dir, "--kernel", kernel,
+                    "--key-file", key]) == 0
+    state = os.path.join(workdir, "pxe")
+    assert ka_boot(["pxe", "config", "--interface", "eth0", "--range", f"{net}.100,{net}.150",
+                    "--dir", state, "--bootenv", env_dir]) == 0
+    root = os.path.join(workdir, "root")
+    os.mkdir(root)
+    with open(os.path.join(state, "tftp/ka/initrd.img"), "rb") as f:
+        subprocess.run(["cpio", "-idm", "--quiet"], input=gzip.decompress(f.read()), cwd=root,
+                       check=True)
+    mac = lab.run(1, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+    serve = start_serve(lab, state, os.path.join(workdir, "serve.log"))
+    try:
+        # New PID namespace: even a real `reboot -f` would only end the namespace.
+        node = lab.run(1, ["unshare", "--pid", "--fork", "--kill-child", "chroot", root,
+                           "/bin/sh", "-c", NODE_SCRIPT],
+                       env={"KA_REBOOT": "echo REBOOT", "KA_RETRY_DELAY": "0",
+                            "KA_GIVE_UP_DELAY": "0", "KA_FIND_TIMEOUT": "2"},
+                       check=False, timeout=180)
+    finally:
+        stop(serve)
+    lines = node.stdout.splitlines()
+    leased = [line for line in lines if line.startswith("ka: eth0 is ")]
+    assert leased, node.stdout + node.stderr
+    address = leased[0].split()[3].rstrip(",")
+    assert address.startswith(f"{net}.") and 100 <= int(address.rsplit(".", 1)[1]) <= 150
+    assert leased[0] == f"ka: eth0 is {address}, boot server {golden}, name {mac}"
+    failures = [line for line in lines if "failed (ka exit status" in line]
+    assert [f.split(" failed")[0] for f in failures] == [
+        "ka: install attempt 1 of 2", "ka: install attempt 2 of 2"]
+    assert all(f.endswith("(ka exit status 10)") for f in failures), "10: sender not found"
+    assert lines[-3:] == ["ka: !!! could not install this node after 2 attempts !!!",
+                          "ka: rebooting in 0 seconds", "REBOOT"]
+    assert node.returncode == 1

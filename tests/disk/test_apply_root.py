@@ -260,8 +260,9 @@ def test_failed_step_undoes_the_mounts(loop_disk: LoopDisk, tmp_path: Path) -> N
         "label gpt\nlinux 40MiB fs=ext4 mount=/\nlinux fill fs=ext4 mount=/var options=nosuchopt\n"
     )
     target = tmp_path / "t"
-    with pytest.raises(CommandError):
+    with pytest.raises(CommandError) as info:
         apply_plan(plan_layout(parse_desc(text), 100 * MIB), dev, target=str(target))
+    assert info.value.argv[0] == "mount" and "options" in (info.value.hint or "")
     assert not [m for m in mounts() if m.target.startswith(str(target))]
 
 

@@ -27,7 +27,7 @@ from ka.disk.devices import (
 )
 from ka.disk.errors import DoesNotFit
 from ka.disk.plan import GPT_ENTRIES_BYTES, MBR_MAX_SECTORS, Plan, PlannedPartition
-from ka.errors import KaError, UsageError
+from ka.errors import CommandError, KaError, UsageError
 from ka.run import require, run
 
 MIB = 1024 * 1024
@@ -275,7 +275,13 @@ def apply_plan(
             if step.action == "partition-nodes":
                 ensure_partition_nodes(device, expected=expected)
                 continue
-            run(step.argv, input=step.input)
+            try:
+                run(step.argv, input=step.input)
+            except CommandError as e:
+                if step.argv[0] != "mount":
+                    raise
+                hint = _mount_hint(step.argv[2])
+                raise CommandError(e.argv, e.returncode, e.stderr, hint=hint) from e
             if step.argv[0] == "mount":
                 mounted.append(step.argv[-1])
     except BaseException:
@@ -288,6 +294,19 @@ def apply_plan(
         if p.kind != "extended"
     }
     return AppliedLayout(device, _applied(plan, device, uuids or {}, found), tuple(mounted), steps)
+
+
+def _mount_hint(fs: str) -> str:
+    try:
+        known = {line.split()[-1] for line in open("/proc/filesystems") if line.strip()}
+    except OSError:
+        known = set()
+    if fs not in known:
+        return (
+            f"this kernel does not list {fs} in /proc/filesystems: load its module "
+            "(modprobe), or leave that partition without a mount point"
+        )
+    return "check the mount options (options=) of that partition"
 
 
 def _applied(

@@ -153,6 +153,19 @@ def test_ka_runs_inside_the_initramfs(unpacked: str) -> None:
     assert result.stdout.strip() == "af1349b9", result.stderr
 
 
+@pytest.mark.root
+def test_every_included_tool_finds_its_libraries(unpacked: str) -> None:
+    tools = [t for t in (*bootenv.REQUIRED_TOOLS, *bootenv.OPTIONAL_TOOLS)
+             if any(os.path.lexists(os.path.join(unpacked, d, t)) for d in ("usr/bin", "usr/sbin"))]
+    assert {"tar", "sfdisk", "mount", "blkid", "mkfs.ext4"} <= set(tools)
+    for tool in tools:
+        result = subprocess.run(["unshare", "--net", "--pid", "--fork", "chroot", unpacked,
+                                 "/bin/sh", "-c", f"{tool} --version </dev/null"],
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert "error while loading shared libraries" not in result.stderr, result.stderr
+        assert "not found" not in result.stderr, (tool, result.stderr)
+
+
 def built_python(root: str) -> str:
     with open(os.path.join(root, "usr/local/bin/ka")) as f:
         return f.read().split("exec ")[1].split()[0]

@@ -16,5 +16,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs root (loop devices / network namespaces / mounts)")
     for item in items:
-        if "root" in item.keywords or "lab" in item.keywords:
+        if item.get_closest_marker("root") or item.get_closest_marker("lab"):
             item.add_marker(skip)

@@ -54,9 +54,14 @@ def test_fill_in_the_middle_leaves_room_for_what_follows() -> None:
     assert c.end <= plan.end_usable and plan.end_usable - c.end < 2048
 
 
-def test_percent_is_of_the_whole_disk() -> None:
+def test_percent_is_of_the_whole_disk_in_whole_mib() -> None:
     plan = plan_layout(parse_desc("label gpt\nlinux 25%\nlinux 50%\n"), 8 * GIB)
     assert [p.size_bytes for p in plan.partitions] == [2 * GIB, 4 * GIB]
+    plan = plan_layout(parse_desc("label gpt\nlinux 30%\n"), GIB)
+    assert plan.partitions[0].size_bytes == 307 * MIB
+    with pytest.raises(DoesNotFit) as info:
+        plan_layout(parse_desc("label gpt\nlinux 0.05%\n"), GIB)
+    assert "less than 1 MiB" in str(info.value)
 
 
 def test_unaligned_size_still_aligned_start() -> None:
@@ -93,7 +98,7 @@ def test_describe_lists_every_partition() -> None:
 _sizes = st.one_of(
     st.integers(1, 4096).map(Size.mib),
     st.integers(1, 2**20).map(lambda k: Size.of_bytes(k * 1024)),
-    st.integers(1, 3000).map(Size.percent),
+    st.integers(10, 3000).map(Size.percent),
 )
 _types = st.sampled_from(["linux", "swap", "esp", "lvm", "raid", "type7"])
 

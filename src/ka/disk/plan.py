@@ -217,7 +217,10 @@ class _Context:
 
     def sectors(self, spec: PartitionSpec) -> int:
         if spec.size.kind == "percent":
-            return self.disk_size * spec.size.value // 10000 // self.sector_size
+            # Whole MiB, so that the partitions after it stay on MiB boundaries and a probe
+            # of the result reads back in MiB.
+            nbytes = _align_down(self.disk_size * spec.size.value // 10000, MIB)
+            return nbytes // self.sector_size
         else:
             nbytes = spec.size.value
         return -(-nbytes // self.sector_size)
@@ -252,6 +255,8 @@ class _Context:
         level = "the extended partition" if spec.kind == "logical" else "the disk"
         if spec.size.kind == "fill":
             need = "needs at least 1 sector, but the partitions after it leave none"
+        elif spec.size.kind == "percent" and size <= 0:
+            need = "is less than 1 MiB of this disk"
         else:
             need = f"needs {_mib(size * self.sector_size)} MiB"
         raise DoesNotFit(

@@ -218,3 +218,22 @@ def test_boot_environment_gets_a_lease_and_retries(lab: LabNetwork, workdir: str
     assert lines[-3:] == ["ka: !!! could not install this node after 2 attempts !!!",
                           "ka: rebooting in 0 seconds", "REBOOT"]
     assert node.returncode == 1
+
+
+def test_proxy_dhcp_serves_tftp_beside_another_dhcp_server(
+        lab: LabNetwork, workdir: str, ka_boot: Callable[[list[str]], int]) -> None:
+    """Proxy mode hands out no addresses; dnsmasq starts with it and still serves TFTP."""
+    golden = lab.hosts[0].address
+    subnet = golden.rsplit(".", 1)[0] + ".0/24"
+    state = os.path.join(workdir, "proxy")
+    assert ka_boot(["pxe", "config", "--interface", "eth0", "--proxy-dhcp", subnet,
+                    "--dir", state, "--uefi", "ipxe"]) == 0
+    serve = start_serve(lab, state, os.path.join(workdir, "proxy.log"))
+    try:
+        got = tftp_get(lab, golden, "ipxe/snponly.efi", os.path.join(workdir, "snp.efi"))
+        with open("/usr/lib/ipxe/snponly.efi", "rb") as f:
+            assert got == f.read()
+    finally:
+        assert stop(serve) == 0
+    with open(os.path.join(workdir, "proxy.log")) as f:
+        assert "proxy on subnet" in f.read()

@@ -141,7 +141,9 @@ def rig(tmp_path: Path) -> Iterator[dict[str, object]]:
                "targets": targets, "procs": procs, "tmp": tmp_path}
 
 
-def _ka(argv: list[str], log: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+def _ka(
+    argv: list[str], log: Path, procs: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         p = subprocess.Popen([sys.executable, "-m", "ka", *argv], stdout=out,
                              stderr=subprocess.STDOUT, start_new_session=True)
@@ -178,13 +180,14 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
     for p in installs:
         assert p.returncode == 0, texts
 
-    from ka.disk import partition_device
+    from ka.disk import ensure_partition_nodes, partition_device
 
     golden_files = mnt / "usr"
     machine_ids = set()
     hostnames = set()
     for i, dev in enumerate(nodes, 1):
         check = tmp / f"check{i}"
+        ensure_partition_nodes(dev)  # /dev is shared: a node name may be stale (no udev)
         root_dev, swap_dev, srv_dev = (partition_device(dev, n) for n in (1, 2, 3))
         with _mounted(root_dev, check, ro=True) as root, \
                 _mounted(srv_dev, check / "srv", ro=True) as srv:

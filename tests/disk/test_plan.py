@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ka.disk import DoesNotFit, Layout, PartitionSpec, Plan, Size, parse_desc, plan_layout
+from ka.disk import (
+    DoesNotFit,
+    Layout,
+    PartitionSpec,
+    Plan,
+    Size,
+    minimum_disk_size,
+    parse_desc,
+    plan_layout,
+)
 from ka.disk.layout import GIB, MIB
 
 pytestmark = pytest.mark.usefixtures("no_subprocess")
@@ -239,3 +248,20 @@ def test_a_large_enough_disk_always_fits(layout: Layout) -> None:
     need = (fixed + (len(layout.partitions) + fills + 2) * 2 * MIB) * 10000 // (10000 - pct)
     plan = plan_layout(layout, max(need + 8 * MIB, 8 * GIB))
     _check(plan, layout)
+
+
+@settings(max_examples=100, deadline=None)
+@given(layouts())
+def test_minimum_disk_size_is_the_edge(layout: Layout) -> None:
+    if any(s.kind == "extended" and s.size.kind != "fill" for s in layout.partitions):
+        return
+    if any(s.size.kind == "percent" for s in layout.partitions):
+        return  # percentages round to whole MiB: the edge is only exact to about a MiB
+    smallest = minimum_disk_size(layout)
+    plan_layout(layout, smallest)
+    with pytest.raises(DoesNotFit):
+        plan_layout(layout, smallest - MIB)
+
+
+def test_minimum_disk_size_of_the_seed() -> None:
+    assert minimum_disk_size(parse_desc(SEED)) == 4004 * MIB

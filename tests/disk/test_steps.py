@@ -114,7 +114,8 @@ def test_cli_check_reports_errors_and_misfits(tmp_path, capsys) -> None:  # type
     f = tmp_path / "bad.desc"
     f.write_text("label gpt\nlinux 3GiB\nlinux fill\n")
     assert main(["desc", "check", str(f), "--size", "3GiB"]) == 3
-    assert "line 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "line 2" in err and "smallest disk it fits is 3074 MiB" in err
     f.write_text("linux 10\nlinux ten\n")
     assert main(["desc", "check", str(f)]) == 2
     err = capsys.readouterr().err

@@ -17,7 +17,7 @@ from ka.disk.devices import (
 )
 from ka.disk.errors import DescError, DescProblem, DiskBusy, DoesNotFit
 from ka.disk.layout import Layout, PartitionSpec, Size, parse_size
-from ka.disk.plan import Plan, PlannedPartition, plan_layout
+from ka.disk.plan import Plan, PlannedPartition, minimum_disk_size, plan_layout
 from ka.disk.probe import DiskReport, probe, probe_disks
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "check_disk_free",
     "disk_size",
     "ensure_partition_nodes",
+    "minimum_disk_size",
     "parse_desc",
     "parse_size",
     "partition_device",

@@ -10,8 +10,9 @@ from typing import Any
 from ka.disk.apply import Step, apply_plan
 from ka.disk.desc import parse_desc
 from ka.disk.devices import disk_size, sector_size
+from ka.disk.errors import DoesNotFit
 from ka.disk.layout import Layout, parse_size
-from ka.disk.plan import plan_layout
+from ka.disk.plan import minimum_disk_size, plan_layout
 from ka.disk.probe import probe_disks
 from ka.errors import UsageError
 
@@ -142,23 +143,39 @@ def _probe(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     layout = _read_layout(args.file)
     if args.disk:
-        plan = plan_layout(layout, disk_size(args.disk), sector_size(args.disk))
+        size, sector = disk_size(args.disk), sector_size(args.disk)
     elif args.size:
         try:
-            size = parse_size(args.size)
+            parsed = parse_size(args.size)
         except ValueError:
             raise UsageError(
                 f"--size {args.size}: not a size", hint="e.g. 8GiB or 500GiB"
             ) from None
-        if size.kind != "bytes":
+        if parsed.kind != "bytes":
             raise UsageError(f"--size {args.size}: give an absolute size", hint="e.g. 8GiB")
-        plan = plan_layout(layout, size.value, args.sector_size)
+        size, sector = parsed.value, args.sector_size
     else:
-        print(f"{args.file}: ok, label {layout.label}, {len(layout.partitions)} partitions")
+        print(
+            f"{args.file}: ok, label {layout.label}, {len(layout.partitions)} partitions, "
+            f"fits disks of {_smallest(layout, args.sector_size)} or more"
+        )
         print(layout.to_desc(), end="")
         return 0
+    try:
+        plan = plan_layout(layout, size, sector)
+    except DoesNotFit as e:
+        raise DoesNotFit(
+            e.message, hint=f"the smallest disk it fits is {_smallest(layout, sector)}; {e.hint}"
+        ) from None
     print(plan.describe())
     return 0
+
+
+def _smallest(layout: Layout, sector: int) -> str:
+    try:
+        return f"{minimum_disk_size(layout, sector) // (1024 * 1024)} MiB"
+    except DoesNotFit:
+        return "none"
 
 
 def _apply(args: argparse.Namespace) -> int:

@@ -264,3 +264,33 @@ class _Context:
             f"left on {level} ({_mib(self.disk_size)} MiB disk)",
             hint="use smaller sizes, a percentage, or `fill`; or use a larger disk",
         )
+
+
+def minimum_disk_size(layout: Layout, sector_size: int = 512) -> int:
+    """The smallest disk (a whole number of MiB) that `layout` fits on, in bytes.
+
+    Fitting gets easier as the disk grows, so a binary search over MiB finds the edge (with
+    percentages, which round to whole MiB, the edge is exact to about a MiB).
+    """
+    lo, hi = 1, 2
+    while not _fits(layout, hi * MIB, sector_size):
+        lo, hi = hi, hi * 2
+        if hi > 2**40:  # 1 EiB: a layout that fits nowhere (percentages above 100%)
+            raise DoesNotFit(
+                "this layout fits no disk", hint="the percentages add up to 100% or more"
+            )
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fits(layout, mid * MIB, sector_size):
+            hi = mid
+        else:
+            lo = mid
+    return hi * MIB
+
+
+def _fits(layout: Layout, size: int, sector_size: int) -> bool:
+    try:
+        plan_layout(layout, size, sector_size)
+    except DoesNotFit:
+        return False
+    return True

@@ -292,3 +292,14 @@ def test_4k_sector_disk(loop_disk: LoopDisk) -> None:
     last = table["partitions"][-1]
     assert last["start"] + last["size"] - 1 == table["lastlba"]
     assert blkid_probe(f"{dev}p2")["LABEL"] == "r"
+
+
+def test_probe_without_arguments_lists_the_machine_disks_not_loops(loop_disk: LoopDisk) -> None:
+    from ka.disk import probe_disks
+
+    dev = loop_disk(64 * MIB)
+    reports = probe_disks()
+    assert dev not in [r.device for r in reports]
+    for r in reports:
+        assert r.size > 0 and r.sector_size >= 512
+        assert r.layout.partitions or r.note  # an empty layout always says why

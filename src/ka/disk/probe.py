@@ -21,8 +21,8 @@ from ka.disk.types import FILESYSTEMS, LABEL_LIMITS, type_from_code
 from ka.errors import KaError
 from ka.run import run
 
-# Names that are never a machine's disk: RAM disks, compressed swap, optical drives.
-_NOT_DISKS = re.compile(r"^(zram|ram|sr|fd)\d")
+# Never a machine's disk: RAM disks, compressed swap, optical drives, eMMC boot areas.
+_NOT_DISKS = re.compile(r"^(zram|ram|sr|fd)\d|^mmcblk\d+(boot\d+|rpmb)$")
 # What a desc value can hold (quoted when it has spaces): no double quote, no control character.
 _SAFE_VALUE = re.compile(r'^[^"\x00-\x1f]+$')
 

@@ -91,7 +91,9 @@ def ensure_partition_nodes(
                 raise KaError(
                     f"the kernel does not show partitions {missing} of {disk} after writing the "
                     "table",
-                    hint="a partition of the disk may be in use; check `lsblk` and retry",
+                    hint="attach loop devices with `losetup --partscan`"
+                    if disk_name(disk).startswith("loop")
+                    else "a partition of the disk may be in use; check `lsblk` and retry",
                 )
             time.sleep(0.05)
     created: list[str] = []

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 
 from ka.boot.cmdline import BootOptions
 from ka.boot.pxe import PxeConfig
-from ka.boot.serve import ServeError, check_network, check_port_free, dnsmasq_argv
+from ka.boot.serve import (
+    ServeError,
+    check_network,
+    check_port_free,
+    check_tftp_readable,
+    dnsmasq_argv,
+)
 
 ADDR = [ipaddress.IPv4Interface("10.9.0.1/24")]
 
@@ -63,3 +72,27 @@ def test_dnsmasq_runs_in_foreground_with_the_saved_configuration() -> None:
         "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--pid-file=",
         "--conf-file=/srv/ka/dnsmasq.conf",
     ]
+
+
+def test_tftp_root_must_be_readable_by_others() -> None:
+    # Not under pytest's tmp_path, whose parent is private to its owner.
+    base = tempfile.mkdtemp(prefix="ka-tftp-")
+    try:
+        os.chmod(base, 0o755)
+        top = os.path.join(base, "top")
+        root = os.path.join(top, "pxe", "tftp")
+        os.makedirs(root)
+        for d in (top, os.path.dirname(root), root):
+            os.chmod(d, 0o755)
+        check_tftp_readable(root)
+        os.chmod(top, 0o700)
+        with pytest.raises(ServeError, match=f"{top} is not open to other users \\(mode 700\\)"):
+            check_tftp_readable(root)
+        os.chmod(top, 0o755)
+        os.chmod(root, 0o711)
+        with pytest.raises(ServeError, match=f"{root} is not open to other users"):
+            check_tftp_readable(root)
+        with pytest.raises(ServeError, match="does not exist"):
+            check_tftp_readable(os.path.join(top, "nowhere"))
+    finally:
+        shutil.rmtree(base)

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import socket
+import stat
 import subprocess
 
 from ka import run
@@ -95,6 +96,26 @@ def check_port_free(port: int, address: str = "0.0.0.0") -> None:
         s.close()
 
 
+def check_tftp_readable(root: str) -> None:
+    """dnsmasq serves TFTP as an unprivileged user: every directory above the TFTP root must
+    let others through, or every request fails with a bare "file not found"."""
+    if not os.path.isdir(root):
+        raise ServeError(f"TFTP root {root} does not exist",
+                         hint="create it with ka pxe config")
+    path = os.path.abspath(root)
+    while True:
+        mode = os.stat(path).st_mode
+        if not mode & stat.S_IXOTH or (path == os.path.abspath(root) and not mode & stat.S_IROTH):
+            raise ServeError(
+                f"dnsmasq cannot read the TFTP root {root}: {path} is not open to other users "
+                f"(mode {stat.S_IMODE(mode):o})",
+                hint=f"chmod o+rx {path}, or put the PXE directory (--dir) somewhere readable, "
+                     "such as /var/lib/ka/pxe")
+        if path == "/":
+            return
+        path = os.path.dirname(path)
+
+
 def dnsmasq_argv(config: PxeConfig) -> list[str]:
     # --pid-file= (empty) writes no pid file: the caller owns the process by its Popen.
     return ["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--pid-file=",
@@ -105,6 +126,7 @@ def start(config: PxeConfig) -> subprocess.Popen[bytes]:
     """Check everything, start dnsmasq, and return it once it has survived its start-up."""
     run.require("dnsmasq")
     check_network(config, interface_addresses(config.interface))
+    check_tftp_readable(config.tftp_root)
     if config.dhcp != "tftp-only":
         check_port_free(DHCP_PORT)
     check_port_free(TFTP_PORT)

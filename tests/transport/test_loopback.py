@@ -227,6 +227,10 @@ def test_stuck_consumer_is_evicted_after_the_stall_timeout(cluster: Cluster) -> 
     assert cluster.wait("sender") == 1
     rep = cluster.node_report("stuck")
     assert rep["state"] == "evicted" and "progress" in rep["reason"]
+    # back-pressure: with a 2 MiB ring the producer could not finish before the eviction
+    kinds = [e["event"] for e in cluster.events("sender")]
+    assert kinds.index("evicted") < kinds.index("eof")
+    assert "refused" not in kinds  # no node ever asked for data its parent no longer had
 
 
 def test_arity_two_with_a_failed_inner_node(cluster: Cluster) -> None:

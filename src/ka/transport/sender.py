@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import queue
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -119,6 +120,8 @@ def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbo
         if msg["t"] != "join":
             raise ProtocolError("expected join")
         sock.settimeout(None)
+        # A node that stops reading must never block the coordinator: bound every send.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
     except KeyMismatch:
         inbox.put("note", None, ("bad-key", f"dropped {where}: it does not hold the key"))
         sock.close()

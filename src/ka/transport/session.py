@@ -133,6 +133,7 @@ class Session:
         for ns in self.nodes.values():
             self._send_plan(ns)
         self.started, self.start_time = True, now
+        self.ring.set_floor(0)  # nobody has anything yet: at most one ring ahead
         self.producer.start()
         chain = " -> ".join(["sender", *(self.nodes[n].name or n for n in self.plan.order)])
         self.emit(Event("start", f"starting with {len(self.nodes)} node(s): {chain}",
@@ -293,7 +294,8 @@ class Session:
     def finished(self, now: float) -> bool:
         if self.all_terminal_at is None or self.release_queue:
             return False
-        if not all(ns.released or ns.state == "evicted" for ns in self.nodes.values()):
+        if not all(ns.released or ns.state == "evicted" or not ns.connected
+                   for ns in self.nodes.values()):
             return False
         if self.close_deadline is None:
             self.close_deadline = now + CLOSE_GRACE

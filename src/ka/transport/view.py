@@ -73,9 +73,11 @@ class EventView:
         out = sys.stdout
         print(f"{'#':>3} {'node':<24} {'state':<8} {'MB':>10} {'MB/s':>8} {'digest':<6} "
               f"{'exit':>4}  reason", file=out)
+        names = [n.name for n in report.nodes]
         for n in report.nodes:
+            label = n.name if n.name and names.count(n.name) == 1 else n.node
             status = "-" if n.consumer_status is None else str(n.consumer_status)
-            print(f"{n.position:>3} {(n.name or n.node)[:24]:<24} {n.state:<8} "
+            print(f"{n.position:>3} {label[:24]:<24} {n.state:<8} "
                   f"{n.bytes / 1e6:>10.1f} {n.mb_per_s:>8.1f} {'ok' if n.digest_ok else 'BAD':<6} "
                   f"{status:>4}  {n.reason or ''}", file=out)
         rate = report.bytes / report.seconds / 1e6 if report.seconds > 0 else 0.0

@@ -1,0 +1,132 @@
+"""The library API in one process: send() and receive() in threads on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+from transport_cluster import free_port
+
+from ka.transport import (
+    BytesSink,
+    BytesSource,
+    CommandSink,
+    CommandSource,
+    ConsumerFailed,
+    Event,
+    FileSink,
+    ReceiveOptions,
+    Rejected,
+    SenderNotFound,
+    SendOptions,
+    TransportError,
+    receive,
+    send,
+)
+
+
+def run_session(source: Any, sinks: list[Any], send_opts: dict[str, Any],
+                recv_opts: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    port = free_port()
+    results: list[Any] = [None] * len(sinks)
+    events: list[Event] = []
+
+    def node(i: int) -> None:
+        try:
+            results[i] = receive(sinks[i], ReceiveOptions(host="127.0.0.1", port=port,
+                                                          find_timeout=10, **recv_opts[i]))
+        except Exception as e:  # noqa: BLE001 - handed back to the test
+            results[i] = e
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(len(sinks))]
+    for t in threads:
+        t.start()
+    try:
+        report = send(source, SendOptions(port=port, bind="127.0.0.1", **send_opts),
+                      events.append)
+    finally:
+        for t in threads:
+            t.join(30)
+    return report, results
+
+
+def test_bytes_to_bytes_with_attachments_and_names() -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    sinks = [BytesSink() for _ in range(3)]
+    report, results = run_session(
+        BytesSource(data), sinks, {"nodes": 3, "key": b"k"},
+        [{"key": b"k", "name": f"n{i}", "attachment": f"install report {i}".encode()}
+         for i in range(3)],
+    )
+    assert report.ok
+    assert report.digest == results[0].digest
+    assert report.bytes == len(data)
+    for sink, res in zip(sinks, results, strict=True):
+        assert sink.data == data
+        assert res.bytes == len(data) and res.consumer_status == 0
+    by_name = {n.name: n for n in report.nodes}
+    assert by_name["n1"].attachment == b"install report 1"
+    assert sorted(n.position for n in report.nodes) == [1, 2, 3]
+    assert sorted(r.position for r in results) == [1, 2, 3]
+
+
+def test_command_source_and_file_sink(tmp_path: Any) -> None:
+    out = [tmp_path / f"out{i}" for i in range(2)]
+    report, results = run_session(
+        CommandSource("seq 1 200000"), [FileSink(p) for p in out], {"nodes": 2},
+        [{}, {}],
+    )
+    assert report.ok
+    expected = "".join(f"{i}\n" for i in range(1, 200001)).encode()
+    for p in out:
+        assert p.read_bytes() == expected
+    assert report.digest == results[1].digest
+
+
+def test_empty_stream() -> None:
+    sinks = [BytesSink(), BytesSink()]
+    report, results = run_session(BytesSource(b""), sinks, {"nodes": 2}, [{}, {}])
+    assert report.ok and report.bytes == 0
+    assert all(s.data == b"" for s in sinks)
+
+
+def test_failing_producer_raises_and_nodes_are_cut() -> None:
+    with pytest.raises(TransportError, match="status 5"):
+        run_session(CommandSource("head -c 100000 /dev/zero; exit 5"),
+                    [CommandSink("sha256sum >/dev/null"), BytesSink()], {"nodes": 2}, [{}, {}])
+
+
+def test_consumer_failure_is_reported_to_both_ends() -> None:
+    report, results = run_session(
+        BytesSource(os.urandom(2 * 1024 * 1024)),
+        [CommandSink("cat >/dev/null; exit 3"), BytesSink()], {"nodes": 2}, [{}, {}],
+    )
+    assert not report.ok
+    failed = [n for n in report.nodes if n.state == "failed"]
+    assert len(failed) == 1 and failed[0].consumer_status == 3
+    assert any(isinstance(r, ConsumerFailed) for r in results)
+    assert sum(1 for r in results if not isinstance(r, Exception)) == 1
+
+
+def test_no_sender() -> None:
+    with pytest.raises(SenderNotFound):
+        receive(BytesSink(), ReceiveOptions(host="127.0.0.1", port=free_port(), find_timeout=1))
+
+
+def test_wrong_key_is_rejected_by_the_library() -> None:
+    sinks = [BytesSink(), BytesSink()]
+    _, results = run_session(BytesSource(b"x" * 1000), sinks, {"nodes": 1, "key": b"a"},
+                             [{"key": b"a"}, {"key": b"b"}])
+    assert isinstance(results[1], Rejected)
+    assert sinks[0].data == b"x" * 1000 and sinks[1].data == b""
+
+
+def test_digest_is_blake3_of_the_stream() -> None:
+    import blake3
+
+    data = b"known content\n" * 1000
+    report, _ = run_session(BytesSource(data), [BytesSink()], {"nodes": 1, "compress": "zstd:5"},
+                            [{}])
+    assert report.digest == blake3.blake3(data).hexdigest()

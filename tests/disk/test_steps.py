@@ -12,6 +12,7 @@ from ka.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("no_subprocess")
 
+U = "0fc63daf-8483-4772-8e79-3d69d8477de4"
 GPT = """label gpt
 esp 512MiB fs=vfat mount=/boot/efi label=EFI
 linux 4GiB fs=ext4 mount=/ label=root options=noatime
@@ -80,17 +81,17 @@ def test_mbr_steps_skip_the_extended_partition() -> None:
 @pytest.mark.parametrize(
     ("fs", "argv"),
     [
-        ("ext2", [("mkfs.ext2", "-F", "-q", "-L", "l", "-U", "U", "/dev/x1")]),
-        ("ext3", [("mkfs.ext3", "-F", "-q", "-L", "l", "-U", "U", "/dev/x1")]),
-        ("xfs", [("mkfs.xfs", "-f", "-q", "-L", "l", "-m", "uuid=U", "/dev/x1")]),
-        ("btrfs", [("mkfs.btrfs", "-f", "-q", "-L", "l", "-U", "U", "/dev/x1")]),
-        ("swap", [("mkswap", "-L", "l", "-U", "U", "/dev/x1")]),
-        ("jfs", [("mkfs.jfs", "-q", "-L", "l", "/dev/x1"), ("jfs_tune", "-U", "U", "/dev/x1")]),
-        ("reiserfs", [("mkfs.reiserfs", "-q", "-f", "-l", "l", "-u", "U", "/dev/x1")]),
+        ("ext2", [("mkfs.ext2", "-F", "-q", "-L", "l", "-U", U, "/dev/x1")]),
+        ("ext3", [("mkfs.ext3", "-F", "-q", "-L", "l", "-U", U, "/dev/x1")]),
+        ("xfs", [("mkfs.xfs", "-f", "-q", "-L", "l", "-m", f"uuid={U}", "/dev/x1")]),
+        ("btrfs", [("mkfs.btrfs", "-f", "-q", "-L", "l", "-U", U, "/dev/x1")]),
+        ("swap", [("mkswap", "-L", "l", "-U", U, "/dev/x1")]),
+        ("jfs", [("mkfs.jfs", "-q", "-L", "l", "/dev/x1"), ("jfs_tune", "-U", U, "/dev/x1")]),
+        ("reiserfs", [("mkfs.reiserfs", "-q", "-f", "-l", "l", "-u", U, "/dev/x1")]),
     ],
 )
 def test_mkfs_commands(fs: str, argv: list[tuple[str, ...]]) -> None:
-    assert mkfs_commands(fs, "/dev/x1", label="l", uuid="U", size_bytes=GIB, role="linux") == argv
+    assert mkfs_commands(fs, "/dev/x1", label="l", uuid=U, size_bytes=GIB, role="linux") == argv
 
 
 def test_vfat_volume_id() -> None:
@@ -130,3 +131,9 @@ def test_filesystem_floors_are_checked_before_the_disk() -> None:
     with pytest.raises(DoesNotFit) as info:
         check_filesystem_sizes(plan_layout(parse_desc("label gpt\nlinux 100MiB fs=xfs\n"), GIB))
     assert "xfs" in str(info.value) and "partition 1" in str(info.value)
+
+
+def test_a_malformed_uuid_is_refused_while_planning() -> None:
+    plan = plan_layout(parse_desc("label gpt\nlinux fill fs=ext4\n"), GIB)
+    with pytest.raises(UsageError):
+        plan_steps(plan, "/dev/vdb", uuids={1: "ABCD-1234"})

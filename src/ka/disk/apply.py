@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import stat
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from ka.errors import CommandError, KaError, UsageError
 from ka.run import require, run
 
 MIB = 1024 * 1024
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 log = logging.getLogger("ka.disk")
 
 # Smallest partition each mkfs accepts (xfsprogs >= 5.19 refuses below 300 MB; mkfs.btrfs
@@ -97,6 +99,11 @@ def mkfs_commands(
 ) -> list[tuple[str, ...]]:
     """The exact commands that create filesystem `fs` on `devnode`."""
     lab = label or None
+    if uuid and fs != "vfat" and not _UUID_RE.match(uuid):
+        raise UsageError(
+            f"'{uuid}' is not a UUID for the {fs} filesystem on {devnode}",
+            hint="a UUID looks like 0fc63daf-8483-4772-8e79-3d69d8477de4 (uuidgen prints one)",
+        )
     if fs in ("ext2", "ext3", "ext4"):
         argv = [f"mkfs.{fs}", "-F", "-q"]
         argv += ["-L", lab] if lab else []
@@ -242,6 +249,8 @@ def apply_plan(
     mounted, swapped on or held, that holds the running root, or that is too small. With
     `dry_run` the same checks run and the steps are returned, not executed.
     """
+    # The kernel name: /dev/disk/by-id links to partitions only appear with udev, and late.
+    device = os.path.realpath(device)
     try:
         mode = os.stat(device).st_mode
     except OSError as e:

@@ -137,3 +137,11 @@ def test_a_malformed_uuid_is_refused_while_planning() -> None:
     plan = plan_layout(parse_desc("label gpt\nlinux fill fs=ext4\n"), GIB)
     with pytest.raises(UsageError):
         plan_steps(plan, "/dev/vdb", uuids={1: "ABCD-1234"})
+
+
+def test_unmount_tree_refuses_the_root() -> None:
+    from ka.disk import unmount_tree
+    from ka.errors import KaError
+
+    with pytest.raises(KaError):
+        unmount_tree("/")

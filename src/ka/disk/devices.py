@@ -149,6 +149,8 @@ def mounts() -> list[Mount]:
 def unmount_tree(target: str) -> None:
     """Unmount `target` and everything mounted below it, children first."""
     root = os.path.realpath(target)
+    if root == "/":
+        raise KaError("refusing to unmount everything under /", hint="give the target directory")
     below = [m.target for m in mounts() if m.target == root or m.target.startswith(root + "/")]
     for path in sorted(set(below), key=lambda p: (p.count("/"), p), reverse=True):
         run(["umount", path])

@@ -260,8 +260,13 @@ def _golden_disks(
     names = list(found)
     unmatched = [d for d in descs if d not in found]
     without_desc = [f for f in found if f not in descs]
+    # A desc for a disk that holds none of the tree binds to the real /dev/DRIVE only when
+    # the tree is on disks at all, or when --raw/--mbr read from it.
+    needs_device = {short(r).rstrip("0123456789").removesuffix("p") for r in opts.raws}
+    needs_device |= {short(r).split(":")[0] for r in opts.raws} | {short(m) for m in opts.mbr}
     for drive in unmatched:
-        if os.path.exists(f"/dev/{drive}") and partition_of(f"/dev/{drive}") is None:
+        real = os.path.exists(f"/dev/{drive}") and partition_of(f"/dev/{drive}") is None
+        if real and (found or drive in needs_device):
             names.append(drive)
             device_of[drive] = f"/dev/{drive}"
         elif len(unmatched) == 1 and len(without_desc) == 1:

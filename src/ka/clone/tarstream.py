@@ -89,7 +89,8 @@ def nested_excludes(
             rel = clean[len(prefix) :] if base != "/" else clean[1:]
             if rel and f"./{rel}" not in out:
                 out.append(f"./{rel}")
-    return out
+    # A path below another excluded path adds nothing.
+    return [x for x in out if not any(x.startswith(y + "/") for y in out)]
 
 
 @functools.cache

@@ -1,0 +1,115 @@
+"""Reading the golden tree into a plan: mounts, sysfs, and a plain directory with a desc."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ka.clone.golden import CloneOptions, build_plan, clone_mounts, partition_of
+from ka.clone.hostnames import parse_pattern
+from ka.clone.plan import BootloaderRequest, ExcludedDir
+from ka.errors import UsageError
+
+
+def test_clone_mounts_of_a_mounted_tree() -> None:
+    rows = [
+        {"target": "/", "source": "/dev/sda1", "fstype": "ext4"},
+        {"target": "/proc", "source": "proc", "fstype": "proc"},
+        {"target": "/mnt/golden", "source": "/dev/loop3p2", "fstype": "ext4"},
+        {"target": "/mnt/golden/var", "source": "/dev/loop3p3", "fstype": "xfs"},
+        {"target": "/mnt/golden/run", "source": "tmpfs", "fstype": "tmpfs"},
+        {"target": "/mnt/goldenish", "source": "/dev/sdb1", "fstype": "ext4"},
+        {"target": "/mnt/golden/srv", "source": "/dev/mapper/vg-srv[/sub]", "fstype": "btrfs"},
+    ]
+    mounts = clone_mounts(rows, "/mnt/golden/")
+    assert [(m.mountpoint, m.source, m.fstype) for m in mounts] == [
+        ("/", "/dev/loop3p2", "ext4"), ("/srv", "/dev/mapper/vg-srv", "btrfs"),
+        ("/var", "/dev/loop3p3", "xfs")]
+    assert [m.mountpoint for m in clone_mounts(rows, "/")] == [
+        "/", "/mnt/golden", "/mnt/goldenish", "/mnt/golden/srv", "/mnt/golden/var"]
+
+
+def test_partition_of_reads_sysfs(tmp_path: Path) -> None:
+    disk = tmp_path / "devices/virtual/block/loop3"
+    (disk / "loop3p2").mkdir(parents=True)
+    (disk / "loop3p2/partition").write_text("2\n")
+    (tmp_path / "class/block").mkdir(parents=True)
+    os.symlink(disk / "loop3p2", tmp_path / "class/block/loop3p2")
+    os.symlink(disk, tmp_path / "class/block/loop3")
+    assert partition_of("/dev/loop3p2", str(tmp_path)) == ("loop3", 2)
+    assert partition_of("/dev/loop3", str(tmp_path)) is None
+
+
+DESC = """\
+label gpt
+esp 32MiB fs=vfat mount=/boot/efi
+linux 200MiB fs=ext4 mount=/ label=root
+swap 16MiB
+linux fill fs=xfs mount=/var label=var
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "golden"
+    for d in ("etc", "var/cache/apt", "var/lib", "tmp", "boot/efi", "usr/bin"):
+        (root / d).mkdir(parents=True)
+    os.chmod(root / "tmp", 0o1777)
+    (root / "etc/fstab").write_text("LABEL=root / ext4 defaults 0 1\n")
+    (root / "etc/hostname").write_text("golden\n")
+    (tmp_path / "golden.desc").write_text(DESC)
+    return root
+
+
+def test_plain_directory_with_a_desc(tree: Path) -> None:
+    plan = build_plan(CloneOptions(
+        nodes=2, root=str(tree), prefix="p", descs={"vda": str(tree.parent / "golden.desc")},
+        excludes=("/tmp", "/var/cache", "/nonexistent"), hostnames=parse_pattern("n{n}"),
+        bootloader=BootloaderRequest("none"), release_delay=3,
+    ))
+    assert [d.name for d in plan.disks] == ["vda"] and plan.disks[0].device is None
+    assert [(p.number, p.fstype, p.mountpoint, p.label, p.content) for p in plan.partitions] == [
+        (1, "vfat", "/boot/efi", None, "tar"),
+        (2, "ext4", "/", "root", "tar"),
+        (3, "swap", None, None, "none"),
+        (4, "xfs", "/var", "var", "tar"),
+    ]
+    assert [(s.session, s.mountpoint, s.excludes) for s in plan.streams] == [
+        ("p-fs-1", "/", ("./boot/efi", "./var", "./tmp", "./nonexistent")),
+        ("p-fs-2", "/var", ("./cache",)),
+        ("p-fs-3", "/boot/efi", ()),
+    ]
+    assert plan.excluded_dirs == (
+        ExcludedDir("/tmp", 0o1777, os.getuid(), os.getgid()),
+        ExcludedDir("/var/cache", os.stat(tree / "var/cache").st_mode & 0o7777,
+                    os.getuid(), os.getgid()),
+    )
+    assert any("/nonexistent" in n for n in plan.notes)
+    assert plan.golden_hostname == "golden" and plan.fstab.startswith("LABEL=root")
+    assert plan.sessions == ("p-plan", "p-fs-1", "p-fs-2", "p-fs-3", "p-done")
+    assert "uuid=" not in plan.disks[0].desc and "mount=/var" in plan.disks[0].desc
+
+
+def test_no_layout_at_all_is_refused(tree: Path) -> None:
+    with pytest.raises(UsageError, match="no golden disk"):
+        build_plan(CloneOptions(nodes=1, root=str(tree)))
+
+
+def test_bad_raw_partition_is_refused(tree: Path) -> None:
+    with pytest.raises(UsageError, match="--raw"):
+        build_plan(CloneOptions(nodes=1, root=str(tree), raws=("sdz9",),
+                                descs={"vda": str(tree.parent / "golden.desc")}))
+
+
+def test_mbr_file_must_hold_the_boot_code(tree: Path) -> None:
+    short = tree.parent / "mbr.bin"
+    short.write_bytes(b"\x00" * 100)
+    with pytest.raises(UsageError, match="440"):
+        build_plan(CloneOptions(nodes=1, root=str(tree), mbr_files={"vda": str(short)},
+                                descs={"vda": str(tree.parent / "golden.desc")}))
+    short.write_bytes(bytes(range(256)) * 2)
+    plan = build_plan(CloneOptions(nodes=1, root=str(tree), mbr_files={"/dev/vda": str(short)},
+                                   descs={"vda": str(tree.parent / "golden.desc")}))
+    assert plan.disks[0].boot_code == (bytes(range(256)) * 2)[:440]

@@ -156,24 +156,12 @@ def test_serve_refuses_bad_network(lab: LabNetwork, workdir: str,
     assert "ip address add" in result.stderr
 
 
-NODE_SCRIPT = """
-export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t tmpfs tmpfs /run || exit 99
-. /etc/ka/boot.sh
-mkdir -p "$KA_RUN"
-ka_parse_cmdline "ka.retries=2"
-ka_network_up || exit 98
-ka_fetch_key
-ka_run_attempts
-"""
-
-
 def test_boot_environment_gets_a_lease_and_retries(lab: LabNetwork, workdir: str,
                                                    ka_boot: Callable[[list[str]], int]) -> None:
-    """The built initramfs, run in a node's namespace (chroot, no kernel boot): its busybox
-    DHCP client gets a lease from `ka pxe serve`, and with no golden session its real `ka
-    install` fails each attempt, then the node gives up with the console message and
-    "reboots" (a stand-in command)."""
+    """The built initramfs's /init, run as PID 1 of a new PID namespace in a node's network
+    namespace (chroot, no kernel boot): it mounts what it needs, its busybox DHCP client gets a
+    lease from `ka pxe serve`, its real `ka install` finds no golden session on each attempt,
+    and the node gives up with the console message and "reboots" (a stand-in command)."""
     golden = lab.hosts[0].address
     net = golden.rsplit(".", 1)[0]
     kernel = os.path.join(workdir, "vmlinuz-stand-in")
@@ -193,15 +181,20 @@ def test_boot_environment_gets_a_lease_and_retries(lab: LabNetwork, workdir: str
     with open(os.path.join(state, "tftp/ka/initrd.img"), "rb") as f:
         subprocess.run(["cpio", "-idm", "--quiet"], input=gzip.decompress(f.read()), cwd=root,
                        check=True)
+    with open(os.path.join(root, "etc/ka/test-cmdline"), "w") as f:
+        f.write("BOOT_IMAGE=/ka/vmlinuz initrd=initrd.img console=ttyS0 ka.retries=2\n")
     mac = lab.run(1, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
 
     serve = start_serve(lab, state, os.path.join(workdir, "serve.log"))
     try:
         # New PID namespace: even a real `reboot -f` would only end the namespace.
-        node = lab.run(1, ["unshare", "--pid", "--fork", "--kill-child", "chroot", root,
-                           "/bin/sh", "-c", NODE_SCRIPT],
+        # New PID and mount namespaces: /init is PID 1 there, its mounts vanish with it, and
+        # even a real `reboot -f` would only end the namespace.
+        node = lab.run(1, ["unshare", "--pid", "--mount", "--fork", "--kill-child", "chroot",
+                           root, "/init"],
                        env={"KA_REBOOT": "echo REBOOT", "KA_RETRY_DELAY": "0",
-                            "KA_GIVE_UP_DELAY": "0", "KA_FIND_TIMEOUT": "2"},
+                            "KA_GIVE_UP_DELAY": "0", "KA_FIND_TIMEOUT": "2",
+                            "KA_CMDLINE_FILE": "/etc/ka/test-cmdline"},
                        check=False, timeout=180)
     finally:
         stop(serve)

@@ -25,7 +25,7 @@ INIT = """\
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 . /etc/ka/boot.sh
 ka_mount_basics
-ka_parse_cmdline "$(cat /proc/cmdline)"
+ka_parse_cmdline "$(cat "${KA_CMDLINE_FILE:-/proc/cmdline}")"
 ka_load_modules /etc/ka/modules
 ka_network_up || ka_give_up "no network interface got a DHCP lease"
 ka_fetch_key || ka_give_up "could not fetch the session key from $KA_KEY_URL"

@@ -77,7 +77,7 @@ def test_plain_directory_with_a_desc(tree: Path) -> None:
         (4, "xfs", "/var", "var", "tar"),
     ]
     assert [(s.session, s.mountpoint, s.excludes) for s in plan.streams] == [
-        ("p-fs-1", "/", ("./boot/efi", "./var", "./tmp", "./nonexistent")),
+        ("p-fs-1", "/", ("./boot/efi/*", "./var/*", "./tmp", "./nonexistent")),
         ("p-fs-2", "/var", ("./cache",)),
         ("p-fs-3", "/boot/efi", ()),
     ]

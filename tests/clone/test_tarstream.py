@@ -24,10 +24,10 @@ def test_extract_matches_create() -> None:
 
 def test_nested_excludes_of_root() -> None:
     assert nested_excludes("/", ["/", "/var", "/var/log", "/boot/efi"], ["/tmp", "/var/cache"]) == [
-        "./var", "./boot/efi", "./tmp"]
+        "./var/*", "./boot/efi/*", "./tmp"]
 
 
 def test_nested_excludes_of_a_sub_mount() -> None:
     assert nested_excludes("/var", ["/", "/var", "/var/log", "/varnish"], ["/tmp", "/var/tmp"]) == [
-        "./log", "./tmp"]
+        "./log/*", "./tmp"]
     assert nested_excludes("/home", ["/"], []) == []

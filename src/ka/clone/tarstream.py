@@ -80,17 +80,27 @@ def nested_excludes(
     """
     out: list[str] = []
     base = mountpoint.rstrip("/") or "/"
-    for path in [*others, *excluded_dirs]:
+    prefix = base if base == "/" else base + "/"
+    # Mount points keep their directory (its mode and owner, and it must exist even where
+    # nothing is mounted during the install) and lose their content; --exclude directories
+    # go whole, the node re-creates them.
+    wanted = [(p, "/*") for p in others] + [(p, "") for p in excluded_dirs]
+    for path, suffix in wanted:
         clean = "/" + path.strip("/")
-        if clean == base:
-            continue
-        prefix = base if base == "/" else base + "/"
-        if clean.startswith(prefix):
-            rel = clean[len(prefix) :] if base != "/" else clean[1:]
-            if rel and f"./{rel}" not in out:
-                out.append(f"./{rel}")
-    # A path below another excluded path adds nothing.
-    return [x for x in out if not any(x.startswith(y + "/") for y in out)]
+        if clean != base and clean.startswith(prefix):
+            pattern = f"./{clean[len(prefix):]}{suffix}"
+            if pattern not in out:
+                out.append(pattern)
+    return [x for x in out if not any(_covered(x, y) for y in out)]
+
+
+def _covered(x: str, y: str) -> bool:
+    """Pattern x adds nothing once y excludes: it lies below y's directory or content."""
+    if x == y:
+        return False
+    if y.endswith("/*"):
+        return x.startswith(y[:-1])
+    return x.startswith(y + "/")
 
 
 @functools.cache

@@ -1,0 +1,98 @@
+"""The golden node's session sequence with an in-memory transport."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ka.clone.deploy import SessionSettings, run_clone
+from ka.clone.plan import ClonePlan, GoldenDisk, GoldenPartition, Stream
+from ka.clone.report import InstallReport, StepRecord
+from ka.transport import TransportError
+from ka.transport.options import NodeReport, SendOptions, SessionReport
+
+PLAN = ClonePlan(
+    prefix="t", nodes=3,
+    disks=(GoldenDisk("sda", "label gpt\nlinux fill fs=ext4 mount=/\n", 1 << 30),),
+    partitions=(GoldenPartition("sda", 1, "ext4", "/", content="tar"),),
+    streams=(Stream("t-fs-1", "tar", "sda", 1, "/"),),
+    fstab="", release_delay=5,
+)
+
+
+def node(name: str | None, pos: int, state: str = "ok", attachment: bytes | None = None,
+         reason: str | None = None) -> NodeReport:
+    return NodeReport(f"10.0.0.{pos}:4000", name, pos, state, 100, 1.0, state == "ok", 0,
+                      reason, attachment)
+
+
+def install_report(name: str, pos: int, reason: str | None = None) -> bytes:
+    step = StepRecord("receive plan", "ok", 0.1, 0.0)
+    return InstallReport(name, pos, "failed" if reason else "ok", reason, (step,), (), 0.0,
+                         2.0).to_json().encode()
+
+
+class FakeSend:
+    def __init__(self, reports: dict[str, SessionReport | Exception]):
+        self.reports = reports
+        self.calls: list[SendOptions] = []
+
+    def __call__(self, source: Any, options: SendOptions, callback: Any) -> SessionReport:
+        self.calls.append(options)
+        result = self.reports[options.session or ""]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def session(*nodes: NodeReport) -> SessionReport:
+    return SessionReport(tuple(nodes), 100, 1.0, 0.1, "d" * 64)
+
+
+def test_evicted_node_is_not_waited_for_and_reports_are_stored(tmp_path: Path) -> None:
+    fake = FakeSend({
+        "t-plan": session(node(None, 1), node(None, 2), node(None, 3)),
+        "t-fs-1": session(node("node01", 1), node("node02", 2, "evicted", reason="killed"),
+                          node("node03", 3, "failed", reason="tar exited 2")),
+        "t-done": session(node("node01", 1, attachment=install_report("node01", 1)),
+                          node("node03", 2, attachment=install_report("node03", 3, "tar"))),
+    })
+    settings = SessionSettings(logs_dir=str(tmp_path / "logs"), join_timeout=7)
+    result = run_clone(PLAN, settings, send=fake)
+    assert [c.nodes for c in fake.calls] == [3, 3, 2]
+    assert [(c.min_nodes, c.wait_timeout) for c in fake.calls] == [(None, None), (1, 7), (1, 7)]
+    assert fake.calls[-1].release_delay == 0.5
+    assert [(o.name, o.result) for o in result.nodes] == [
+        ("node01", "ok"), ("10.0.0.2:4000", "failed"), ("node03", "failed")]
+    assert "evicted in t-fs-1" in (result.nodes[1].reason or "")
+    assert not result.ok
+    stored = sorted(p.name for p in (tmp_path / "logs/t").iterdir())
+    assert stored == ["node01.json", "node03.json", "summary.json"]
+    summary = json.loads((tmp_path / "logs/t/summary.json").read_text())
+    assert [n["result"] for n in summary["nodes"]] == ["ok", "failed", "failed"]
+
+
+def test_a_failed_stream_still_reaches_the_final_session(tmp_path: Path) -> None:
+    fake = FakeSend({
+        "t-plan": session(node(None, 1)),
+        "t-fs-1": TransportError("the producer command exited with status 2"),
+        "t-done": session(node("node01", 1, attachment=install_report("node01", 1, "cut"))),
+    })
+    one = ClonePlan(**{**PLAN.__dict__, "nodes": 1})
+    result = run_clone(one, SessionSettings(logs_dir=str(tmp_path)), send=fake)
+    assert [c.session for c in fake.calls] == ["t-plan", "t-fs-1", "t-done"]
+    assert result.errors and "t-fs-1" in result.errors[0]
+    assert not result.ok
+
+
+def test_all_ok(tmp_path: Path) -> None:
+    fake = FakeSend({
+        "t-plan": session(node(None, 1), node(None, 2)),
+        "t-fs-1": session(node("a", 1), node("b", 2)),
+        "t-done": session(node("b", 1, attachment=install_report("b", 2)),
+                          node("a", 2, attachment=install_report("a", 1))),
+    })
+    two = ClonePlan(**{**PLAN.__dict__, "nodes": 2})
+    result = run_clone(two, SessionSettings(logs_dir=str(tmp_path)), send=fake)
+    assert result.ok and [o.name for o in result.nodes] == ["a", "b"]

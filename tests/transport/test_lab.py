@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from test_loopback import assert_all_ok, assert_survivors, wait_produced
-from transport_cluster import Cluster
+from transport_cluster import Cluster, Wrap
 
 from ka.lab.network import LabNetwork
 
@@ -70,3 +70,32 @@ def test_middle_node_killed_and_wrong_key_in_the_lab(lab: LabNetwork, tmp_path: 
         assert_survivors(c, [n for n in names if n != victim], digest, victim)
     finally:
         c.close()
+
+
+def test_two_sessions_share_the_lan(lab: LabNetwork, tmp_path: Path) -> None:
+    """Two senders on one port number, told apart by session name alone."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    alpha_hosts = {"sender": 0, "node1": 2, "node2": 3}
+    beta_hosts = {"sender": 1, "node1": 4}
+
+    def on(hosts: dict[str, int]) -> Wrap:
+        return lambda name, argv: lab.argv(hosts[name], argv)
+
+    alpha = Cluster(tmp_path / "a", port=30765, wrap=on(alpha_hosts), bind="0.0.0.0",
+                    find=["--session", "alpha"])
+    beta = Cluster(tmp_path / "b", port=30765, wrap=on(beta_hosts), bind="0.0.0.0",
+                   find=["--session", "beta"])
+    try:
+        pa, da = alpha.data(3 * MiB)
+        pb, db = beta.data(3 * MiB)
+        alpha.send("--input", str(pa), "--session", "alpha", nodes=2)
+        beta.send("--input", str(pb), "--session", "beta", nodes=1)
+        alpha.nodes(2)
+        beta.nodes(1)
+        assert_all_ok(alpha, ["node1", "node2"], da)
+        assert_all_ok(beta, ["node1"], db)
+        assert da != db
+    finally:
+        alpha.close()
+        beta.close()

@@ -200,10 +200,11 @@ def test_sigstopped_node_is_evicted_and_the_others_finish(cluster: Cluster) -> N
     victim = order[1]
     wait_produced(cluster, 3 * MiB)
     cluster.signal(victim, signal.SIGSTOP)
-    stopped = time.monotonic()
+    stopped = time.time()
     ev = cluster.wait_event("sender", "evicted", timeout=20)
     assert ev["node"] == cluster.node_ids()[victim]
-    assert time.monotonic() - stopped < 6  # heartbeat loss is noticed within ~3 s
+    # heartbeat loss is noticed within 3 s (plus scheduling slack on a loaded machine)
+    assert ev["time"] - stopped < 4.0, ev
     survivors = [n for n in order if n != victim]
     for name in survivors:
         assert cluster.wait(name) == 0, cluster.stderr(name)

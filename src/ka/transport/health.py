@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from ka.transport.topology import ROOT, ChainPlan
 
-HEARTBEAT = 0.5
-DEAD_AFTER = 2.5
+HEARTBEAT = 0.4
+DEAD_AFTER = 2.3  # worst case: one heartbeat period + this + a tick < 3 s
 
 
 @dataclass

@@ -129,6 +129,8 @@ class _Node:
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.wake = threading.Event()
         self.position = 0
+        self._started = False
+        self._reported = 0
 
     def run(self) -> ReceiveReport:
         local_ip = self.chan.sock.getsockname()[0]
@@ -144,8 +146,10 @@ class _Node:
         step = max(int(reply["ring_size"]) // 16, 1)
         self.emit(Event("joined", f"joined the session at {self.sender} as {node_id}",
                         node=node_id))
-        writer = ConsumerWriter(ring, self.sink, self._progress(step),
+        self._step = step
+        writer = ConsumerWriter(ring, self.sink, self._consumed,
                                 lambda r: self.inbox.put(("failing", r)))
+        self._writer = writer
         relay = Relay(ring, self.root, listener,
                       lambda kind, text: self.inbox.put(("note", (kind, text))))
         upstream = Upstream(ring, self.root, subkey(self.root, b"chunk"), node_id,
@@ -157,20 +161,16 @@ class _Node:
             upstream.stop()
             relay.close()
             ring.close()
-            writer.done.wait(10.0) if writer.started_at is not None else None
+            if self._started:
+                writer.done.wait(10.0)  # the consumer is killed or finished by now
         return self._outcome(writer)
 
-    def _progress(self, step: int) -> Callable[[], None]:
-        last = [0]
-        def progress() -> None:
-            if self.writer_consumed() - last[0] >= step:
-                last[0] = self.writer_consumed()
-                self.wake.set()
-                self.inbox.put(("tick", None))
-        return progress
-
-    def writer_consumed(self) -> int:
-        return self._writer.consumed if hasattr(self, "_writer") else 0
+    def _consumed(self) -> None:
+        """Called by the writer per frame: report early after every `step` bytes."""
+        if self._writer.consumed - self._reported >= self._step:
+            self._reported = self._writer.consumed
+            self.wake.set()
+            self.inbox.put(("tick", None))
 
     def _read_control(self) -> None:
         while True:
@@ -185,7 +185,6 @@ class _Node:
 
     def _loop(self, ring: SharedRing, writer: ConsumerWriter, relay: Relay,
               upstream: Upstream) -> None:
-        self._writer = writer
         heard = time.monotonic()
         last_report = 0.0
         done_sent = finished = False
@@ -234,8 +233,8 @@ class _Node:
             self.position = int(msg.get("position", self.position))
             parent = str(msg["parent"])
             address = self.sender_address if parent == ROOT else str(msg["address"])
-            if writer.started_at is None and not writer.done.is_set() and not hasattr(self, "_go"):
-                self._go = True
+            if not self._started:  # the consumer starts with the first plan, as in the original
+                self._started = True
                 writer.start()
             upstream.retarget(ParentTarget(int(msg["epoch"]), parent, address, int(msg["port"])))
         elif t == "sons":

@@ -14,7 +14,7 @@ from typing import Any
 
 from ka.transport.channel import Channel
 from ka.transport.errors import TransportError
-from ka.transport.health import Progress, gate_floor, is_dead, stalled, subtree_complete
+from ka.transport.health import DEAD_AFTER, Progress, gate_floor, is_dead, stalled, subtree_complete
 from ka.transport.options import Event, NodeReport, SendOptions, SessionReport
 from ka.transport.producer import Producer
 from ka.transport.relay import Relay, SharedRing
@@ -243,7 +243,7 @@ class Session:
             if ns.state not in LIVE or ns.released or not is_dead(ns.progress, now):
                 continue
             if ns.state == "active":
-                self.evict(ns.id, "no heartbeat for more than 2.5 s", now)
+                self.evict(ns.id, f"no heartbeat for {DEAD_AFTER:g} s", now)
             else:  # finished its copy but stopped answering: only stop relying on it
                 ns.connected = False
                 ns.chan.close()

@@ -176,11 +176,12 @@ def _outcomes(first: Any, later: Sequence[tuple[str, Any]], done: Any) -> tuple[
         reports[r.position] = r
     reported = {r.node for r in reports.values()}
     # Nodes that vanished: the last thing any session said about a name that never reported.
-    lost: list[str] = []
+    lost: list[tuple[str, str]] = []
     for session, rep in later:
         for n in rep.nodes:
-            if n.state != "ok" and (n.name or n.node) not in reported:
-                lost.append(f"{n.name or n.node}: {n.state} in {session}: {n.reason or ''}".strip())
+            name = n.name or n.node
+            if n.state != "ok" and name not in reported and name not in dict(lost):
+                lost.append((name, f"{n.state} in {session}: {n.reason or ''}".strip()))
     out: list[NodeOutcome] = []
     for n in sorted(first.nodes, key=lambda x: x.position):
         r = reports.get(n.position)
@@ -188,8 +189,9 @@ def _outcomes(first: Any, later: Sequence[tuple[str, Any]], done: Any) -> tuple[
             out.append(NodeOutcome(n.name or n.node, n.position, "failed",
                                    f"plan session: {n.reason or n.state}"))
         elif r is None:
-            reason = lost.pop(0) if lost else "did not reach the final session"
-            out.append(NodeOutcome(n.name or n.node, n.position, "failed", reason))
+            name, reason = lost.pop(0) if lost else (n.name or n.node,
+                                                     "did not reach the final session")
+            out.append(NodeOutcome(name, n.position, "failed", reason))
         else:
             out.append(NodeOutcome(r.node, n.position, r.result, r.reason, r))
     for name in unreadable:

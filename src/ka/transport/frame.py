@@ -15,6 +15,8 @@ import blake3
 
 from ka.transport.errors import ProtocolError
 
+Buffer = bytes | bytearray | memoryview
+
 MAGIC = b"KF"
 DATA = 1
 END = 2
@@ -53,7 +55,7 @@ class FrameHeader:
         return PREFIX + self.length
 
 
-def _mac(chunk_key: bytes, header: bytes | memoryview, payload: bytes | memoryview) -> bytes:
+def _mac(chunk_key: bytes, header: Buffer, payload: Buffer) -> bytes:
     h = blake3.blake3(header, key=chunk_key)
     h.update(payload)
     return h.digest(length=MAC_LEN)
@@ -62,7 +64,7 @@ def _mac(chunk_key: bytes, header: bytes | memoryview, payload: bytes | memoryvi
 def encode_frame(
     chunk_key: bytes,
     kind: int,
-    payload: bytes | memoryview,
+    payload: Buffer,
     *,
     offset: int,
     raw_length: int | None = None,
@@ -79,7 +81,7 @@ def encode_frame(
     return frame
 
 
-def parse_header(prefix: bytes | memoryview) -> FrameHeader:
+def parse_header(prefix: Buffer) -> FrameHeader:
     if len(prefix) != PREFIX:
         raise ProtocolError(f"frame prefix of {len(prefix)} bytes")
     magic, kind, flags, length, raw_length, offset = HEADER.unpack_from(prefix)
@@ -92,7 +94,7 @@ def parse_header(prefix: bytes | memoryview) -> FrameHeader:
     return FrameHeader(kind, flags, length, raw_length, offset, bytes(prefix[HEADER.size :]))
 
 
-def verify_frame(chunk_key: bytes, frame: bytes | memoryview, expected_offset: int) -> FrameHeader:
+def verify_frame(chunk_key: bytes, frame: Buffer, expected_offset: int) -> FrameHeader:
     """Check a whole frame's MAC and position; raise ProtocolError if either is wrong."""
     view = memoryview(frame)
     header = parse_header(view[:PREFIX])
@@ -115,14 +117,14 @@ class EndOfStream:
         return END_PAYLOAD.pack(self.raw_total, self.frames_total, self.digest)
 
     @classmethod
-    def decode(cls, payload: bytes | memoryview) -> EndOfStream:
+    def decode(cls, payload: Buffer) -> EndOfStream:
         raw_total, frames_total, digest = END_PAYLOAD.unpack(payload)
         return cls(raw_total, frames_total, bytes(digest))
 
 
-def frame_kind(frame: bytes | memoryview) -> int:
+def frame_kind(frame: Buffer) -> int:
     return frame[2]
 
 
-def frame_payload(frame: bytes | memoryview) -> memoryview:
+def frame_payload(frame: Buffer) -> memoryview:
     return memoryview(frame)[PREFIX:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class NodeReport:
     digest_ok: bool
     consumer_status: int | None
     reason: str | None
-    attachment: bytes | None = None
+    attachment: builtins.bytes | None = None
 
     @property
     def mb_per_s(self) -> float:

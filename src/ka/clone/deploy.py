@@ -8,6 +8,7 @@ barrier in which every node hands over its install report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -166,14 +167,14 @@ def _outcomes(first: Any, later: Sequence[tuple[str, Any]], done: Any) -> tuple[
         if not n.attachment:
             continue
         try:
-            r = InstallReport.from_json(n.attachment)
+            got = InstallReport.from_json(n.attachment)
         except (ValueError, TypeError, KeyError):
             unreadable.append(n.name or n.node)
             continue
-        if n.state != "ok" and r.result == "ok":
-            r = InstallReport(**{**r.__dict__, "result": "failed",
-                                 "reason": f"final session: {n.reason or n.state}"})
-        reports[r.position] = r
+        if n.state != "ok" and got.result == "ok":
+            got = dataclasses.replace(got, result="failed",
+                                      reason=f"final session: {n.reason or n.state}")
+        reports[got.position] = got
     reported = {r.node for r in reports.values()}
     # Nodes that vanished: the last thing any session said about a name that never reported.
     lost: list[tuple[str, str]] = []

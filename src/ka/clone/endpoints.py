@@ -43,7 +43,13 @@ class TarSource(Source):
 
     def read_into(self, buf: memoryview) -> int:
         assert self._proc is not None and self._proc.stdout is not None
-        return self._proc.stdout.readinto(buf) or 0
+        fd, got = self._proc.stdout.fileno(), 0
+        while got < len(buf):
+            n = os.readv(fd, [buf[got:]])
+            if n == 0:
+                break
+            got += n
+        return got
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

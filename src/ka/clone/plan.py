@@ -167,7 +167,7 @@ def _load(tp: Any, value: Any) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_load(args[0], v) for v in value)
         return tuple(_load(a, v) for a, v in zip(args, value, strict=True))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         known = {f.name for f in dataclasses.fields(tp)}
         unknown = set(value) - known

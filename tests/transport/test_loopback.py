@@ -328,3 +328,12 @@ def test_unknown_session_is_not_found(cluster: Cluster) -> None:
                             "--discovery-address", "127.0.0.1", "--find-timeout", "1.5",
                             "--command", "cat"])
     assert cluster.wait("lost", 20) == 10
+
+
+def test_explicit_order_by_name(cluster: Cluster) -> None:
+    path, digest = cluster.data(MiB)
+    cluster.send("--input", str(path), "--order", "node3,node1", nodes=3)
+    names = cluster.nodes(3)
+    assert_all_ok(cluster, names, digest)
+    ordered = cluster.order()
+    assert ordered[:2] == ["node3", "node1"] and ordered[2] == "node2"

@@ -99,3 +99,20 @@ def test_set_without_configuration(tmp_path: os.PathLike[str],
                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert ka_boot(["pxe", "set", "all", "ka", "--dir", os.fspath(tmp_path)]) == 2
     assert "holds no ka PXE configuration" in capsys.readouterr().out
+
+
+def test_config_again_keeps_node_entries_with_new_options(
+        pxe: PxeConfig, ka_boot: Callable[[list[str]], int]) -> None:
+    if not os.path.exists("/usr/lib/ipxe/snponly.efi"):
+        pytest.skip("ipxe is not installed (scripts/setup.sh installs it)")
+    set_boot(pxe, ["n1"], "local")
+    set_boot(pxe, ["n2"], "ka")
+    table = os.path.join(pxe.state_dir, "nodes")  # written by save_state
+    assert ka_boot(["pxe", "config", "--interface", "eth1", "--range", "10.9.0.100,10.9.0.199",
+                    "--dir", pxe.state_dir, "--tftp-root", pxe.tftp_root, "--bios", "none",
+                    "--uefi", "ipxe", "--session", "second", "--nodes", table]) == 0
+    new = load_state(pxe.state_dir)
+    assert new.boot == BootOptions(session="second")
+    assert boot_states(new) == {MAC1: "local", MAC2: "ka"}
+    assert read(new, "ipxe/01-52-54-00-00-00-01.ipxe") == ipxe_menu(new.boot, "local")
+    assert not os.path.exists(os.path.join(pxe.tftp_root, "pxelinux.cfg/01-52-54-00-00-00-01"))

@@ -16,6 +16,7 @@ from ka.boot.menus import ENTRIES
 from ka.boot.nodes import NodeEntry, parse_nodes
 from ka.boot.pxe import (
     DNSMASQ_CONF,
+    STATE_FILE,
     PxeConfig,
     describe_tree,
     parse_range,
@@ -23,7 +24,7 @@ from ka.boot.pxe import (
     render_dnsmasq,
 )
 from ka.boot.state import load_state, save_state, write_tree
-from ka.boot.switch import boot_states, check_entry, set_boot
+from ka.boot.switch import boot_states, carry_over, check_entry, set_boot
 from ka.errors import UsageError
 
 DEFAULT_DIR = "/var/lib/ka/pxe"
@@ -149,7 +150,14 @@ def _config(args: argparse.Namespace) -> int:
         print(f"# TFTP tree in {config.tftp_root}")
         print(describe_tree(tree))
         return 0
+    previous = None
+    if os.path.isfile(os.path.join(state_dir, STATE_FILE)):
+        previous = load_state(state_dir)
     write_tree(config.tftp_root, tree)
+    if previous is not None:
+        kept = carry_over(previous, config)
+        if kept:
+            print(f"ka pxe: kept the boot entry of {len(kept)} node(s) with their own menu")
     save_state(config)
     print(f"ka pxe: wrote {os.path.join(state_dir, DNSMASQ_CONF)} and the TFTP tree in "
           f"{config.tftp_root}")

@@ -59,6 +59,18 @@ def set_boot(config: PxeConfig, nodes: Sequence[str], entry: Entry) -> PxeConfig
     return config
 
 
+def carry_over(old: PxeConfig, new: PxeConfig) -> dict[str, Entry]:
+    """Re-render every per-node menu of `old` for `new` (`ka pxe config` run again), keeping
+    what each node boots; returns that, by MAC."""
+    states = boot_states(old)
+    for path in _per_node_files(old.tftp_root):
+        os.unlink(path)
+    for mac, entry in states.items():
+        for f in menu_files(new, entry, mac_key(mac)):
+            write_text(os.path.join(new.tftp_root, f.target), f.text)
+    return states
+
+
 def _per_node_files(root: str) -> list[str]:
     found = []
     for directory, pattern in _PER_NODE:

@@ -160,17 +160,21 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
     procs: list[subprocess.Popen[bytes]] = rig["procs"]  # type: ignore[assignment]
     port = _free_port()
     drive = os.path.basename(golden)
+    status_port = _free_port()
     installs = [
         _ka(["install", "--host", "127.0.0.1", "--port", str(port), "--disk", f"{drive}={dev}",
-             "--target", str(t), "--find-timeout", "30"], tmp / f"node{i}.log", procs)
+             "--target", str(t), "--find-timeout", "30",
+             "--status-port", str(status_port if i == 1 else 0)], tmp / f"node{i}.log", procs)
         for i, (dev, t) in enumerate(zip(nodes, targets, strict=True), 1)
     ]
+    watcher = _ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30"],
+                  tmp / "console.log", procs)
     logs = tmp / "ka-logs"
     clone = _ka(["clone", "--nodes", "2", "--root", str(mnt), "--port", str(port),
                  "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",
                  "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60"],
                 tmp / "golden.log", procs)
-    for p in [clone, *installs]:
+    for p in [clone, *installs, watcher]:
         try:
             p.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -179,6 +183,10 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
     assert clone.returncode == 0, texts
     for p in installs:
         assert p.returncode == 0, texts
+    # The console followed node 1's install log live until the node ended it.
+    watched = (tmp / "console.log").read_text()
+    assert watcher.returncode == 0, watched
+    assert "receive plan: ok" in watched and "sync and unmount: ok" in watched
 
     from ka.disk import ensure_partition_nodes, partition_device
 
@@ -189,8 +197,10 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
         check = tmp / f"check{i}"
         ensure_partition_nodes(dev)  # /dev is shared: a node name may be stale (no udev)
         root_dev, swap_dev, srv_dev = (partition_device(dev, n) for n in (1, 2, 3))
-        with _mounted(root_dev, check, ro=True) as root, \
-                _mounted(srv_dev, check / "srv", ro=True) as srv:
+        # Read-write: a namespace made meanwhile by a concurrent `ip netns exec` may still
+        # hold a copy of the install's mount, and a read-only mount of a superblock mounted
+        # read-write elsewhere is refused.
+        with _mounted(root_dev, check) as root, _mounted(srv_dev, check / "srv") as srv:
             # content and metadata
             assert (root / "usr/big.bin").read_bytes() == (golden_files / "big.bin").read_bytes()
             assert os.stat(root / "usr/big.bin").st_ino == os.stat(root / "usr/big.hardlink").st_ino

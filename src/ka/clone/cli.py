@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from ka.clone.hostnames import HostnameRule, parse_pattern, parse_table
 from ka.clone.install import InstallOptions, install
 from ka.clone.mapping import parse_disk_options
 from ka.clone.plan import BootloaderRequest, ClonePlan
+from ka.clone.status import STATUS_PORT, StatusService, console
 from ka.errors import UsageError
 
 DEFAULT_PORT = 30765
@@ -99,7 +101,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--name", help="name to join the plan session with (default: position)")
     q.add_argument("--find-timeout", type=float, default=600.0, metavar="S",
                    help="keep looking for each session this long")
+    q.add_argument("--status-port", type=int, default=STATUS_PORT, metavar="P",
+                   help=f"port of the status service for `ka console` ({STATUS_PORT}; 0: off)")
+    q.add_argument("--allow-exec", action="store_true",
+                   help="let `ka console --exec` run commands here (needs --key-file)")
     q.set_defaults(func=cmd_install)
+
+    c = sub.add_parser(
+        "console",
+        help="show a node's live install log, or run a command there",
+        description="Connect to the status service of a node running `ka install`.",
+    )
+    c.add_argument("node", metavar="NODE", help="address of the node (ADDR or ADDR:PORT)")
+    c.add_argument("--port", type=int, default=STATUS_PORT)
+    c.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"))
+    c.add_argument("--exec", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="run CMD on the node (it must run with --allow-exec and a key)")
+    c.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    c.set_defaults(func=cmd_console)
 
 
 # --- ka clone -------------------------------------------------------------------------------
@@ -339,11 +358,27 @@ def cmd_install(args: argparse.Namespace) -> int:
         find_timeout=args.find_timeout,
     )
     t0 = time.monotonic()
+    service = None
+    if args.status_port:
+        try:
+            service = StatusService(args.name or socket.gethostname(), opts.key,
+                                    port=args.status_port, allow_exec=args.allow_exec)
+        except OSError as e:
+            print(f"ka: warning: no status service on port {args.status_port}: {e.strerror}",
+                  file=sys.stderr)
 
     def on_step(step: str, status: str) -> None:
-        print(f"[{time.monotonic() - t0:7.1f}s] {step}: {status}", file=sys.stderr, flush=True)
+        line = f"[{time.monotonic() - t0:7.1f}s] {step}: {status}"
+        print(line, file=sys.stderr, flush=True)
+        if service is not None:
+            service.step(step)
+            service.log(line)
 
-    report = install(opts, on_step)
+    try:
+        report = install(opts, on_step, status=service)
+    finally:
+        if service is not None:
+            service.close()
     # stdout carries the report as one JSON line, for whatever drives the node.
     print(json.dumps(dataclasses.asdict(report), sort_keys=True), flush=True)
     if report.result != "ok":
@@ -351,3 +386,22 @@ def cmd_install(args: argparse.Namespace) -> int:
         return 1
     print(f"ka: [{report.node}] installed in {report.seconds:.1f} s", file=sys.stderr)
     return 0
+
+
+# --- ka console -----------------------------------------------------------------------------
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    host, port = args.node, args.port
+    if host.count(":") == 1:
+        host, _, text = host.partition(":")
+        port = int(text)
+    reply = console(host, port, read_key(args.key_file), lambda line: print(line, flush=True),
+                    exec_argv=args.exec, connect_timeout=args.connect_timeout)
+    if args.exec is None:
+        return 0
+    if reply.get("refused"):
+        raise UsageError(f"{args.node} refused to run the command: {reply['refused']}")
+    sys.stdout.write(str(reply.get("stdout", "")))
+    sys.stderr.write(str(reply.get("stderr", "")))
+    return int(reply.get("status") or 0)

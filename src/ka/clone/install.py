@@ -89,8 +89,10 @@ class Installer:
         opts: InstallOptions,
         on_step: Callable[[str, str], None] | None = None,
         receive: Callable[..., Any] | None = None,
+        status: Any = None,
     ) -> None:
         self.opts = opts
+        self.status = status  # a StatusService, told the node's name once it is known
         self.log = InstallLog(on_step)
         self._receive_fn = receive
         self.plan: ClonePlan | None = None
@@ -183,6 +185,8 @@ class Installer:
         assigned = assign_hostname(plan.hostnames, rep.position, macs, ips)
         self.hostname = assigned
         self.name = assigned or self.opts.name or f"node{rep.position:02d}"
+        if self.status is not None:
+            self.status.node = self.name
         return plan
 
     def _prepare_disks(self, plan: ClonePlan) -> None:
@@ -400,9 +404,11 @@ class Installer:
 
 
 def install(
-    opts: InstallOptions, on_step: Callable[[str, str], None] | None = None
+    opts: InstallOptions,
+    on_step: Callable[[str, str], None] | None = None,
+    status: Any = None,
 ) -> InstallReport:
-    installer = Installer(opts, on_step)
+    installer = Installer(opts, on_step, status=status)
     try:
         return installer.run()
     finally:

@@ -1,0 +1,190 @@
+"""The node's status service and `ka console`: the original's port-12345 log server, made safe.
+
+A holder of the session key sees the node's log and current step as they happen. Running a
+command on the node needs the key *and* `--allow-exec` on the node, and is refused outright
+when the session has no key (anyone could then hold the public open-session key).
+Connections use the transport's authenticated channel under a key derived for this service
+only, so a status connection can never pass for a transport one or the other way round.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ka import run
+from ka.errors import KaError
+from ka.transport import auth
+from ka.transport.channel import Channel, initiate, respond
+from ka.transport.errors import ProtocolError
+from ka.transport.frame import session_key, subkey
+
+STATUS_PORT = 30767
+BACKLOG = 5000  # log lines kept for a console that connects late
+EXEC_TIMEOUT = 120.0
+OUTPUT_LIMIT = 256 * 1024
+
+
+class ConsoleError(KaError):
+    exit_code = 15
+
+
+def status_key(key: bytes | None) -> bytes:
+    return subkey(session_key(key), b"ka node status service")
+
+
+class StatusService:
+    """Serves the log of one node; `log()` and `step()` are called as the install runs."""
+
+    def __init__(self, node: str, key: bytes | None, *, port: int = STATUS_PORT,
+                 bind: str = "0.0.0.0", allow_exec: bool = False) -> None:
+        if allow_exec and key is None:
+            raise KaError("--allow-exec needs a session key (--key-file)",
+                          hint="without a key anyone on the network could run commands")
+        self.node = node
+        self.current = ""
+        self._root = status_key(key)
+        self._allow_exec = allow_exec
+        self._lines: deque[tuple[int, str]] = deque(maxlen=BACKLOG)
+        self._seq = 0  # lines ever logged; the deque forgets the oldest
+        self._cond = threading.Condition()
+        self._closed = False
+        self._sock = socket.create_server((bind, port))
+        self.port = int(self._sock.getsockname()[1])
+        threading.Thread(target=self._accept, name="status", daemon=True).start()
+
+    def log(self, line: str) -> None:
+        with self._cond:
+            self._seq += 1
+            self._lines.append((self._seq, line))
+            self._cond.notify_all()
+
+    def step(self, name: str) -> None:
+        self.current = name
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _peer = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            _, chan = respond(sock, self._root, (auth.CONTROL,))
+        except (ProtocolError, OSError):
+            sock.close()  # a stray or keyless peer: it gets nothing
+            return
+        try:
+            chan.send("hello", node=self.node, step=self.current, exec=self._allow_exec)
+            threading.Thread(target=self._requests, args=(chan,), daemon=True).start()
+            self._follow(chan)
+        except OSError:
+            pass
+        finally:
+            chan.close()
+
+    def _follow(self, chan: Channel) -> None:
+        sent = 0
+        while True:
+            with self._cond:
+                while not self._closed and not chan.closed and self._seq == sent:
+                    self._cond.wait(0.5)
+                if chan.closed:
+                    return
+                new = [line for seq, line in self._lines if seq > sent]
+                sent = self._seq
+                closed = self._closed
+            for line in new:
+                chan.send("log", line=line, step=self.current)
+            if closed:
+                chan.send("bye")
+                return
+
+    def _requests(self, chan: Channel) -> None:
+        while True:
+            try:
+                msg = chan.recv()
+            except (ProtocolError, OSError):
+                chan.closed = True
+                with self._cond:
+                    self._cond.notify_all()
+                return
+            if msg["t"] != "exec":
+                continue
+            argv = msg.get("argv")
+            if not self._allow_exec:
+                chan.send("exec-result", status=None, refused="this node was started "
+                          "without --allow-exec")
+                continue
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                chan.send("exec-result", status=None, refused="exec needs an argv list")
+                continue
+            self.log(f"console: exec {' '.join(argv)}")
+            try:
+                r = run.run(argv, check=False, timeout=EXEC_TIMEOUT)
+                chan.send("exec-result", status=r.returncode, stdout=r.stdout[-OUTPUT_LIMIT:],
+                          stderr=r.stderr[-OUTPUT_LIMIT:])
+            except KaError as e:
+                chan.send("exec-result", status=None, refused=str(e))
+
+
+def console(
+    host: str,
+    port: int,
+    key: bytes | None,
+    on_line: Callable[[str], None],
+    *,
+    exec_argv: Sequence[str] | None = None,
+    connect_timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Show a node's log (until it ends), or run one command there; returns the last reply."""
+    deadline = time.monotonic() + connect_timeout
+    while True:
+        try:
+            sock = socket.create_connection((host, port), timeout=3.0)
+            break
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise ConsoleError(f"cannot reach the status service of {host}:{port}: "
+                                   f"{e.strerror or e}",
+                                   hint="is `ka install` running there, on this --port?") from e
+            time.sleep(0.5)
+    try:
+        chan = initiate(sock, status_key(key), auth.CONTROL)
+    except ProtocolError as e:
+        sock.close()
+        raise ConsoleError(f"{host}:{port} refused us: {e}",
+                           hint="use the same --key-file as the node") from e
+    try:
+        hello = chan.recv()
+        on_line(f"{hello.get('node')}: online, current step: {hello.get('step') or '-'}")
+        if exec_argv is not None:
+            chan.send("exec", argv=list(exec_argv))
+        while True:
+            msg = chan.recv()
+            if msg["t"] == "log" and exec_argv is None:
+                on_line(str(msg.get("line", "")))
+            elif msg["t"] == "exec-result":
+                return msg
+            elif msg["t"] == "bye":
+                return msg
+    except ProtocolError as e:
+        return {"t": "bye", "reason": str(e)}
+    finally:
+        chan.close()

@@ -1,0 +1,86 @@
+"""The node status service and `ka console`, in one process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from ka.clone.status import ConsoleError, StatusService, console
+from ka.errors import KaError
+
+KEY = b"k" * 32
+
+
+@pytest.fixture
+def service() -> Iterator[StatusService]:
+    s = StatusService("node07", KEY, port=0, bind="127.0.0.1", allow_exec=True)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_console_sees_backlog_and_new_lines_until_the_end(service: StatusService) -> None:
+    service.step("extract /")
+    service.log("first")
+    seen: list[str] = []
+    got_first = threading.Event()
+
+    def on_line(line: str) -> None:
+        seen.append(line)
+        if line == "first":
+            got_first.set()
+
+    t = threading.Thread(target=lambda: console("127.0.0.1", service.port, KEY, on_line))
+    t.start()
+    assert got_first.wait(10)
+    service.log("second")
+    service.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert seen == ["node07: online, current step: extract /", "first", "second"]
+
+
+def test_exec_runs_with_the_key(service: StatusService) -> None:
+    reply = console("127.0.0.1", service.port, KEY, lambda line: None,
+                    exec_argv=[sys.executable, "-c", "print('hi from the node')"])
+    assert reply["status"] == 0 and reply["stdout"] == "hi from the node\n"
+
+
+def test_wrong_key_gets_nothing(service: StatusService) -> None:
+    with pytest.raises(ConsoleError, match="refused"):
+        console("127.0.0.1", service.port, b"x" * 32, lambda line: None)
+
+
+def test_exec_refused_without_allow_exec() -> None:
+    s = StatusService("n", KEY, port=0, bind="127.0.0.1")
+    try:
+        reply = console("127.0.0.1", s.port, KEY, lambda line: None, exec_argv=["true"])
+        assert reply["status"] is None and "--allow-exec" in reply["refused"]
+    finally:
+        s.close()
+
+
+def test_allow_exec_needs_a_key() -> None:
+    with pytest.raises(KaError, match="needs a session key"):
+        StatusService("n", None, port=0, bind="127.0.0.1", allow_exec=True)
+
+
+def test_stray_connection_does_not_disturb(service: StatusService) -> None:
+    with socket.create_connection(("127.0.0.1", service.port)) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n" + b"\x00" * 64)
+    service.log("still here")
+    lines: list[str] = []
+    t = threading.Thread(target=lambda: console("127.0.0.1", service.port, KEY, lines.append))
+    t.start()
+    for _ in range(100):
+        if "still here" in lines:
+            break
+        threading.Event().wait(0.05)
+    service.close()
+    t.join(10)
+    assert "still here" in lines

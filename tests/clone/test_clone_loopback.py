@@ -161,18 +161,23 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
     port = _free_port()
     drive = os.path.basename(golden)
     status_port = _free_port()
+    key = tmp / "session.key"
+    key.write_bytes(os.urandom(32))
+    keyed = ["--key-file", str(key)]
     installs = [
         _ka(["install", "--host", "127.0.0.1", "--port", str(port), "--disk", f"{drive}={dev}",
              "--target", str(t), "--find-timeout", "30",
-             "--status-port", str(status_port if i == 1 else 0)], tmp / f"node{i}.log", procs)
+             "--status-port", str(status_port if i == 1 else 0), *keyed],
+            tmp / f"node{i}.log", procs)
         for i, (dev, t) in enumerate(zip(nodes, targets, strict=True), 1)
     ]
-    watcher = _ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30"],
+    watcher = _ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30", *keyed],
                   tmp / "console.log", procs)
     logs = tmp / "ka-logs"
     clone = _ka(["clone", "--nodes", "2", "--root", str(mnt), "--port", str(port),
                  "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",
-                 "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60"],
+                 "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60",
+                 "--compress", "zstd", *keyed],
                 tmp / "golden.log", procs)
     for p in [clone, *installs, watcher]:
         try:

@@ -87,6 +87,7 @@ def test_plain_directory_with_a_desc(tree: Path) -> None:
                     os.getuid(), os.getgid()),
     )
     assert any("/nonexistent" in n for n in plan.notes)
+    assert all(p.used == 0 for p in plan.partitions)  # unknown: no filesystem of its own
     assert plan.golden_hostname == "golden" and plan.fstab.startswith("LABEL=root")
     assert plan.sessions == ("p-plan", "p-fs-1", "p-fs-2", "p-fs-3", "p-done")
     assert "uuid=" not in plan.disks[0].desc and "mount=/var" in plan.disks[0].desc

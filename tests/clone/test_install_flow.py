@@ -100,3 +100,20 @@ def test_session_mode_is_not_retried() -> None:
     fake = FakeTransport({"t-plan": b""}, [Rejected("the session has already started")])
     with pytest.raises(Rejected):
         installer(fake).run()
+
+
+def test_bootloader_asked_for_but_missing_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ka.clone.bootloader import BootloaderError
+
+    opts = InstallOptions(prefix="t", target=str(tmp_path), bootloader="grub")
+    with pytest.raises(BootloaderError, match="no initramfs tool .* and no grub-install"):
+        Installer(opts)._boot(PLAN)
+
+
+def test_missing_bootloader_is_a_warning_by_default(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inst = Installer(InstallOptions(prefix="t", target=str(tmp_path)))
+    inst._boot(PLAN)
+    assert any("no grub-install" in w for w in inst.log.warnings)
+    inst = Installer(InstallOptions(prefix="t", target=str(tmp_path), bootloader="none"))
+    inst._boot(PLAN)
+    assert inst.log.steps[-1].result == "skipped" and not inst.log.warnings

@@ -191,12 +191,13 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
                         f"{disk.name} partition {number} ({fstype} {mp}) is not mounted under "
                         f"{root}: the nodes format it empty; use --raw to copy it"
                     )
-            source = mount.path if mount else (root + mp if mp and content == "tar" else None)
             partitions.append(
                 GoldenPartition(
                     disk=disk.name, number=number, fstype=fstype, mountpoint=mp,
                     label=label, uuid=ident.uuid, partuuid=ident.partuuid, device=device,
-                    used=used_bytes(source) if source and content == "tar" else 0,
+                    # Only a mounted filesystem says how much it holds; a directory's
+                    # statvfs would describe whatever filesystem it happens to sit on.
+                    used=used_bytes(mount.path) if mount and content == "tar" else 0,
                     content=content,
                 )
             )

@@ -324,6 +324,8 @@ def summary(result: CloneResult) -> str:
     for o in result.nodes:
         secs = f"{o.report.seconds:.1f}" if o.report else "-"
         lines.append(f"{o.name:<12}  {o.result:<6}  {secs:>7}  {o.reason or ''}")
+    for w in result.warnings:
+        lines.append(f"golden node warning: {w}")
     for e in result.errors:
         lines.append(f"golden node error: {e}")
     ok = sum(1 for o in result.nodes if o.result == "ok")
@@ -336,6 +338,7 @@ def _result_json(result: CloneResult) -> dict[str, Any]:
         "ok": result.ok,
         "logs": result.logs,
         "errors": list(result.errors),
+        "warnings": list(result.warnings),
         "sessions": {name: rep.to_json() for name, rep in result.sessions},
         "nodes": [{"name": o.name, "position": o.position, "result": o.result,
                    "reason": o.reason} for o in result.nodes],

@@ -56,6 +56,7 @@ class CloneResult:
     nodes: tuple[NodeOutcome, ...]
     logs: str
     errors: tuple[str, ...] = ()  # golden-side failures (a producer that failed)
+    warnings: tuple[str, ...] = ()  # e.g. what tar said while reading a live tree
 
     @property
     def ok(self) -> bool:
@@ -66,6 +67,7 @@ class CloneResult:
 class _Progress:
     alive: int
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 EventSink = Callable[[str, Any], None]  # (session name, transport Event)
@@ -118,15 +120,17 @@ def run_clone(
     if progress.alive == 0:
         raise CloneFailed("no node received the plan", hint=_reasons(first))
     for stream in plan.streams:
+        source = source_for(plan, stream, settings.root)
         try:
-            report = one(stream.session, source_for(plan, stream, settings.root),
-                         progress.alive, compress=plan.compress)
+            report = one(stream.session, source, progress.alive, compress=plan.compress)
         except KaError as e:
             # The nodes saw the stream cut and go on as relays; keep going so that every
             # node still reaches the final session and reports.
             progress.errors.append(f"{stream.session}: {e}")
             continue
         progress.alive = sum(1 for n in report.nodes if n.state != "evicted")
+        if getattr(source, "stderr", ""):
+            progress.warnings.append(f"{stream.session}: tar said: {source.stderr[-2000:]}")
         if progress.alive == 0:
             break
     done: Any = None
@@ -138,8 +142,10 @@ def run_clone(
         except KaError as e:
             progress.errors.append(f"{plan.done_session}: {e}")
     outcomes = _outcomes(first, sessions[1:], done)
-    logs = store_logs(settings.logs_dir, plan, sessions, outcomes, progress.errors)
-    return CloneResult(tuple(sessions), outcomes, logs, tuple(progress.errors))
+    logs = store_logs(settings.logs_dir, plan, sessions, outcomes, progress.errors,
+                      progress.warnings)
+    return CloneResult(tuple(sessions), outcomes, logs, tuple(progress.errors),
+                       tuple(progress.warnings))
 
 
 def _send_when_port_free(send_fn: Callable[..., Any], source: Any, options: Any,
@@ -206,6 +212,7 @@ def store_logs(
     sessions: Sequence[tuple[str, Any]],
     outcomes: Sequence[NodeOutcome],
     errors: Sequence[str],
+    warnings: Sequence[str] = (),
 ) -> str:
     """One JSON file per node plus a summary, in BASE/PREFIX/ (the original's store_log)."""
     directory = Path(base, plan.prefix)
@@ -217,6 +224,7 @@ def store_logs(
     summary = {
         "prefix": plan.prefix,
         "errors": list(errors),
+        "warnings": list(warnings),
         "sessions": {name: rep.to_json() for name, rep in sessions},
         "nodes": [
             {"name": o.name, "position": o.position, "result": o.result, "reason": o.reason}

@@ -337,3 +337,14 @@ def test_explicit_order_by_name(cluster: Cluster) -> None:
     assert_all_ok(cluster, names, digest)
     ordered = cluster.order()
     assert ordered[:2] == ["node3", "node1"] and ordered[2] == "node2"
+
+
+def test_last_node_lost_ends_the_session_with_a_report(cluster: Cluster) -> None:
+    path, _ = cluster.data(12 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.1), nodes=1)
+    cluster.receive("node1")
+    wait_produced(cluster, 1 * MiB)
+    cluster.signal("node1", signal.SIGKILL)
+    assert cluster.wait("sender", 20) == 1
+    assert cluster.node_report("node1")["state"] == "evicted"
+    assert "producer" not in cluster.stderr("sender")  # stopping it ourselves is no failure

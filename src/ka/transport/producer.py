@@ -44,6 +44,7 @@ class Producer:
         self.error: KaError | None = None
         self.started_at = 0.0
         self.eof_at: float | None = None
+        self.cancelled = False
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
 
@@ -52,20 +53,25 @@ class Producer:
         self._thread.start()
 
     def abort(self) -> None:
+        """Stop producing on purpose (no node left, or the session failed)."""
+        self.cancelled = True
         self._source.abort()
 
     def _run(self) -> None:
+        error: KaError | None = None
         try:
             self._produce()
         except RingClosed:
             self._source.abort()
         except KaError as e:
-            self.error = e
+            error = e
             self._source.abort()
         except OSError as e:
-            self.error = TransportError(f"reading {self._source.description} failed: {e}")
+            error = TransportError(f"reading {self._source.description} failed: {e}")
             self._source.abort()
         finally:
+            if not self.cancelled:  # a producer killed by us has not failed by itself
+                self.error = error
             self.done.set()
 
     def _produce(self) -> None:

@@ -84,7 +84,14 @@ def send(source: Source, options: SendOptions,
                    data={"port": options.port, "session": options.session}))
         producer = Producer(source, ring, subkey(root, b"chunk"), CHUNK_SIZE, level)
         session = Session(options, ring, relay, producer, emit)
-        return _run(session, inbox, options)
+        try:
+            return _run(session, inbox, options)
+        finally:
+            if session.started and not producer.done.is_set():
+                producer.abort()
+            for ns in session.nodes.values():
+                if ns.connected:
+                    ns.chan.close()
     finally:
         if responder is not None:
             responder.close()

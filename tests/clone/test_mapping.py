@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ka.clone.install import fits
+from ka.clone.nodedisks import fits
 from ka.clone.mapping import (
     DiskMappingError,
     LocalDisk,

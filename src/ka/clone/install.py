@@ -7,11 +7,9 @@ every remaining session as a relay (its sons still need the stream) and reports 
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import functools
 import os
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +20,16 @@ from ka.clone import bootloader as boot
 from ka.clone import fixups, tarstream
 from ka.clone.endpoints import DiscardSink, TarSink
 from ka.clone.hostnames import assign_hostname
-from ka.clone.mapping import DiskAssignment, local_disks, map_disks
-from ka.clone.plan import ClonePlan, GoldenDisk, Stream
+from ka.clone.mapping import DiskAssignment, local_disks, local_interfaces, map_disks
+from ka.clone.nodedisks import fits, mount_only_content, new_uuid, read_partuuids
+from ka.clone.plan import ClonePlan, Stream
 from ka.clone.report import InstallLog, InstallReport
 from ka.disk.desc import parse_desc
-from ka.disk.errors import DoesNotFit
-from ka.disk.plan import Plan, plan_layout
+from ka.disk.plan import plan_layout
 from ka.errors import KaError
 
 REPORT_PATH = "var/log/ka-install.json"
 DETAIL_LIMIT = 4000
-# A filesystem needs room beyond its data for metadata and journal; refuse below this.
-CONTENT_MARGIN = 1.05
 LATE_RETRY = 0.5  # seconds between joins while the previous session closes
 
 
@@ -52,35 +48,6 @@ class InstallOptions:
     bootloader: str | None = None  # "grub" | "none" overrides the plan
     name: str | None = None
     find_timeout: float = 600.0
-
-
-def fits(golden: GoldenDisk, size: int, plan: ClonePlan) -> str | None:
-    """Why the golden disk's layout or data does not fit `size` bytes, or None."""
-    try:
-        planned = plan_layout(parse_desc(golden.desc, f"<{golden.name}>"), size)
-    except DoesNotFit as e:
-        return e.message
-    sizes = {p.number: p.size_bytes for p in planned.partitions}
-    for part in plan.partitions_of(golden.name):
-        room = sizes.get(part.number, 0)
-        if part.content == "tar" and part.used * CONTENT_MARGIN > room:
-            return (f"partition {part.number} ({part.mountpoint}) would get {room >> 20} MiB "
-                    f"but holds {part.used >> 20} MiB on the golden node")
-    for stream in plan.streams:
-        if stream.kind == "raw" and stream.disk == golden.name:
-            if sizes.get(stream.number, 0) < stream.size:
-                return (f"raw partition {stream.number} needs {stream.size >> 20} MiB, "
-                        f"would get {sizes.get(stream.number, 0) >> 20} MiB")
-    return None
-
-
-def new_uuid(fstype: str | None) -> str | None:
-    if fstype == "vfat":
-        h = uuidlib.uuid4().hex[:8].upper()
-        return f"{h[:4]}-{h[4:]}"
-    if fstype in ("ext2", "ext3", "ext4", "xfs", "btrfs", "swap", "jfs", "reiserfs"):
-        return str(uuidlib.uuid4())
-    return None
 
 
 class Installer:
@@ -138,34 +105,21 @@ class Installer:
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> InstallReport:
         plan = self._receive_plan()
-        failure: str | None = None
-        try:
-            self._prepare_disks(plan)
-        except KaError as e:
-            failure = _one_line(e)
+        failure = _attempt(lambda: self._prepare_disks(plan))
         for stream in plan.streams:
             if failure:
                 failure_in_relay = self._relay(stream)
                 if failure_in_relay:
                     self.log.warn(failure_in_relay)
                 continue
-            try:
-                self._stream(plan, stream)
-            except KaError as e:
-                failure = _one_line(e)
+            failure = _attempt(functools.partial(self._stream, plan, stream))
         if not failure:
-            try:
-                self._fix_up(plan)
-            except KaError as e:
-                failure = _one_line(e)
+            failure = _attempt(lambda: self._fix_up(plan))
         disks = {a.golden: a.device for a in self.assignments}
         report = self.log.report(self.name or "", self.position, failure, disks)
         if self.mounted:
             self._keep_report(report)
-            try:
-                self._unmount()
-            except KaError as e:
-                failure = failure or _one_line(e)
+            failure = failure or _attempt(self._unmount)
             report = self.log.report(self.name or "", self.position, failure, disks)
         self._release(plan, report)
         return report
@@ -415,70 +369,21 @@ def install(
         installer.cleanup()
 
 
-def mount_only_content(planned: Plan, plan: ClonePlan, disk: str) -> Plan:
-    """The disk plan with mount points only where a tar stream lands.
-
-    A partition formatted empty or copied raw need not be mounted to install, and the node's
-    kernel may not even mount its filesystem (vfat in a minimal boot environment).
-    """
-    tar = {p.number for p in plan.partitions_of(disk) if p.content == "tar"}
-    parts = tuple(
-        p if p.number in tar or p.mountpoint is None else dataclasses.replace(p, mountpoint=None)
-        for p in planned.partitions
-    )
-    return dataclasses.replace(planned, partitions=parts)
-
-
 def _root_first(plan: ClonePlan, disk: str) -> tuple[int, str]:
     has_root = any(p.disk == disk and p.mountpoint == "/" for p in plan.partitions)
     return (0 if has_root else 1, disk)
 
 
-def read_partuuids(device: str) -> dict[int, str]:
-    """Partition number -> PARTUUID as the kernel and fstab spell it (GPT GUID or MBR id-NN)."""
-    result = run.run(["sfdisk", "--json", device], check=False)
-    if result.returncode != 0:
-        return {}
-    table = json.loads(result.stdout).get("partitiontable", {})
-    out: dict[int, str] = {}
-    disk_id = str(table.get("id", ""))
-    for part in table.get("partitions", []):
-        node = str(part.get("node", ""))
-        digits = ""
-        for ch in reversed(node):
-            if not ch.isdigit():
-                break
-            digits = ch + digits
-        if not digits:
-            continue
-        number = int(digits)
-        if table.get("label") == "gpt" and part.get("uuid"):
-            out[number] = str(part["uuid"]).lower()
-        elif table.get("label") == "dos" and disk_id:
-            out[number] = f"{disk_id.removeprefix('0x').lower():0>8}-{number:02x}"
-    return out
-
-
-def local_interfaces() -> tuple[list[str], list[str]]:
-    """MAC addresses and IP addresses of this machine's interfaces (loopback left out)."""
-    macs: list[str] = []
-    ips: list[str] = []
-    if not run.available("ip"):
-        return macs, ips
-    result = run.run(["ip", "-json", "address"], check=False)
+def _attempt(action: Callable[[], None]) -> str | None:
+    """Run one phase; any failure becomes the node's reason, so that it still reaches the
+    final session and the golden node learns why (the step log has the details)."""
     try:
-        links = json.loads(result.stdout or "[]")
-    except ValueError:
-        return macs, ips
-    for link in links:
-        if link.get("link_type") == "loopback":
-            continue
-        if link.get("address"):
-            macs.append(str(link["address"]))
-        for a in link.get("addr_info", []):
-            if a.get("local"):
-                ips.append(str(a["local"]))
-    return macs, ips
+        action()
+    except KaError as e:
+        return _one_line(e)
+    except Exception as e:  # noqa: BLE001 - an unexpected error is a failure to report too
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _one_line(e: KaError) -> str:

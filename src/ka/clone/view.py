@@ -1,0 +1,153 @@
+"""How `ka clone` shows its work: the plan for --dry-run, a live per-node table, a summary.
+
+Part of the command line, so it prints.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from typing import Any
+
+from ka.clone import tarstream
+from ka.clone.deploy import CloneResult, SessionSettings, source_for
+from ka.clone.plan import ClonePlan
+
+
+def describe_plan(plan: ClonePlan, settings: SessionSettings) -> str:
+    lines = [f"clone plan (version {plan.version}) for {plan.nodes} node(s), "
+             f"sessions {', '.join(plan.sessions)} on port {settings.port}"]
+    for disk in plan.disks:
+        size = f"{disk.size >> 20} MiB" if disk.size else "no device (desc only)"
+        lines.append(f"\ngolden disk {disk.name} ({disk.device or '-'}, {size}):")
+        lines += ["  " + x for x in disk.desc.splitlines()]
+        if disk.boot_code:
+            lines.append("  MBR boot code: 440 bytes written after the bootloader step")
+    lines.append("\npartitions:")
+    for p in plan.partitions:
+        lines.append(f"  {p.disk}:{p.number} {p.fstype or '-'} {p.mountpoint or '-'} "
+                     f"label={p.label or '-'} uuid={p.uuid or '-'} content={p.content} "
+                     f"used={p.used >> 20} MiB")
+    lines.append("\nstreams:")
+    for s in plan.streams:
+        src = source_for(plan, s, settings.root)
+        what = shlex.join(src.argv) if hasattr(src, "argv") else f"read {src.path}"
+        lines.append(f"  {s.session}: {s.kind} -> {s.disk}:{s.number} {s.mountpoint or ''}")
+        lines.append(f"    golden: {what}")
+        if s.kind == "tar":
+            dest = "TARGET" + (s.mountpoint or "")
+            argv = tarstream.extract_argv(dest, selinux=plan.selinux)
+            lines.append(f"    node:   {shlex.join(argv)}")
+    if plan.excluded_dirs:
+        lines.append("\nexcluded directories (re-created empty):")
+        lines += [f"  {d.path} mode {d.mode:04o} owner {d.uid}:{d.gid}" for d in plan.excluded_dirs]
+    if plan.excluded_disks:
+        lines.append(f"\nexcluded disks: {', '.join(plan.excluded_disks)} "
+                     f"(fstab entries commented out: {len(plan.excluded_refs)} references)")
+    lines.append("\nfstab of the golden tree (rewritten on each node to its new UUIDs):")
+    lines += ["  " + x for x in plan.fstab.splitlines()] or ["  (empty)"]
+    names = (f"pattern {plan.hostnames.pattern}" if plan.hostnames and plan.hostnames.pattern
+             else f"table of {len(plan.hostnames.table)} entries" if plan.hostnames
+             else "unchanged (golden's name)")
+    lines.append(f"\nhost names: {names}; bootloader: {plan.bootloader.kind} "
+                 f"{' '.join(plan.bootloader.options)}".rstrip())
+    lines.append("\neach node will: receive the plan; map golden disks to local disks; "
+                 "partition, format (new UUIDs) and mount under its target; extract every "
+                 "stream; re-create excluded directories; rewrite fstab and the UUIDs in "
+                 "grub/crypttab/resume files; new machine-id and SSH host keys; set its host "
+                 "name; remove net rules and DHCP leases; regenerate the initramfs and install "
+                 "GRUB when the clone has them; write /var/log/ka-install.json; unmount; hand "
+                 "its report over in " + plan.done_session + ".")
+    for note in plan.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+class LiveTable:
+    """Per-node progress of the current session: a live table on a terminal, lines otherwise."""
+
+    PLAIN_EVERY = 5.0  # seconds between progress lines when not on a terminal
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.session = ""
+        self._live: Any = None
+        self._last = 0.0
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(stderr=True),
+                              refresh_per_second=4, transient=False)
+            self._live.start()
+
+    def event(self, session: str, ev: Any) -> None:
+        if session != self.session:
+            self.session = session
+        if ev.kind == "progress":
+            for r in ev.data.get("nodes", []):
+                name = str(r.get("name") or r.get("node"))
+                self.rows[name] = {**r, "session": session}
+            if self._live is not None:
+                self._live.update(self._render())
+            elif time.monotonic() - self._last >= self.PLAIN_EVERY:
+                self._last = time.monotonic()
+                parts = [f"{n} {r['bytes'] / 1e6:.0f}MB {r['mb_per_s']:.1f}MB/s {r['state']}"
+                         for n, r in sorted(self.rows.items()) if r["session"] == session]
+                print(f"ka: [{session}] {ev.message}; " + ", ".join(parts),
+                      file=sys.stderr, flush=True)
+            return
+        line = f"ka: [{session}] {ev.message}"
+        if self._live is not None:
+            self._live.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        t = Table(title=f"ka clone: session {self.session}")
+        for col in ("node", "session", "state", "MB", "MB/s"):
+            t.add_column(col, justify="right" if col in ("MB", "MB/s") else "left")
+        for name, r in sorted(self.rows.items()):
+            t.add_row(name, r["session"], str(r.get("state", "")),
+                      f"{r.get('bytes', 0) / 1e6:.1f}", f"{r.get('mb_per_s', 0.0):.1f}")
+        return t
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
+
+
+def summary(result: CloneResult) -> str:
+    lines = ["", "session                 nodes  bytes        seconds  MB/s"]
+    for name, rep in result.sessions:
+        rate = rep.bytes / rep.seconds / 1e6 if rep.seconds else 0.0
+        lines.append(f"{name:<22}  {len(rep.nodes):>5}  {rep.bytes:>11}  {rep.seconds:>7.1f}"
+                     f"  {rate:>6.1f}")
+    lines += ["", "node          result  seconds  reason"]
+    for o in result.nodes:
+        secs = f"{o.report.seconds:.1f}" if o.report else "-"
+        lines.append(f"{o.name:<12}  {o.result:<6}  {secs:>7}  {o.reason or ''}")
+    for w in result.warnings:
+        lines.append(f"golden node warning: {w}")
+    for e in result.errors:
+        lines.append(f"golden node error: {e}")
+    ok = sum(1 for o in result.nodes if o.result == "ok")
+    lines.append(f"\n{ok}/{len(result.nodes)} node(s) cloned; reports in {result.logs}")
+    return "\n".join(lines)
+
+
+def result_json(result: CloneResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "logs": result.logs,
+        "errors": list(result.errors),
+        "warnings": list(result.warnings),
+        "sessions": {name: rep.to_json() for name, rep in result.sessions},
+        "nodes": [{"name": o.name, "position": o.position, "result": o.result,
+                   "reason": o.reason} for o in result.nodes],
+    }

@@ -262,11 +262,21 @@ def test_sender_killed_nodes_fail_clearly_in_bounded_time(cluster: Cluster) -> N
     assert time.monotonic() - killed < 10
 
 
-def test_late_joiner_is_refused_clearly(cluster: Cluster) -> None:
-    path, _ = cluster.data(8 * MiB)
+def test_late_joiner_catches_up_while_the_start_is_held(cluster: Cluster) -> None:
+    path, digest = cluster.data(8 * MiB)
     cluster.send("--command", cluster.slow(path, pause=0.05), nodes=2)
     names = cluster.nodes(2)
     cluster.wait_event("sender", "start")
+    cluster.receive("late")
+    assert_all_ok(cluster, [*names, "late"], digest)
+    assert cluster.node_report("late")["position"] == 3
+
+
+def test_late_joiner_is_refused_once_the_start_is_gone(cluster: Cluster) -> None:
+    path, _ = cluster.data(12 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.05), "--ring-size", "2M", nodes=2)
+    names = cluster.nodes(2)
+    wait_produced(cluster, 3 * MiB)
     cluster.receive("late")
     assert cluster.wait("late", 20) == 11
     assert "already started" in cluster.stderr("late")

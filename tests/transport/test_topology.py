@@ -80,3 +80,12 @@ def test_healing_keeps_a_tree_and_reattaches_to_the_nearest_live_ancestor(
             assert plan.ancestors(node)[-1] == ROOT
             assert all(a == ROOT or a in alive for a in plan.ancestors(node))
         assert set(plan.order) == alive
+
+
+def test_late_node_joins_the_tail_of_a_chain_or_the_shallowest_slot() -> None:
+    chain = ChainPlan.build(ids(3), 1).with_tail("late")
+    assert chain.parent("late") == "n3"
+    tree = ChainPlan.build(ids(3), 2).with_tail("late")
+    assert tree.parent("late") == "n1"  # n1 has one son (n3), the root is full
+    finished_tail = ChainPlan.build(ids(3), 1).with_tail("late", lambda n: n != "n3")
+    assert finished_tail.parent("late") == ROOT  # a finished tail cannot serve it

@@ -91,6 +91,17 @@ class SharedRing:
             self._cursors.pop(key, None)
             self.cond.notify_all()
 
+    def admit_from_start(self, margin: int) -> bool:
+        """Hold production for a node that needs the stream from offset 0, if still held.
+
+        Atomic with `put`, so no frame can slip out of retention between check and hold.
+        """
+        with self.cond:
+            if self.ring.start != 0 or self.ring.end + margin > self.ring.capacity:
+                return False
+            self._floor = 0
+            return True
+
     def set_floor(self, floor: int | None) -> None:
         with self.cond:
             self._floor = floor

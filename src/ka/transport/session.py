@@ -14,8 +14,9 @@ from typing import Any
 
 from ka.transport.channel import Channel
 from ka.transport.errors import TransportError
+from ka.transport.frame import PREFIX
 from ka.transport.health import DEAD_AFTER, Progress, gate_floor, is_dead, stalled, subtree_complete
-from ka.transport.options import Event, NodeReport, SendOptions, SessionReport
+from ka.transport.options import CHUNK_SIZE, Event, NodeReport, SendOptions, SessionReport
 from ka.transport.producer import Producer
 from ka.transport.relay import Relay, SharedRing
 from ka.transport.topology import ROOT, ChainPlan, Member, order_members
@@ -86,18 +87,24 @@ class Session:
                 chan.close()
                 self.emit(Event("go-now", f"{name or address} asked to start now"))
             return None
-        if self.started:
-            _refuse(chan, "the session has already started; join the next one")
-            self.emit(Event("late", f"refused {name or address}: the session already started"))
-            return None
         node_id = f"{address}:{int(msg['port'])}"
         if node_id in self.nodes:
             _refuse(chan, f"{node_id} has already joined")
+            return None
+        late = self.started
+        if late and (self.all_terminal_at is not None
+                     or not self.ring.admit_from_start(2 * (CHUNK_SIZE + PREFIX))):
+            _refuse(chan, "the session has already started and the start of the stream "
+                          "is gone; join the next one")
+            self.emit(Event("late", f"refused {name or address}: the session already started"))
             return None
         state = NodeState(node_id, name, address, int(msg["port"]), chan,
                           bool(msg.get("wait_release")), Progress(now))
         self.nodes[node_id] = state
         chan.send("welcome", id=node_id, ring_size=self.options.ring_size)
+        if late:
+            self._add_late(state, now)
+            return state
         self.emit(Event("joined", f"{name or node_id} joined ({len(self.nodes)}/"
                                   f"{self.options.nodes})", node=node_id))
         return state
@@ -139,6 +146,21 @@ class Session:
         self.emit(Event("start", f"starting with {len(self.nodes)} node(s): {chain}",
                         data={"order": list(self.plan.order), "arity": self.options.arity,
                               "data_port": self.relay.port}))
+
+    def _add_late(self, ns: NodeState, now: float) -> None:
+        """A node that came after the start joins the tail and catches up from offset 0."""
+        self.plan = self.plan.with_tail(ns.id, lambda n: self.nodes[n].state == "active")
+        ns.state, ns.position = "active", len(self.nodes)
+        up = self.plan.parent(ns.id)
+        if up == ROOT:
+            self.relay.allow([ns.id])
+        else:
+            self.nodes[up].send("sons", sons=[ns.id])
+        self.epoch += 1
+        self._send_plan(ns)
+        self.emit(Event("joined", f"{ns.name or ns.id} joined late: catching up at the tail "
+                                  f"under {self.nodes[up].name or up if up else 'the sender'}",
+                        node=ns.id))
 
     def _send_plan(self, ns: NodeState) -> None:
         up = self.plan.parent(ns.id)

@@ -9,7 +9,7 @@ its parent, which is by construction its nearest live ancestor.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 ROOT = ""
@@ -91,6 +91,15 @@ class ChainPlan:
 
     def depth(self, node: str) -> int:
         return len(self.ancestors(node))
+
+    def with_tail(self, node: str, eligible: Callable[[str], bool] = lambda n: True) -> ChainPlan:
+        """The plan with a late node added where the tree is shallowest (a chain's tail),
+        under an eligible parent (one still running); the root when none has a free slot."""
+        if node in self.parents or node == ROOT:
+            raise ValueError(f"{node!r} is already placed")
+        up = next((n for n in (ROOT, *self.order)
+                   if (n == ROOT or eligible(n)) and len(self.sons(n)) < self.arity), ROOT)
+        return ChainPlan(self.arity, (*self.order, node), {**self.parents, node: up})
 
     def without(self, gone: str) -> tuple[ChainPlan, dict[str, str]]:
         """The plan once `gone` has left, and the moves: orphan son -> its new parent."""

@@ -221,8 +221,12 @@ class ConsumerWriter:
             else:
                 data: Any = payload
                 if header.flags & FLAG_ZSTD:
-                    data = dctx.decompress(payload, max_output_size=header.raw_length)
-                if len(data) != header.raw_length:
+                    try:
+                        data = dctx.decompress(payload, max_output_size=header.raw_length)
+                    except zstandard.ZstdError as e:
+                        self.mismatch = f"chunk at offset {pos} does not decompress: {e}"
+                        data = b""
+                if len(data) != header.raw_length and self.mismatch is None:
                     self.mismatch = f"chunk at offset {pos} decoded to the wrong length"
                 digest.update(data)
                 self.raw += len(data)

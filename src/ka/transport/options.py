@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+PROTOCOL = 1  # bump on any incompatible change of the wire format
 DEFAULT_PORT = 30765
 CHUNK_SIZE = 256 * 1024
 

@@ -26,13 +26,12 @@ from ka.transport.errors import (
 from ka.transport.frame import session_key, subkey
 from ka.transport.health import HEARTBEAT
 from ka.transport.node import ConsumerWriter, ParentTarget, Upstream
-from ka.transport.options import Event, ReceiveOptions, ReceiveReport
+from ka.transport.options import PROTOCOL, Event, ReceiveOptions, ReceiveReport
 from ka.transport.relay import Relay, SharedRing, listen
 from ka.transport.topology import ROOT
 
 SENDER_SILENCE = 6.0  # the sender pings every HEARTBEAT seconds
 MAX_ATTACHMENT = 1024 * 1024
-PROTOCOL = 1
 
 
 def receive(

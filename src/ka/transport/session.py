@@ -16,7 +16,7 @@ from ka.transport.channel import Channel
 from ka.transport.errors import TransportError
 from ka.transport.frame import PREFIX
 from ka.transport.health import DEAD_AFTER, Progress, gate_floor, is_dead, stalled, subtree_complete
-from ka.transport.options import CHUNK_SIZE, Event, NodeReport, SendOptions, SessionReport
+from ka.transport.options import CHUNK_SIZE, PROTOCOL, Event, NodeReport, SendOptions, SessionReport
 from ka.transport.producer import Producer
 from ka.transport.relay import Relay, SharedRing
 from ka.transport.topology import ROOT, ChainPlan, Member, order_members
@@ -78,6 +78,10 @@ class Session:
         self, chan: Channel, address: str, msg: dict[str, Any], now: float
     ) -> NodeState | None:
         name = msg.get("name")
+        if msg.get("protocol") != PROTOCOL:
+            _refuse(chan, f"protocol {msg.get('protocol')} is not ours ({PROTOCOL}): "
+                          "use the same ka version on the sender and the nodes")
+            return None
         if msg.get("go_now"):
             if self.started:
                 _refuse(chan, "the session has already started")

@@ -1,4 +1,7 @@
-"""`ka clone` to two `ka install` nodes on 127.0.0.1, each onto its own loop disk (root only).
+"""`ka clone` to three `ka install` nodes on 127.0.0.1, each onto its own loop disk (root only).
+
+Two disks are large enough and must become verified clones; the third is too small: that node
+must fail with the reason, stay in the chain as a relay, and hand its report over.
 
 The golden disk is a small GPT loop disk (ext4 /, swap, ext4 /srv) probed by `ka clone`
 itself; the nodes are found with --host. Everything made here (loops, mounts, processes) is
@@ -114,7 +117,8 @@ def rig(tmp_path: Path) -> Iterator[dict[str, object]]:
     procs: list[subprocess.Popen[bytes]] = []
     with contextlib.ExitStack() as stack:
         images = {}
-        for name, size in (("golden", 200 * MiB), ("n1", 256 * MiB), ("n2", 200 * MiB)):
+        for name, size in (("golden", 200 * MiB), ("n1", 256 * MiB), ("n2", 200 * MiB),
+                           ("n3", 64 * MiB)):
             img = tmp_path / f"{name}.img"
             with open(img, "wb") as f:
                 f.truncate(size)
@@ -125,7 +129,7 @@ def rig(tmp_path: Path) -> Iterator[dict[str, object]]:
         stack.callback(unmount_tree, str(mnt))
         apply_plan(plan_layout(parse_desc(GOLDEN_DESC), 200 * MiB), golden, target=str(mnt))
         _populate(mnt, mnt / "srv", golden)
-        targets = [tmp_path / "t1", tmp_path / "t2"]
+        targets = [tmp_path / "t1", tmp_path / "t2", tmp_path / "t3"]
         for t in targets:
             t.mkdir()
             stack.callback(lambda t=t: unmount_tree(str(t)) if t.exists() else None)
@@ -137,7 +141,8 @@ def rig(tmp_path: Path) -> Iterator[dict[str, object]]:
                     p.wait()
 
         stack.callback(stop_all)
-        yield {"golden": golden, "mnt": mnt, "nodes": [images["n1"].device, images["n2"].device],
+        yield {"golden": golden, "mnt": mnt,
+               "nodes": [images["n1"].device, images["n2"].device, images["n3"].device],
                "targets": targets, "procs": procs, "tmp": tmp_path}
 
 
@@ -151,7 +156,7 @@ def _ka(
     return p
 
 
-def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
+def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None:
     tmp: Path = rig["tmp"]  # type: ignore[assignment]
     golden: str = rig["golden"]  # type: ignore[assignment]
     mnt: Path = rig["mnt"]  # type: ignore[assignment]
@@ -174,7 +179,7 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
     watcher = _ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30", *keyed],
                   tmp / "console.log", procs)
     logs = tmp / "ka-logs"
-    clone = _ka(["clone", "--nodes", "2", "--root", str(mnt), "--port", str(port),
+    clone = _ka(["clone", "--nodes", "3", "--root", str(mnt), "--port", str(port),
                  "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",
                  "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60",
                  "--compress", "zstd", *keyed],
@@ -184,10 +189,11 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
             p.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
             pass
-    texts = {name: (tmp / f"{name}.log").read_text() for name in ("golden", "node1", "node2")}
-    assert clone.returncode == 0, texts
-    for p in installs:
-        assert p.returncode == 0, texts
+    names = ("golden", "node1", "node2", "node3")
+    texts = {name: (tmp / f"{name}.log").read_text() for name in names}
+    assert clone.returncode == 1, texts  # one node failed
+    assert [p.returncode for p in installs] == [0, 0, 1], texts
+    assert "too small" in texts["node3"].splitlines()[-1], texts["node3"]
     # The console followed node 1's install log live until the node ended it.
     watched = (tmp / "console.log").read_text()
     assert watcher.returncode == 0, watched
@@ -198,7 +204,7 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
     golden_files = mnt / "usr"
     machine_ids = set()
     hostnames = set()
-    for i, dev in enumerate(nodes, 1):
+    for i, dev in enumerate(nodes[:2], 1):
         check = tmp / f"check{i}"
         ensure_partition_nodes(dev)  # /dev is shared: a node name may be stale (no udev)
         root_dev, swap_dev, srv_dev = (partition_device(dev, n) for n in (1, 2, 3))
@@ -243,10 +249,16 @@ def test_clone_two_nodes_on_loopback(rig: dict[str, object]) -> None:
             report = json.loads((root / "var/log/ka-install.json").read_text())
             assert report["result"] == "ok"
     assert len(machine_ids) == 2 and "0123456789abcdef0123456789abcdef" not in machine_ids
-    assert hostnames == {"node01", "node02"}
+    assert len(hostnames) == 2 and hostnames < {"node01", "node02", "node03"}
     stored = sorted(p.name for p in (logs / "t").iterdir())
-    assert stored == ["node01.json", "node02.json", "summary.json"]
-    assert json.loads((logs / "t/node01.json").read_text())["result"] == "ok"
+    assert stored == ["node01.json", "node02.json", "node03.json", "summary.json"]
+    results = {json.loads((logs / "t" / f"{n}.json").read_text())["result"]
+               for n in ("node01", "node02", "node03")}
+    assert sorted(results) == ["failed", "ok"]
+    summary = json.loads((logs / "t/summary.json").read_text())
+    failed = [n for n in summary["nodes"] if n["result"] == "failed"]
+    assert len(failed) == 1 and "too small" in failed[0]["reason"]
+    assert failed[0]["name"] not in hostnames
     for t in targets:
         assert not os.path.ismount(t)
     shutil.rmtree(logs)

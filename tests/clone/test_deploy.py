@@ -96,3 +96,5 @@ def test_all_ok(tmp_path: Path) -> None:
     two = ClonePlan(**{**PLAN.__dict__, "nodes": 2})
     result = run_clone(two, SessionSettings(logs_dir=str(tmp_path)), send=fake)
     assert result.ok and [o.name for o in result.nodes] == ["a", "b"]
+    assert [(c.session, c.port) for c in fake.calls] == [
+        ("t-plan", 30765), ("t-fs-1", 30766), ("t-done", 30767)]

@@ -70,36 +70,46 @@ def test_a_node_that_cannot_install_relays_and_reports() -> None:
     assert InstallReport.from_json(done.attachment) == report
 
 
-def test_host_mode_retries_a_join_refused_during_the_changeover() -> None:
+def test_every_session_has_its_own_port() -> None:
     payloads = {"t-plan": PLAN.to_json().encode(), "t-fs-1": b"", "t-raw-1": b"",
                 "t-done": b""}
-    refusals: list[Exception] = [
-        Rejected("the sender refused us: the session has already started; join the next one"),
-        StreamCut("the sender closed the connection during the join: connection closed"),
-    ]
-    fake = FakeTransport(payloads, refusals)
-    report = installer(fake, host="127.0.0.1").run()
-    assert fake.joined == ["t-plan", "t-fs-1", "t-raw-1", "t-done"]
-    assert len(fake.calls) == 6
-    assert all(c.host == "127.0.0.1" and c.session is None for c in fake.calls)
-    assert report.steps[0].name == "receive plan" and report.steps[0].result == "ok"
+    fake = FakeTransport(payloads)
+    installer(fake, host="127.0.0.1", port=40000).run()
+    assert [(c.host, c.session, c.port) for c in fake.calls] == [
+        ("127.0.0.1", None, 40000), ("127.0.0.1", None, 40001), ("127.0.0.1", None, 40002),
+        ("127.0.0.1", None, 40003)]
+    fake = FakeTransport(payloads)
+    installer(fake, port=40000).run()
+    assert [(c.host, c.session, c.port) for c in fake.calls] == [
+        (None, "t-plan", 40000), (None, "t-fs-1", 40001), (None, "t-raw-1", 40002),
+        (None, "t-done", 40003)]
 
 
-@pytest.mark.parametrize("error", [
-    Rejected("the sender at 127.0.0.1:1 does not hold our key"),
-    StreamCut("the sender aborted the session: boom"),
-])
-def test_other_refusals_are_not_retried(error: Exception) -> None:
-    fake = FakeTransport({"t-plan": b""}, [error])
-    with pytest.raises(type(error)):
-        installer(fake, host="127.0.0.1", find_timeout=5).run()
+def test_a_refusal_of_the_plan_session_ends_the_install() -> None:
+    fake = FakeTransport({"t-plan": b""}, [Rejected("the sender refused us: wrong key")])
+    with pytest.raises(Rejected):
+        installer(fake, host="127.0.0.1").run()
     assert len(fake.calls) == 1
 
 
-def test_session_mode_is_not_retried() -> None:
-    fake = FakeTransport({"t-plan": b""}, [Rejected("the session has already started")])
-    with pytest.raises(Rejected):
-        installer(fake).run()
+def test_a_session_cut_makes_the_node_fail_but_still_report() -> None:
+    payloads = {"t-plan": PLAN.to_json().encode(), "t-fs-1": b"", "t-raw-1": b"x",
+                "t-done": b""}
+    fake = FakeTransport(payloads)
+
+    def cut_first_stream(sink: Any, options: ReceiveOptions) -> ReceiveReport:
+        if options.session == "t-fs-1":
+            fake.joined.append("t-fs-1")
+            raise StreamCut("the sender aborted the session: tar failed")
+        return fake(sink, options)
+
+    node = installer(cut_first_stream)
+    node._prepare_disks = lambda plan: None  # type: ignore[method-assign]
+    report = node.run()
+    assert report.result == "failed"
+    assert report.reason == "the sender aborted the session: tar failed"
+    assert [s.name for s in report.steps][-2:] == ["extract /", "stream t-raw-1"]
+    assert fake.joined == ["t-plan", "t-fs-1", "t-raw-1", "t-done"]
 
 
 def test_bootloader_asked_for_but_missing_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]

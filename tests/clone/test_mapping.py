@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ka.clone.nodedisks import fits
 from ka.clone.mapping import (
     DiskMappingError,
     LocalDisk,
@@ -12,6 +11,7 @@ from ka.clone.mapping import (
     map_disks,
     parse_disk_options,
 )
+from ka.clone.nodedisks import fits
 from ka.clone.plan import ClonePlan, GoldenDisk, GoldenPartition, Stream
 from ka.errors import UsageError
 

@@ -31,9 +31,13 @@ without --desc, from probing the disks that hold the filesystems mounted under -
 filesystem mounted there is a golden filesystem; a --desc whose DRIVE is not one of those
 disks is applied to the only disk found without a desc, and when --root is a plain
 directory (no disk at all) the desc alone defines the disk and the tree is split into its
-mount points. Sessions: PREFIX-plan, PREFIX-fs-1.., PREFIX-raw-1.., PREFIX-done, all on
---port; nodes find them by name (--session-prefix) or by address (--host). Node reports
-are stored in --logs/PREFIX/NODE.json with a summary.json.
+mount points. Sessions, one after another, each on its own port counted from --port:
+PREFIX-plan on P, PREFIX-fs-1.. (tar of each filesystem), PREFIX-raw-1.. (--raw
+partitions), PREFIX-done (release barrier, node reports) on the next ones; nodes find them by
+name (`ka install --session-prefix`) or by address (`ka install --host`, same --port). MBR
+boot code (--mbr/--mbr-file) travels inside the plan. Node reports are stored in
+--logs/PREFIX/NODE.json with a summary.json. Exit status: 0 when every node installed
+(stream digests checked, every step succeeded), 1 when any node failed.
 """
 
 
@@ -71,7 +75,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="session key (default $KA_KEY_FILE); without one the sessions are open")
     p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams once")
     p.add_argument("--session-prefix", default="ka", metavar="P", help="session names (ka)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port of every session")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help="port of the plan session; the next sessions use the next ports")
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on")
     p.add_argument("--join-timeout", type=float, default=900.0, metavar="S",
                    help="after the plan, start a session with the nodes present after S s")
@@ -94,7 +99,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="put golden disk DRIVE on DEV (default: free disks in order and size)")
     q.add_argument("--target", default="/mnt/ka", help="where the clone is mounted (/mnt/ka)")
     q.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"))
-    q.add_argument("--port", type=int, default=DEFAULT_PORT)
+    q.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help="the --port of `ka clone` (its sessions use the next ports too)")
     q.add_argument("--bootloader", choices=("grub", "none"),
                    help="override the plan: grub (fail without it) or none")
     q.add_argument("--name", help="name to join the plan session with (default: position)")

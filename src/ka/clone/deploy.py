@@ -101,7 +101,7 @@ def run_clone(
         options = SendOptions(
             nodes=nodes,
             session=name,
-            port=settings.port,
+            port=plan.session_port(name, settings.port),
             key=settings.key,
             stall_timeout=settings.stall_timeout,
             bind=settings.bind,

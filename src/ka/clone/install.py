@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,6 @@ from ka.errors import KaError
 
 REPORT_PATH = "var/log/ka-install.json"
 DETAIL_LIMIT = 4000
-LATE_RETRY = 0.5  # seconds between joins while the previous session closes
 
 
 class InstallFailed(KaError):
@@ -72,35 +70,25 @@ class Installer:
 
     # --- transport -------------------------------------------------------------------------
     def _receive(self, sink: Any, session: str, **kw: Any) -> Any:
-        """Join `session`: by name, or with --host at the one address all sessions share.
+        """Join `session`: by name, or with --host at the golden node's address.
 
-        With --host, a node that finished one session early may reach the golden node while
-        it is still closing that session; such a node is refused as late ("already started")
-        or hung up on during the join, and tries again until the next session opens. It
-        must never move on to its next session instead: it would then join the wrong one.
+        Every session has its own port (`ClonePlan.session_port`), the plan session the
+        base port; a node early for a session finds nothing listening there yet and the
+        transport keeps trying until `find_timeout`.
         """
-        from ka.transport import ReceiveOptions, Rejected, StreamCut, receive
+        from ka.transport import ReceiveOptions, receive
 
-        deadline = time.monotonic() + self.opts.find_timeout
-        while True:
-            options = ReceiveOptions(
-                session=None if self.opts.host else session,
-                host=self.opts.host,
-                port=self.opts.port,
-                key=self.opts.key,
-                find_timeout=max(1.0, deadline - time.monotonic()),
-                name=self.name,
-                **kw,
-            )
-            try:
-                return (self._receive_fn or receive)(sink, options)
-            except (Rejected, StreamCut) as e:
-                # Refused as late, or the closing session hung up on us during the join:
-                # nothing was received, the session we want has not opened yet.
-                late = "already started" in e.message or "during the join" in e.message
-                if not (self.opts.host and late) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(LATE_RETRY)
+        options = ReceiveOptions(
+            session=None if self.opts.host else session,
+            host=self.opts.host,
+            port=self.plan.session_port(session, self.opts.port) if self.plan
+            else self.opts.port,
+            key=self.opts.key,
+            find_timeout=self.opts.find_timeout,
+            name=self.name,
+            **kw,
+        )
+        return (self._receive_fn or receive)(sink, options)
 
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> InstallReport:

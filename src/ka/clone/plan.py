@@ -115,6 +115,16 @@ class ClonePlan:
     def sessions(self) -> tuple[str, ...]:
         return (self.plan_session, *(s.session for s in self.streams), self.done_session)
 
+    def session_port(self, session: str, base: int) -> int:
+        """Each session has its own port, counted from `base` in session order.
+
+        Sessions follow each other, and a node that finished one early must never reach the
+        one still closing (the transport lets a late node catch up at the tail, so it would
+        get the same stream again): one port per session makes that impossible, with
+        discovery by name or with an explicit --host alike.
+        """
+        return base + self.sessions.index(session)
+
     def partitions_of(self, disk: str) -> tuple[GoldenPartition, ...]:
         return tuple(p for p in self.partitions if p.disk == disk)
 

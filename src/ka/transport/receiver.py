@@ -53,6 +53,9 @@ def receive(
         if options.go_now:
             return _go_now(chan, options, sender, emit)
         return _Node(chan, root, sink, options, sender, emit).run()
+    except OSError as e:  # a send on the control connection failed: the sender is gone
+        raise StreamCut(f"lost contact with the sender at {sender}: {e.strerror or e}",
+                        hint="the sender stopped or the network failed; run again") from e
     finally:
         chan.close()
 
@@ -195,7 +198,10 @@ class _Node:
             now = time.monotonic()
             if kind == "msg":
                 heard = now
-                finished = self._handle(item, ring, writer, relay, upstream) or finished
+                try:
+                    finished = self._handle(item, ring, writer, relay, upstream) or finished
+                except (KeyError, ValueError, TypeError) as e:
+                    raise StreamCut(f"protocol error in a message from the sender: {e}") from e
             elif kind == "closed":
                 if done_sent and not self.options.wait_release:
                     return  # our copy is complete and proven; the sender just went first

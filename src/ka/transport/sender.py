@@ -161,12 +161,19 @@ def _run(session: Session, inbox: _Inbox, options: SendOptions) -> SessionReport
         now = time.monotonic()
         if kind == "join":
             chan, address, msg = item
-            state = session.join(chan, address, msg, now)
+            try:
+                state = session.join(chan, address, msg, now)
+            except (KeyError, ValueError, TypeError):
+                chan.close()  # a malformed join: not one of ours
+                continue
             if state is not None:
                 threading.Thread(target=_read, args=(state.id, chan, inbox), daemon=True).start()
         elif kind == "msg":
             assert node is not None
-            session.message(node, item, now)
+            try:
+                session.message(node, item, now)
+            except (KeyError, ValueError, TypeError) as e:
+                session.evict(node, f"protocol error in a {item.get('t')!r} message: {e}", now)
         elif kind == "closed":
             assert node is not None
             session.closed(node, item, now)

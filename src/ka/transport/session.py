@@ -87,7 +87,7 @@ class Session:
                 _refuse(chan, "the session has already started")
             else:
                 self.go = True
-                chan.send("ok")
+                _try_send(chan, "ok")
                 chan.close()
                 self.emit(Event("go-now", f"{name or address} asked to start now"))
             return None
@@ -102,10 +102,12 @@ class Session:
                           "is gone; join the next one")
             self.emit(Event("late", f"refused {name or address}: the session already started"))
             return None
+        if not _try_send(chan, "welcome", id=node_id, ring_size=self.options.ring_size):
+            chan.close()  # gone already; during a late join the next check lifts the hold
+            return None
         state = NodeState(node_id, name, address, int(msg["port"]), chan,
                           bool(msg.get("wait_release")), Progress(now))
         self.nodes[node_id] = state
-        chan.send("welcome", id=node_id, ring_size=self.options.ring_size)
         if late:
             self._add_late(state, now)
             return state
@@ -220,6 +222,11 @@ class Session:
     # healing --------------------------------------------------------------------------
     def evict(self, node: str, reason: str, now: float) -> None:
         ns = self.nodes[node]
+        if not self.started:  # not placed yet: just forget it
+            ns.chan.close()
+            del self.nodes[node]
+            self.emit(Event("left", f"{ns.name or node} dropped before the start: {reason}"))
+            return
         ns.state, ns.reason, ns.terminal_at = "evicted", reason, now
         ns.send("evict", reason=reason)
         ns.connected = False
@@ -369,9 +376,14 @@ def _raw_estimate(ns: NodeState, produced_raw: int, produced_frames: int) -> int
     return int(produced_raw * ns.progress.consumed / produced_frames)
 
 
-def _refuse(chan: Channel, reason: str) -> None:
+def _try_send(chan: Channel, kind: str, **fields: Any) -> bool:
     try:
-        chan.send("refused", reason=reason)
+        chan.send(kind, **fields)
+        return True
     except OSError:
-        pass
+        return False
+
+
+def _refuse(chan: Channel, reason: str) -> None:
+    _try_send(chan, "refused", reason=reason)
     chan.close()

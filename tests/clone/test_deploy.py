@@ -98,3 +98,15 @@ def test_all_ok(tmp_path: Path) -> None:
     assert result.ok and [o.name for o in result.nodes] == ["a", "b"]
     assert [(c.session, c.port) for c in fake.calls] == [
         ("t-plan", 30765), ("t-fs-1", 30766), ("t-done", 30767)]
+
+
+def test_eta_and_expected_bytes() -> None:
+    from ka.clone.view import eta, expected_bytes
+
+    plan = ClonePlan(**{**PLAN.__dict__, "partitions": (
+        GoldenPartition("sda", 1, "ext4", "/", used=300_000_000, content="tar"),)})
+    assert expected_bytes(plan) == {"t-fs-1": 300_000_000}
+    assert eta(300_000_000, {"bytes": 100_000_000, "mb_per_s": 10.0, "state": "active"}) == "0:20"
+    assert eta(300_000_000, {"bytes": 100_000_000, "mb_per_s": 0.0, "state": "active"}) == ""
+    assert eta(0, {"bytes": 1, "mb_per_s": 1.0, "state": "active"}) == ""
+    assert eta(10, {"bytes": 10, "mb_per_s": 1.0, "state": "done"}) == ""

@@ -19,7 +19,7 @@ from ka.clone.install import InstallOptions, install
 from ka.clone.mapping import parse_disk_options
 from ka.clone.plan import BootloaderRequest
 from ka.clone.status import STATUS_PORT, StatusService, console
-from ka.clone.view import LiveTable, describe_plan, result_json, summary
+from ka.clone.view import LiveTable, describe_plan, expected_bytes, result_json, summary
 from ka.errors import UsageError
 
 DEFAULT_PORT = 30765
@@ -200,7 +200,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
     if settings.key is None:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)
-    table = LiveTable()
+    table = LiveTable(expected_bytes(plan))
     try:
         result = run_clone(plan, settings, table.event)
     finally:

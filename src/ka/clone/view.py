@@ -69,7 +69,10 @@ class LiveTable:
 
     PLAIN_EVERY = 5.0  # seconds between progress lines when not on a terminal
 
-    def __init__(self) -> None:
+    def __init__(self, expected: dict[str, int] | None = None) -> None:
+        # Bytes each session should carry (tar: the golden filesystem's used bytes, which
+        # tar's output roughly matches; raw: the partition size), for the ETA column.
+        self.expected = expected or {}
         self.rows: dict[str, dict[str, Any]] = {}
         self.session = ""
         self._live: Any = None
@@ -88,12 +91,14 @@ class LiveTable:
         if ev.kind == "progress":
             for r in ev.data.get("nodes", []):
                 name = str(r.get("name") or r.get("node"))
-                self.rows[name] = {**r, "session": session}
+                self.rows[name] = {**r, "session": session,
+                                   "eta": eta(self.expected.get(session, 0), r)}
             if self._live is not None:
                 self._live.update(self._render())
             elif time.monotonic() - self._last >= self.PLAIN_EVERY:
                 self._last = time.monotonic()
                 parts = [f"{n} {r['bytes'] / 1e6:.0f}MB {r['mb_per_s']:.1f}MB/s {r['state']}"
+                         + (f" ETA {r['eta']}" if r["eta"] else "")
                          for n, r in sorted(self.rows.items()) if r["session"] == session]
                 print(f"ka: [{session}] {ev.message}; " + ", ".join(parts),
                       file=sys.stderr, flush=True)
@@ -108,11 +113,12 @@ class LiveTable:
         from rich.table import Table
 
         t = Table(title=f"ka clone: session {self.session}")
-        for col in ("node", "session", "state", "MB", "MB/s"):
-            t.add_column(col, justify="right" if col in ("MB", "MB/s") else "left")
+        for col in ("node", "session", "state", "MB", "MB/s", "ETA"):
+            t.add_column(col, justify="right" if col in ("MB", "MB/s", "ETA") else "left")
         for name, r in sorted(self.rows.items()):
             t.add_row(name, r["session"], str(r.get("state", "")),
-                      f"{r.get('bytes', 0) / 1e6:.1f}", f"{r.get('mb_per_s', 0.0):.1f}")
+                      f"{r.get('bytes', 0) / 1e6:.1f}", f"{r.get('mb_per_s', 0.0):.1f}",
+                      r.get("eta") or "")
         return t
 
     def close(self) -> None:
@@ -120,6 +126,27 @@ class LiveTable:
             self._live.update(self._render())
             self._live.stop()
             self._live = None
+
+
+def expected_bytes(plan: ClonePlan) -> dict[str, int]:
+    out = {}
+    for s in plan.streams:
+        if s.kind == "raw":
+            out[s.session] = s.size
+        else:
+            out[s.session] = sum(p.used for p in plan.partitions
+                                 if (p.disk, p.number) == (s.disk, s.number))
+    return out
+
+
+def eta(expected: int, row: dict[str, Any]) -> str:
+    """Time left for one node at its current rate, as m:ss; "" when unknown or done."""
+    rate = float(row.get("mb_per_s") or 0.0) * 1e6
+    left = expected - int(row.get("bytes") or 0)
+    if not expected or rate <= 0 or left <= 0 or row.get("state") != "active":
+        return ""
+    seconds = int(left / rate)
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def summary(result: CloneResult) -> str:

@@ -358,3 +358,18 @@ def test_last_node_lost_ends_the_session_with_a_report(cluster: Cluster) -> None
     assert cluster.wait("sender", 20) == 1
     assert cluster.node_report("node1")["state"] == "evicted"
     assert "producer" not in cluster.stderr("sender")  # stopping it ourselves is no failure
+
+
+def test_two_adjacent_nodes_killed_at_once(cluster: Cluster) -> None:
+    path, digest = cluster.data(12 * MiB)
+    cluster.send("--command", cluster.slow(path, pause=0.05), "--ring-size", "4M")
+    cluster.nodes(4)
+    order = cluster.order()
+    wait_produced(cluster, 3 * MiB)
+    for victim in order[:2]:  # the sender's son and grandson: the third re-attaches to the sender
+        cluster.signal(victim, signal.SIGKILL)
+    for name in order[2:]:
+        assert cluster.wait(name) == 0, cluster.stderr(name)
+        assert cluster.sha(name) == digest
+    assert cluster.wait("sender") == 1
+    assert [cluster.node_report(n)["state"] for n in order] == ["evicted", "evicted", "ok", "ok"]

@@ -80,3 +80,17 @@ def test_truncated_frame() -> None:
     frame = encode_frame(KEY, DATA, b"abcdef", offset=0)
     with pytest.raises(ProtocolError):
         verify_frame(KEY, frame[:-1], 0)
+
+
+def test_seal_is_its_own_inverse_and_depends_on_offset_and_key() -> None:
+    from ka.transport.frame import seal, seal_key
+
+    k1 = seal_key(session_key(b"secret"), b"salt-one........")
+    k2 = seal_key(session_key(b"secret"), b"salt-two........")
+    text = b"plain text of the stream " * 100
+    sealed = seal(k1, 4096, text)
+    assert sealed != text and len(sealed) == len(text)
+    assert seal(k1, 4096, sealed) == text
+    assert seal(k1, 8192, text) != sealed  # another offset, another keystream
+    assert seal(k2, 4096, text) != sealed  # another session, another keystream
+    assert seal(k1, 0, b"") == b""

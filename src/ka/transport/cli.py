@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--arity", "-a", type=int, default=1, help="sons per node (1 = chain)")
     s.add_argument("--key-file", help="session key file (default: $KA_KEY_FILE)")
     s.add_argument("--compress", help="zstd or zstd:LEVEL: compress once on the sender")
+    s.add_argument("--no-encrypt", action="store_true",
+                   help="with a key, still send the payload in clear (authenticated only)")
     s.add_argument("--release-delay", "-d", type=int, metavar="TENTHS",
                    help="release --wait-release nodes one every TENTHS/10 s")
     s.add_argument("--min-nodes", type=int, help="with --wait-timeout: start with at least M")
@@ -110,7 +112,7 @@ def run_send(args: argparse.Namespace) -> int:
         stall_timeout=args.stall_timeout, ring_size=args.ring_size,
         node_order=tuple(x.strip() for x in args.order.split(",") if x.strip())
         if args.order else None,
-        bind=args.bind,
+        bind=args.bind, encrypt=False if args.no_encrypt else None,
     )
     view = EventView(json_mode=args.json, role="send")
     with view:

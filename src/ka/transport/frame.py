@@ -21,6 +21,7 @@ MAGIC = b"KF"
 DATA = 1
 END = 2
 FLAG_ZSTD = 1
+FLAG_SEALED = 2
 
 HEADER = struct.Struct("<2sBBIIQ")  # magic, kind, flags, payload length, raw length, offset
 MAC_LEN = 16
@@ -128,3 +129,22 @@ def frame_kind(frame: Buffer) -> int:
 
 def frame_payload(frame: Buffer) -> memoryview:
     return memoryview(frame)[PREFIX:]
+
+
+def seal_key(root: bytes, salt: bytes) -> bytes:
+    """The key of the payload cipher; the salt (fresh per session) makes every session's
+    keystream different even with the same key and the same offsets."""
+    return blake3.blake3(b"seal|" + salt, key=root).digest()
+
+
+def seal(key: bytes, offset: int, payload: Buffer) -> bytes:
+    """XOR `payload` with the keystream of the frame at `offset`: its own inverse.
+
+    The keystream is the BLAKE3 keyed XOF of the offset, i.e. a PRF in counter mode; the
+    offset is unique within a session, and the frame MAC covers the sealed bytes
+    (encrypt-then-MAC).
+    """
+    n = len(payload)
+    stream = blake3.blake3(offset.to_bytes(8, "little"), key=key).digest(length=n)
+    mixed = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
+    return mixed.to_bytes(n, "little")

@@ -25,11 +25,13 @@ from ka.transport.endpoints import Sink, SinkBroken
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import (
     END,
+    FLAG_SEALED,
     FLAG_ZSTD,
     PREFIX,
     EndOfStream,
     frame_payload,
     parse_header,
+    seal,
     verify_frame,
 )
 from ka.transport.relay import ASSIGNMENT_WAIT, RingClosed, SharedRing, tune
@@ -156,8 +158,9 @@ class ConsumerWriter:
     """Feeds the sink from the ring; its cursor is the node's acknowledged position."""
 
     def __init__(self, ring: SharedRing, sink: Sink, on_progress: Callable[[], None],
-                 on_failing: Callable[[str], None]) -> None:
+                 on_failing: Callable[[str], None], seal_key: bytes | None = None) -> None:
         self._ring = ring
+        self._seal_key = seal_key
         self._sink = sink
         self._on_progress = on_progress
         self._on_failing = on_failing
@@ -220,9 +223,15 @@ class ConsumerWriter:
                                      f"{eos.digest.hex()[:16]}…")
             else:
                 data: Any = payload
-                if header.flags & FLAG_ZSTD:
+                if header.flags & FLAG_SEALED:
+                    if self._seal_key is None:
+                        self.mismatch = "the stream is encrypted but no key was given"
+                        data = b""
+                    else:
+                        data = seal(self._seal_key, pos, payload)
+                if header.flags & FLAG_ZSTD and self.mismatch is None:
                     try:
-                        data = dctx.decompress(payload, max_output_size=header.raw_length)
+                        data = dctx.decompress(data, max_output_size=header.raw_length)
                     except zstandard.ZstdError as e:
                         self.mismatch = f"chunk at offset {pos} does not decompress: {e}"
                         data = b""

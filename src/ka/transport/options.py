@@ -28,6 +28,7 @@ class SendOptions:
     ring_size: int = 64 * 1024 * 1024
     node_order: tuple[str, ...] | None = None
     bind: str = "0.0.0.0"
+    encrypt: bool | None = None  # None: encrypt the payload whenever there is a key
 
 
 @dataclass(frozen=True)

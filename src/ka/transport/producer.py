@@ -11,7 +11,15 @@ import zstandard
 from ka.errors import KaError
 from ka.transport.endpoints import Source
 from ka.transport.errors import TransportError
-from ka.transport.frame import DATA, END, FLAG_ZSTD, EndOfStream, encode_frame
+from ka.transport.frame import (
+    DATA,
+    END,
+    FLAG_SEALED,
+    FLAG_ZSTD,
+    EndOfStream,
+    encode_frame,
+    seal,
+)
 from ka.transport.relay import RingClosed, SharedRing
 
 
@@ -33,7 +41,8 @@ def compression_level(spec: str | None) -> int | None:
 
 class Producer:
     def __init__(self, source: Source, ring: SharedRing, chunk_key: bytes, chunk_size: int,
-                 level: int | None) -> None:
+                 level: int | None, seal_key: bytes | None = None) -> None:
+        self._seal_key = seal_key
         self._source = source
         self._ring = ring
         self._key = chunk_key
@@ -94,6 +103,8 @@ class Producer:
                 packed = cctx.compress(chunk)
                 if len(packed) < n:
                     payload, flags = packed, FLAG_ZSTD
+            if self._seal_key is not None:
+                payload, flags = seal(self._seal_key, offset, payload), flags | FLAG_SEALED
             frame = encode_frame(self._key, DATA, payload, offset=offset, raw_length=n, flags=flags)
             self._ring.put(frame)
             offset += len(frame)

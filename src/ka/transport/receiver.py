@@ -23,7 +23,7 @@ from ka.transport.errors import (
     SenderNotFound,
     StreamCut,
 )
-from ka.transport.frame import session_key, subkey
+from ka.transport.frame import seal_key, session_key, subkey
 from ka.transport.health import HEARTBEAT
 from ka.transport.node import ConsumerWriter, ParentTarget, Upstream
 from ka.transport.options import PROTOCOL, Event, ReceiveOptions, ReceiveReport
@@ -149,8 +149,10 @@ class _Node:
         self.emit(Event("joined", f"joined the session at {self.sender} as {node_id}",
                         node=node_id))
         self._step = step
+        salt = reply.get("salt")
         writer = ConsumerWriter(ring, self.sink, self._consumed,
-                                lambda r: self.inbox.put(("failing", r)))
+                                lambda r: self.inbox.put(("failing", r)),
+                                seal_key(self.root, bytes.fromhex(salt)) if salt else None)
         self._writer = writer
         relay = Relay(ring, self.root, listener,
                       lambda kind, text: self.inbox.put(("note", (kind, text))))

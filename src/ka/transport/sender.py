@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import queue
 import socket
 import struct
@@ -18,7 +19,7 @@ from ka.transport.channel import Channel, KeyMismatch, respond
 from ka.transport.discovery import DiscoveryResponder
 from ka.transport.endpoints import Source
 from ka.transport.errors import ProtocolError, TransportError
-from ka.transport.frame import PREFIX, session_key, subkey
+from ka.transport.frame import PREFIX, seal_key, session_key, subkey
 from ka.transport.health import HEARTBEAT, Progress
 from ka.transport.options import CHUNK_SIZE, Event, SendOptions, SessionReport
 from ka.transport.producer import Producer, compression_level
@@ -49,6 +50,8 @@ def validate(options: SendOptions) -> None:
         raise UsageError("--stall-timeout must be positive")
     if not 0 < options.port < 65536:
         raise UsageError("--port must be between 1 and 65535")
+    if options.encrypt and options.key is None:
+        raise UsageError("encryption needs a key", hint="give --key-file")
 
 
 def send(source: Source, options: SendOptions,
@@ -82,8 +85,11 @@ def send(source: Source, options: SendOptions,
         emit(Event("listening", f"waiting for {options.nodes} node(s) on port {options.port}"
                    + (f", session {options.session!r}" if options.session else ""),
                    data={"port": options.port, "session": options.session}))
-        producer = Producer(source, ring, subkey(root, b"chunk"), CHUNK_SIZE, level)
-        session = Session(options, ring, relay, producer, emit)
+        salt = os.urandom(16)
+        sealed = options.key is not None and options.encrypt is not False
+        producer = Producer(source, ring, subkey(root, b"chunk"), CHUNK_SIZE, level,
+                            seal_key(root, salt) if sealed else None)
+        session = Session(options, ring, relay, producer, emit, salt if sealed else None)
         try:
             return _run(session, inbox, options)
         finally:

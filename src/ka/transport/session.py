@@ -57,7 +57,8 @@ class NodeState:
 
 class Session:
     def __init__(self, options: SendOptions, ring: SharedRing, relay: Relay, producer: Producer,
-                 emit: Callable[[Event], None]) -> None:
+                 emit: Callable[[Event], None], salt: bytes | None = None) -> None:
+        self.salt = salt
         self.options, self.ring, self.relay, self.producer = options, ring, relay, producer
         self.emit = emit
         self.nodes: dict[str, NodeState] = {}
@@ -102,7 +103,9 @@ class Session:
                           "is gone; join the next one")
             self.emit(Event("late", f"refused {name or address}: the session already started"))
             return None
-        if not _try_send(chan, "welcome", id=node_id, ring_size=self.options.ring_size):
+        salt = self.salt.hex() if self.salt is not None else None
+        if not _try_send(chan, "welcome", id=node_id, ring_size=self.options.ring_size,
+                         salt=salt):
             chan.close()  # gone already; during a late join the next check lifts the hold
             return None
         state = NodeState(node_id, name, address, int(msg["port"]), chan,

@@ -149,3 +149,9 @@ def test_digest_is_blake3_of_the_stream() -> None:
     report, _ = run_session(BytesSource(data), [BytesSink()], {"nodes": 1, "compress": "zstd:5"},
                             [{}])
     assert report.digest == blake3.blake3(data).hexdigest()
+
+
+def test_file_sink_on_a_character_device() -> None:
+    report, results = run_session(BytesSource(b"z" * 5000), [FileSink("/dev/null")],
+                                  {"nodes": 1}, [{}])
+    assert report.ok and results[0].bytes == 5000

@@ -7,6 +7,7 @@ consumer failure rather than dying.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import subprocess
@@ -234,8 +235,9 @@ class FileSink(Sink):
         try:
             os.fsync(fd)
         except OSError as e:
-            os.close(fd)
-            return 1, f"fsync of {self.path} failed: {e.strerror}"
+            if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # /dev/null, pipes: no fsync
+                os.close(fd)
+                return 1, f"fsync of {self.path} failed: {e.strerror}"
         os.close(fd)
         return 0, None
 

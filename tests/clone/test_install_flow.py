@@ -127,3 +127,22 @@ def test_missing_bootloader_is_a_warning_by_default(tmp_path) -> None:  # type: 
     inst = Installer(InstallOptions(prefix="t", target=str(tmp_path), bootloader="none"))
     inst._boot(PLAN)
     assert inst.log.steps[-1].result == "skipped" and not inst.log.warnings
+
+
+def test_golden_gone_stops_waiting_and_fails_with_the_reason() -> None:
+    from ka.transport import SenderNotFound
+
+    fake = FakeTransport({"t-plan": PLAN.to_json().encode()})
+
+    def golden_died(sink: Any, options: ReceiveOptions) -> ReceiveReport:
+        if options.session == "t-plan":
+            return fake(sink, options)
+        fake.calls.append(options)
+        raise SenderNotFound("no sender answered for session 't-fs-1' within 600 s")
+
+    report = installer(golden_died).run()
+    assert [c.session for c in fake.calls] == ["t-plan", "t-fs-1"]  # nothing more waited for
+    assert report.result == "failed"
+    assert report.reason is not None and "the golden node is gone" in report.reason
+    assert report.reason.startswith("--disk sda=")  # the first failure stays first
+    assert [s.result for s in report.steps][-2:] == ["skipped", "skipped"]

@@ -7,6 +7,7 @@ every remaining session as a relay (its sons still need the stream) and reports 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -67,6 +68,7 @@ class Installer:
         self.assignments: tuple[DiskAssignment, ...] = ()
         self.new_ids: list[fixups.NewIdentity] = []
         self.mounted = False
+        self.golden_gone: str | None = None  # why, once a session found no golden node
 
     # --- transport -------------------------------------------------------------------------
     def _receive(self, sink: Any, session: str, **kw: Any) -> Any:
@@ -76,7 +78,7 @@ class Installer:
         base port; a node early for a session finds nothing listening there yet and the
         transport keeps trying until `find_timeout`.
         """
-        from ka.transport import ReceiveOptions, receive
+        from ka.transport import ReceiveOptions, SenderNotFound, receive
 
         options = ReceiveOptions(
             session=None if self.opts.host else session,
@@ -88,13 +90,21 @@ class Installer:
             name=self.name,
             **kw,
         )
-        return (self._receive_fn or receive)(sink, options)
+        try:
+            return (self._receive_fn or receive)(sink, options)
+        except SenderNotFound as e:
+            self.golden_gone = _one_line(e)
+            raise
 
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> InstallReport:
         plan = self._receive_plan()
         failure = _attempt(lambda: self._prepare_disks(plan))
         for stream in plan.streams:
+            if self.golden_gone:
+                # Waiting for every later session would only add find_timeout each.
+                self.log.skip(f"stream {stream.session}", "the golden node is gone")
+                continue
             if failure:
                 failure_in_relay = self._relay(stream)
                 if failure_in_relay:
@@ -109,7 +119,12 @@ class Installer:
             self._keep_report(report)
             failure = failure or _attempt(self._unmount)
             report = self.log.report(self.name or "", self.position, failure, disks)
-        self._release(plan, report)
+        try:
+            self._release(plan, report)
+        except InstallFailed as e:
+            # The clone may be fine, but the golden node cannot know it: a failure here too.
+            reason = f"{report.reason}; {e.message}" if report.reason else e.message
+            report = dataclasses.replace(report, result="failed", reason=reason)
         return report
 
     def _receive_plan(self) -> ClonePlan:
@@ -323,14 +338,16 @@ class Installer:
 
     def _release(self, plan: ClonePlan, report: InstallReport) -> None:
         """The final barrier: hand the report over and wait to be released."""
+        if self.golden_gone:
+            raise InstallFailed(f"the golden node is gone ({self.golden_gone}), "
+                                "the report was not handed over")
         data = report.to_json().encode()
         sink = DiscardSink()
         try:
             self._receive(sink, plan.done_session, wait_release=True, attachment=data)
         except KaError as e:
             raise InstallFailed(
-                f"could not hand the install report to the golden node: {_one_line(e)}",
-                hint=f"the report is kept on the node in /{REPORT_PATH}",
+                f"could not hand the install report to the golden node: {_one_line(e)}"
             ) from e
 
     def cleanup(self) -> None:

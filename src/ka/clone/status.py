@@ -23,7 +23,7 @@ from ka.transport.channel import Channel, initiate, respond
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import session_key, subkey
 
-STATUS_PORT = 30767
+STATUS_PORT = 30760  # below the session ports, which count up from 30765
 BACKLOG = 5000  # log lines kept for a console that connects late
 EXEC_TIMEOUT = 120.0
 OUTPUT_LIMIT = 256 * 1024

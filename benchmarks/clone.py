@@ -44,15 +44,19 @@ def breakdown(node: NodeOutcome) -> dict[str, float]:
 
 def filesystem_rate(node: NodeOutcome) -> tuple[int, float]:
     """Bytes and seconds of the node's filesystem (tar) sessions."""
-    steps: list[dict[str, Any]] = [s for s in node.steps
-                                   if str(s.get("name", "")).startswith("extract ")]
-    return (sum(int(s.get("bytes") or 0) for s in steps),
-            sum(float(s.get("seconds") or 0.0) for s in steps))
+    steps: list[dict[str, Any]] = [
+        s for s in node.steps if str(s.get("name", "")).startswith("extract ")
+    ]
+    return (
+        sum(int(s.get("bytes") or 0) for s in steps),
+        sum(float(s.get("seconds") or 0.0) for s in steps),
+    )
 
 
 def run_one(nodes: int, data: int, size: int, rate: str) -> LabCloneReport:
-    options = LabCloneOptions(nodes=nodes, rate=rate, size=size, data_bytes=data,
-                              small_files=5000, timeout=1800.0)
+    options = LabCloneOptions(
+        nodes=nodes, rate=rate, size=size, data_bytes=data, small_files=5000, timeout=1800.0
+    )
     return lab_clone(options, on_step=lambda m: print(f"  [{nodes} node(s)] {m}", flush=True))
 
 
@@ -62,31 +66,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", default="1,4", help="comma-separated node counts (default 1,4)")
     p.add_argument("--rate", default="1gbit", help="link rate (default 1gbit)")
     args = p.parse_args(argv)
-    data = int(float(args.data.lower().removesuffix("gib")) * GiB) \
-        if args.data.lower().endswith("gib") else int(args.data.lower().removesuffix("mib")) * MiB
+    data = (
+        int(float(args.data.lower().removesuffix("gib")) * GiB)
+        if args.data.lower().endswith("gib")
+        else int(args.data.lower().removesuffix("mib")) * MiB
+    )
     # / gets about 3/4 of the data, /var a quarter; the disk leaves room for both.
     size = max(1 * GiB, data * 2 + 512 * MiB)
     link = (parse_rate(args.rate) or 0) / 8 * PAYLOAD_SHARE
     totals: dict[int, float] = {}
     failed = False
     for n in (int(x) for x in args.nodes.split(",")):
-        print(f"lab clone of {data / GiB:.2f} GiB of files to {n} node(s) at {args.rate}",
-              flush=True)
+        print(
+            f"lab clone of {data / GiB:.2f} GiB of files to {n} node(s) at {args.rate}", flush=True
+        )
         report = run_one(n, data, size, args.rate)
         print(summary_table(report))
         failed = failed or not report.ok
         totals[n] = report.clone_seconds
-        print(f"\nN={n}: clone {report.clone_seconds:.1f} s (golden disk build and "
-              f"verification excluded; whole run {report.seconds:.1f} s)")
-        print(f"  {'node':<7}" + "".join(f"{ph:>18}" for ph in PHASES) + f"{'fs MB/s':>10}"
-              f"{'of link':>9}")
+        print(
+            f"\nN={n}: clone {report.clone_seconds:.1f} s (golden disk build and "
+            f"verification excluded; whole run {report.seconds:.1f} s)"
+        )
+        print(
+            f"  {'node':<7}" + "".join(f"{ph:>18}" for ph in PHASES) + f"{'fs MB/s':>10}"
+            f"{'of link':>9}"
+        )
         for node in report.nodes:
             b = breakdown(node)
             moved, secs = filesystem_rate(node)
             mbs = moved / secs / 1e6 if secs else 0.0
             share = f"{mbs * 1e6 / link * 100:.0f} %" if link and secs else "-"
-            print(f"  {node.node:<7}" + "".join(f"{b[ph]:>16.1f} s" for ph in PHASES)
-                  + f"{mbs:>10.1f}{share:>9}")
+            print(
+                f"  {node.node:<7}"
+                + "".join(f"{b[ph]:>16.1f} s" for ph in PHASES)
+                + f"{mbs:>10.1f}{share:>9}"
+            )
         print(flush=True)
     if 1 in totals and 4 in totals:
         print(f"T(4)/T(1) = {totals[4]:.1f} s / {totals[1]:.1f} s = {totals[4] / totals[1]:.3f}")

@@ -98,6 +98,7 @@ def _clone_by_hand(golden: Image, ref: GoldenReference, node: Image, tmp: Path,
         write_fstab(root, fstab_entries(node, expected))
         (root / "etc/machine-id").write_text(os.urandom(16).hex() + "\n")
         (root / "etc/hostname").write_text(hostname + "\n")
+        (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n")
         for key in (root / "etc/ssh").glob("ssh_host_*"):
             key.write_text("regenerated\n")
         for rel in REMOVED_BY_FIXUPS:
@@ -129,7 +130,7 @@ def test_verdict_on_real_disks(tmp_path: Path) -> None:
             (root / "etc/hostname").write_text("golden\n")
         bad = judge_node("node1", node, expected, ref, ["node01"], tmp_path / "check")
         failed = {c.name for c in bad.checks if not c.ok}
-        assert failed == {"fstab UUIDs", "hostname"}, bad.describe()
+        assert failed == {"fstab UUIDs", "hostname", "/etc/hosts names the node"}, bad.describe()
         assert bad.tree is not None
         # Dropping an ACL also changes the group bits (they showed the ACL mask).
         assert {(d.path, d.what) for d in bad.tree.differences} == {

@@ -46,6 +46,10 @@ from ka.lab.verify import digest_tree
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 HOSTNAMES = "node{n:02d}"
+# Sessions after the plan start with the nodes present after this long (a dead node is
+# not waited for).
+JOIN_TIMEOUT = 60
+GRACE = 30.0  # seconds a node may still run after the golden node is done
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,8 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
         target = workdir / f"node{i}" / "target"
         target.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "ka", "install", "--session-prefix", prefix,
-                "--disk", f"{drive}={image.device}", "--target", str(target)]
+                "--disk", f"{drive}={image.device}", "--target", str(target),
+                "--find-timeout", str(JOIN_TIMEOUT * 2)]
         if options.key:
             argv += ["--key-file", str(key_file)]
         procs.start(f"node{i}", lab.argv(i, argv), workdir / f"node{i}.log")
@@ -180,7 +185,8 @@ def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path
                 esp_number: int, key_file: Path, root: Path) -> list[str]:
     argv = [sys.executable, "-m", "ka", "clone", "--nodes", str(options.nodes),
             "--root", str(root), "--desc", f"{drive}={workdir / 'golden.desc'}",
-            "--hostnames", HOSTNAMES, "--session-prefix", prefix]
+            "--hostnames", HOSTNAMES, "--session-prefix", prefix,
+            "--logs", str(workdir / "logs"), "--join-timeout", str(JOIN_TIMEOUT)]
     if options.key:
         argv += ["--key-file", str(key_file)]
     if options.raw_esp:
@@ -224,7 +230,11 @@ class _Processes:
         self.procs[name] = _Proc(popen, log, time.monotonic())
 
     def wait(self, deadline: float, kill: str | None) -> str | None:
-        """Wait for every process until `deadline`; SIGKILL `kill` once it extracts."""
+        """Wait for every process until `deadline`; SIGKILL `kill` once it extracts.
+
+        Once the golden node is done, nodes still running get a grace period, not more: no
+        session will come for them.
+        """
         killed = None
         while time.monotonic() < deadline:
             running = False
@@ -234,6 +244,13 @@ class _Processes:
                 running = running or proc.ended is None
             if not running:
                 return killed
+            golden_end = self.procs["golden"].ended
+            if golden_end is not None:
+                deadline = min(deadline, golden_end + GRACE)
+            node_ends = [p.ended for n, p in self.procs.items() if n != "golden"]
+            if all(node_ends):
+                # No node is left to join the golden node's sessions.
+                deadline = min(deadline, max(e for e in node_ends if e) + GRACE)
             if kill and killed is None and kill in self.procs:
                 victim = self.procs[kill].popen
                 if victim.poll() is None and _extracting(victim.pid):

@@ -27,6 +27,7 @@ IDENTITY_FILES = (
     "etc/fstab",
     "etc/machine-id",
     "etc/hostname",
+    "etc/hosts",
     "etc/ssh/ssh_host_rsa_key",
     "etc/ssh/ssh_host_rsa_key.pub",
     "etc/ssh/ssh_host_ecdsa_key",

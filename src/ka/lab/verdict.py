@@ -81,6 +81,10 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
         checks.append(check_fstab(golden.fstab, clone_fstab, expected, devices))
         checks.append(check_hostname(node, hostname, assigned_names))
         checks.append(check_ssh_keys(str(golden.root), str(root)))
+        hosts = _read(root / "etc/hosts")
+        named = bool(hostname) and hostname in hosts.split()
+        checks.append(Check("/etc/hosts names the node", named,
+                            "" if named else f"no {hostname!r} in /etc/hosts"))
         left = [p for p in REMOVED_BY_FIXUPS if os.path.lexists(root / p)]
         checks.append(Check("network identity removed", not left,
                             f"still there: {', '.join(left)}" if left else ""))

@@ -53,9 +53,10 @@ def filesystem_rate(node: NodeOutcome) -> tuple[int, float]:
     )
 
 
-def run_one(nodes: int, data: int, size: int, rate: str) -> LabCloneReport:
+def run_one(nodes: int, data: int, size: int, rate: str, key: bool) -> LabCloneReport:
     options = LabCloneOptions(
-        nodes=nodes, rate=rate, size=size, data_bytes=data, small_files=5000, timeout=1800.0
+        nodes=nodes, rate=rate, size=size, data_bytes=data, small_files=5000, timeout=1800.0,
+        key=key,
     )
     return lab_clone(options, on_step=lambda m: print(f"  [{nodes} node(s)] {m}", flush=True))
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="1GiB", help="file data in the golden tree (default 1GiB)")
     p.add_argument("--nodes", default="1,4", help="comma-separated node counts (default 1,4)")
     p.add_argument("--rate", default="1gbit", help="link rate (default 1gbit)")
+    p.add_argument("--no-key", dest="key", action="store_false",
+                   help="open sessions (no session key, so no payload encryption)")
     args = p.parse_args(argv)
     data = (
         int(float(args.data.lower().removesuffix("gib")) * GiB)
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"lab clone of {data / GiB:.2f} GiB of files to {n} node(s) at {args.rate}", flush=True
         )
-        report = run_one(n, data, size, args.rate)
+        report = run_one(n, data, size, args.rate, args.key)
         print(summary_table(report))
         failed = failed or not report.ok
         totals[n] = report.clone_seconds

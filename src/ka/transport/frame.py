@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 
 import blake3
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from ka.transport.errors import ProtocolError
 
@@ -138,13 +139,11 @@ def seal_key(root: bytes, salt: bytes) -> bytes:
 
 
 def seal(key: bytes, offset: int, payload: Buffer) -> bytes:
-    """XOR `payload` with the keystream of the frame at `offset`: its own inverse.
+    """Encrypt (or decrypt: it is its own inverse) the payload of the frame at `offset`.
 
-    The keystream is the BLAKE3 keyed XOF of the offset, i.e. a PRF in counter mode; the
-    offset is unique within a session, and the frame MAC covers the sealed bytes
-    (encrypt-then-MAC).
+    ChaCha20 with the frame's stream offset as nonce and the block counter starting at 0:
+    the offset is unique within a session and the key is unique per session (salted), so
+    no keystream is ever reused; the frame MAC covers the sealed bytes (encrypt-then-MAC).
     """
-    n = len(payload)
-    stream = blake3.blake3(offset.to_bytes(8, "little"), key=key).digest(length=n)
-    mixed = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
-    return mixed.to_bytes(n, "little")
+    nonce = bytes(4) + offset.to_bytes(8, "little") + bytes(4)
+    return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(payload)

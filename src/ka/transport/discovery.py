@@ -70,7 +70,8 @@ class DiscoveryResponder:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((bind, port))
         self.sock.settimeout(RETRY)
-        threading.Thread(target=self._loop, name="discovery", daemon=True).start()
+        self._thread = threading.Thread(target=self._loop, name="discovery", daemon=True)
+        self._thread.start()
 
     def _loop(self) -> None:
         while not self._closed:
@@ -89,7 +90,16 @@ class DiscoveryResponder:
                 pass
 
     def close(self) -> None:
+        # A thread blocked in recvfrom holds the socket (and its port) open after close()
+        # until its timeout; an empty datagram to ourselves (over loopback when bound to
+        # every address) wakes it at once, so the next session can bind the port.
         self._closed = True
+        address, port = self.sock.getsockname()
+        try:
+            self.sock.sendto(b"", ("127.0.0.1" if address == "0.0.0.0" else address, port))
+        except OSError:
+            pass
+        self._thread.join(timeout=2 * RETRY)
         self.sock.close()
 
 

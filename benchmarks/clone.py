@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ka.lab.clone import LabCloneOptions, lab_clone
@@ -53,10 +55,12 @@ def filesystem_rate(node: NodeOutcome) -> tuple[int, float]:
     )
 
 
-def run_one(nodes: int, data: int, size: int, rate: str, key: bool) -> LabCloneReport:
+def run_one(nodes: int, data: int, size: int, rate: str, key: bool,
+            images: str | None) -> LabCloneReport:
+    workdir = Path(tempfile.mkdtemp(prefix="ka-clone-bench-", dir=images)) if images else None
     options = LabCloneOptions(
         nodes=nodes, rate=rate, size=size, data_bytes=data, small_files=5000, timeout=1800.0,
-        key=key,
+        key=key, workdir=workdir,
     )
     return lab_clone(options, on_step=lambda m: print(f"  [{nodes} node(s)] {m}", flush=True))
 
@@ -68,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", default="1gbit", help="link rate (default 1gbit)")
     p.add_argument("--no-key", dest="key", action="store_false",
                    help="open sessions (no session key, so no payload encryption)")
+    p.add_argument("--images", metavar="DIR",
+                   help="put the disk images under DIR (e.g. /dev/shm, to take the host's "
+                        "disk out of the measure); default /var/tmp")
     args = p.parse_args(argv)
     data = (
         int(float(args.data.lower().removesuffix("gib")) * GiB)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"lab clone of {data / GiB:.2f} GiB of files to {n} node(s) at {args.rate}", flush=True
         )
-        report = run_one(n, data, size, args.rate, args.key)
+        report = run_one(n, data, size, args.rate, args.key, args.images)
         print(summary_table(report))
         failed = failed or not report.ok
         totals[n] = report.clone_seconds

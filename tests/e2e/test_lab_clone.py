@@ -6,6 +6,8 @@ kind of file, so that the whole file stays within a few minutes.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +108,14 @@ def test_exclude_and_raw_partition_honoured(leaves_nothing: Path) -> None:
     # comparison kept them (only their contents were left out).
     assert verdict.tree is not None and verdict.tree.ok
     assert report.ok
+
+
+def test_command_line_prints_the_summary_and_leaves_nothing(leaves_nothing: Path) -> None:
+    before = set(os.listdir("/var/tmp"))
+    result = run([sys.executable, "-m", "ka", "lab", "clone", "--nodes", "1", "--size", "640MiB",
+                  "--data", "8MiB"], check=False, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RESULT: every clone verified" in result.stdout
+    assert [line.split()[:2] for line in result.stdout.splitlines()
+            if line.startswith("node1 ")] == [["node1", "ok"]]
+    assert set(os.listdir("/var/tmp")) <= before

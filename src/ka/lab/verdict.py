@@ -79,6 +79,11 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
         hostname = _read(root / "etc/hostname").strip()
         devices = {p.number: image.partition(p.number) for p in expected}
         checks.append(check_fstab(golden.fstab, clone_fstab, expected, devices))
+        report = _report(root / REPORT_PATH)
+        position = (report or {}).get("position")
+        if isinstance(position, int) and 1 <= position <= len(assigned_names):
+            # The name is the one of the node's position in the plan session.
+            assigned_names = [assigned_names[position - 1]]
         checks.append(check_hostname(node, hostname, assigned_names))
         checks.append(check_ssh_keys(str(golden.root), str(root)))
         hosts = _read(root / "etc/hosts")
@@ -88,7 +93,6 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
         left = [p for p in REMOVED_BY_FIXUPS if os.path.lexists(root / p)]
         checks.append(Check("network identity removed", not left,
                             f"still there: {', '.join(left)}" if left else ""))
-        report = _report(root / REPORT_PATH)
         full = [d for d in golden.excluded if (root / d).is_dir() and any((root / d).iterdir())]
         checks.append(Check("excluded directories empty", not full,
                             f"not empty: {', '.join(full)}" if full

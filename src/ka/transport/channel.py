@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import struct
 import threading
@@ -19,6 +20,7 @@ from ka.transport.errors import ProtocolError
 
 HANDSHAKE_TIMEOUT = 3.0
 MAX_MESSAGE = 4 * 1024 * 1024
+LOWAT_MAX = 1024 * 1024  # well under half of any data socket's receive buffer (tune())
 _LEN = struct.Struct("<I")
 
 
@@ -45,6 +47,50 @@ def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
         if k == 0:
             raise ProtocolError("connection closed by peer")
         got += k
+
+
+class WholeReader:
+    """Fills buffers from a data socket with one wake-up per buffer, not one per packet.
+
+    On a paced link (a shaped or busy network) segments arrive a few KiB at a time; a plain
+    recv returns each of them, and every return is a context switch plus a round through the
+    interpreter and its lock. With SO_RCVLOWAT = what is still missing, poll(2) does not
+    return before that much has arrived (it does at once on EOF, reset or shutdown, and the
+    kernel acknowledges in time by itself, so the sender is never held up); the recv after it
+    then takes it all in one copy. poll first, not a recv that sleeps: a sleeping recv that
+    already copied part would only be woken once the mark is reached *again*. The mark never
+    exceeds what is missing, or a short last frame would wait for bytes that never come.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lowat = 1
+        self._poll: select.poll | None = None
+        if hasattr(socket, "SO_RCVLOWAT") and hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+
+    def fill(self, view: memoryview) -> None:
+        got, n = 0, len(view)
+        sock = self._sock
+        while got < n:
+            if self._poll is not None:
+                self._await(min(n - got, LOWAT_MAX))
+            k = sock.recv_into(view[got:])
+            if k == 0:
+                raise ProtocolError("connection closed by peer")
+            got += k
+
+    def _await(self, want: int) -> None:
+        if want != self._lowat:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                self._lowat = want
+            except OSError:
+                self._poll = None  # not supported here: plain reads, just more of them
+                return
+        assert self._poll is not None
+        self._poll.poll()
 
 
 class Channel:

@@ -20,7 +20,7 @@ import blake3
 import zstandard
 
 from ka.transport import auth
-from ka.transport.channel import KeyMismatch, initiate, recv_exact, recv_into_exact
+from ka.transport.channel import KeyMismatch, WholeReader, initiate
 from ka.transport.endpoints import Sink, SinkBroken
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import (
@@ -135,12 +135,14 @@ class Upstream:
 
     def _pull(self, sock: socket.socket) -> None:
         ring, key = self._ring, self._chunk_key
+        reader = WholeReader(sock)
+        prefix = memoryview(bytearray(PREFIX))
         while True:
-            prefix = recv_exact(sock, PREFIX)
+            reader.fill(prefix)
             header = parse_header(prefix)
             frame = bytearray(header.size)
             frame[:PREFIX] = prefix
-            recv_into_exact(sock, memoryview(frame)[PREFIX:])
+            reader.fill(memoryview(frame)[PREFIX:])
             verify_frame(key, frame, ring.end)
             ring.put(frame, last=header.kind == END)
             if header.kind == END:

@@ -32,9 +32,15 @@ class RingClosed(Exception):
 
 
 class SharedRing:
+    """One lock, two conditions, so a wake-up goes only to threads that can act on it:
+    readers wait for `data` (a new frame, the end, closing); the writer waits for `room`
+    (a cursor moved, left, or the floor changed). Readers never care about each other."""
+
     def __init__(self, capacity: int) -> None:
         self.ring = RetentionRing(capacity)
-        self.cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._data = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
         self._cursors: dict[object, int] = {}
         self._floor: int | None = None
         self.ended = False
@@ -50,67 +56,70 @@ class SharedRing:
 
     def put(self, frame: bytes | bytearray, *, last: bool = False) -> None:
         """Append a frame once there is room; raises RingClosed when the session is over."""
-        with self.cond:
+        with self._lock:
             while True:
                 if self.closed:
                     raise RingClosed
                 if self.ring.end + len(frame) - self._low() <= self.ring.capacity:
                     break
-                self.cond.wait(WAIT_STEP)
+                self._room.wait(WAIT_STEP)
             self.ring.append(frame)
             self.ended = self.ended or last
             self.ring.trim(min(self._cursors.values(), default=self.ring.end))
-            self.cond.notify_all()
+            self._data.notify_all()
 
     def get(self, offset: int, stop: Callable[[], bool]) -> bytes | bytearray:
-        """The frame at `offset`, waiting for it; RingClosed if stopped or no longer held."""
-        with self.cond:
+        """The frame at `offset`, waiting for it; RingClosed if stopped or no longer held.
+
+        The timed wait only bounds how late `stop` is noticed while no data comes."""
+        with self._lock:
             while offset >= self.ring.end:
                 if self.closed or stop() or self.ended:
                     raise RingClosed
-                self.cond.wait(WAIT_STEP)
+                self._data.wait(WAIT_STEP)
             frame = self.ring.frame_at(offset)
             if frame is None or stop():
                 raise RingClosed
             return frame
 
     def add_cursor(self, key: object, offset: int) -> bool:
-        with self.cond:
+        with self._lock:
             if not self.ring.holds(offset):
                 return False
             self._cursors[key] = offset
             return True
 
     def move(self, key: object, offset: int) -> None:
-        with self.cond:
+        with self._lock:
             self._cursors[key] = offset
-            self.cond.notify_all()
+            self._room.notify_all()  # only a writer waits for room
 
     def remove(self, key: object) -> None:
-        with self.cond:
+        with self._lock:
             self._cursors.pop(key, None)
-            self.cond.notify_all()
+            self._room.notify_all()
 
     def admit_from_start(self, margin: int) -> bool:
         """Hold production for a node that needs the stream from offset 0, if still held.
 
         Atomic with `put`, so no frame can slip out of retention between check and hold.
         """
-        with self.cond:
+        with self._lock:
             if self.ring.start != 0 or self.ring.end + margin > self.ring.capacity:
                 return False
             self._floor = 0
             return True
 
     def set_floor(self, floor: int | None) -> None:
-        with self.cond:
+        with self._lock:
             self._floor = floor
-            self.cond.notify_all()
+            self._room.notify_all()
 
     def close(self) -> None:
-        with self.cond:
+        with self._lock:
             self.closed = True
-            self.cond.notify_all()
+            self._data.notify_all()
+            self._room.notify_all()
 
 
 def tune(sock: socket.socket) -> None:

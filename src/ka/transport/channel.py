@@ -57,9 +57,10 @@ class WholeReader:
     interpreter and its lock. With SO_RCVLOWAT = what is still missing, poll(2) does not
     return before that much has arrived (it does at once on EOF, reset or shutdown, and the
     kernel acknowledges in time by itself, so the sender is never held up); the recv after it
-    then takes it all in one copy. poll first, not a recv that sleeps: a sleeping recv that
-    already copied part would only be woken once the mark is reached *again*. The mark never
-    exceeds what is missing, or a short last frame would wait for bytes that never come.
+    then takes it all in one copy. poll first, not a recv that sleeps: a recv that already
+    copied part and then sleeps is woken only by a whole mark of *new* bytes (on a shaped link
+    that stalled nodes at the end of the stream). The mark never exceeds what is missing, or a
+    short last frame would wait for bytes that never come.
     """
 
     def __init__(self, sock: socket.socket) -> None:

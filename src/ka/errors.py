@@ -6,6 +6,8 @@ Every layer below the CLI raises a `KaError` (or a subclass) that says what fail
 
 from __future__ import annotations
 
+import shlex
+
 
 class KaError(Exception):
     """Base of every error ka raises on purpose.
@@ -44,8 +46,6 @@ class CommandError(KaError):
         hint: str | None = None,
         node: str | None = None,
     ) -> None:
-        import shlex
-
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr

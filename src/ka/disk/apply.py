@@ -27,7 +27,7 @@ from ka.disk.devices import (
     sector_size,
 )
 from ka.disk.errors import DoesNotFit
-from ka.disk.plan import GPT_ENTRIES_BYTES, MBR_MAX_SECTORS, Plan, PlannedPartition
+from ka.disk.plan import Plan, PlannedPartition, usable_area
 from ka.errors import CommandError, KaError, UsageError
 from ka.run import require, run
 
@@ -221,10 +221,7 @@ def check_fits(plan: Plan, device: str) -> None:
             hint="plan again for this disk (ka desc check FILE --disk DEV)",
         )
     total = disk_size(device) // real_sector
-    if plan.label == "gpt":
-        end = total - 1 - -(-GPT_ENTRIES_BYTES // real_sector)
-    else:
-        end = min(total, MBR_MAX_SECTORS)
+    _, end = usable_area(plan.label, total, real_sector)
     needed = max((p.end for p in plan.partitions), default=0)
     if needed > end:
         raise DoesNotFit(

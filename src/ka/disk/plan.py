@@ -154,17 +154,20 @@ def _align_down(x: int, a: int) -> int:
     return x // a * a
 
 
+def usable_area(label: TableLabel, total_sectors: int, sector_size: int) -> tuple[int, int]:
+    """(first sector a partition may use, first sector after the usable area) of a disk."""
+    if label == "gpt":
+        entries = -(-GPT_ENTRIES_BYTES // sector_size)
+        return 2 + entries, total_sectors - 1 - entries
+    return 1, min(total_sectors, MBR_MAX_SECTORS)
+
+
 def plan_layout(layout: Layout, disk_size: int, sector_size: int = 512) -> Plan:
     """Place every partition of `layout` on a disk of `disk_size` bytes; raises DoesNotFit."""
     if sector_size <= 0 or sector_size & (sector_size - 1):
         raise ValueError(f"sector size must be a power of two, not {sector_size}")
-    total = disk_size // sector_size
     align = max(MIB // sector_size, 1)
-    if layout.label == "gpt":
-        entries = -(-GPT_ENTRIES_BYTES // sector_size)
-        first, end = 2 + entries, total - 1 - entries
-    else:
-        first, end = 1, min(total, MBR_MAX_SECTORS)
+    first, end = usable_area(layout.label, disk_size // sector_size, sector_size)
     if end - _align_up(first, align) < align:
         raise DoesNotFit(
             f"a disk of {disk_size} bytes is too small for any partition",

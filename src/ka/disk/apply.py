@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ka.disk.checks import UUID_RE
 from ka.disk.devices import (
     blkid_probe,
     check_disk_free,
@@ -27,12 +27,11 @@ from ka.disk.devices import (
     sector_size,
 )
 from ka.disk.errors import DoesNotFit
+from ka.disk.layout import MIB
 from ka.disk.plan import Plan, PlannedPartition, usable_area
 from ka.errors import CommandError, KaError, UsageError
 from ka.run import require, run
 
-MIB = 1024 * 1024
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 log = logging.getLogger("ka.disk")
 
 # Smallest partition each mkfs accepts (xfsprogs >= 5.19 refuses below 300 MB; mkfs.btrfs
@@ -99,7 +98,7 @@ def mkfs_commands(
 ) -> list[tuple[str, ...]]:
     """The exact commands that create filesystem `fs` on `devnode`."""
     lab = label or None
-    if uuid and fs != "vfat" and not _UUID_RE.match(uuid):
+    if uuid and fs != "vfat" and not UUID_RE.match(uuid):
         raise UsageError(
             f"'{uuid}' is not a UUID for the {fs} filesystem on {devnode}",
             hint="a UUID looks like 0fc63daf-8483-4772-8e79-3d69d8477de4 (uuidgen prints one)",

@@ -11,7 +11,7 @@ from ka.disk.types import FILESYSTEMS, GPT_ROLES, LABEL_LIMITS, MBR_ROLES
 # problem(line, column, found, expected, hint)
 Report = Callable[[int, int, str, str, str], None]
 
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _VFAT_ID_RE = re.compile(r"^[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}$")
 
 
@@ -80,7 +80,7 @@ def spec_problems(spec: PartitionSpec) -> list[tuple[str, str, str]]:
             )
         )
     if spec.uuid is not None:
-        valid = _UUID_RE.match(spec.uuid) or (spec.fs == "vfat" and _VFAT_ID_RE.match(spec.uuid))
+        valid = UUID_RE.match(spec.uuid) or (spec.fs == "vfat" and _VFAT_ID_RE.match(spec.uuid))
         if not valid:
             out.append(
                 (
@@ -104,7 +104,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
                     "drop `extended` and `logical` (GPT has up to 128 partitions), "
                     "or write `label dos`",
                 )
-            elif s.type not in GPT_ROLES and not _UUID_RE.match(s.type):
+            elif s.type not in GPT_ROLES and not UUID_RE.match(s.type):
                 problem(
                     s.line,
                     1,

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ka.disk.checks import UUID_RE
 from ka.disk.devices import (
     blkid_probe,
     check_disk_free,
@@ -29,6 +28,7 @@ from ka.disk.devices import (
 from ka.disk.errors import DoesNotFit
 from ka.disk.layout import MIB
 from ka.disk.plan import Plan, PlannedPartition, usable_area
+from ka.disk.types import GUID_RE
 from ka.errors import CommandError, KaError, UsageError
 from ka.run import require, run
 
@@ -98,7 +98,7 @@ def mkfs_commands(
 ) -> list[tuple[str, ...]]:
     """The exact commands that create filesystem `fs` on `devnode`."""
     lab = label or None
-    if uuid and fs != "vfat" and not UUID_RE.match(uuid):
+    if uuid and fs != "vfat" and not GUID_RE.match(uuid):
         raise UsageError(
             f"'{uuid}' is not a UUID for the {fs} filesystem on {devnode}",
             hint="a UUID looks like 0fc63daf-8483-4772-8e79-3d69d8477de4 (uuidgen prints one)",

@@ -6,12 +6,11 @@ import re
 from collections.abc import Callable
 
 from ka.disk.layout import PartitionSpec, TableLabel
-from ka.disk.types import FILESYSTEMS, GPT_ROLES, LABEL_LIMITS, MBR_ROLES
+from ka.disk.types import FILESYSTEMS, GPT_ROLES, GUID_RE, LABEL_LIMITS, MBR_ROLES
 
 # problem(line, column, found, expected, hint)
 Report = Callable[[int, int, str, str, str], None]
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _VFAT_ID_RE = re.compile(r"^[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}$")
 
 
@@ -80,7 +79,7 @@ def spec_problems(spec: PartitionSpec) -> list[tuple[str, str, str]]:
             )
         )
     if spec.uuid is not None:
-        valid = UUID_RE.match(spec.uuid) or (spec.fs == "vfat" and _VFAT_ID_RE.match(spec.uuid))
+        valid = GUID_RE.match(spec.uuid) or (spec.fs == "vfat" and _VFAT_ID_RE.match(spec.uuid))
         if not valid:
             out.append(
                 (
@@ -104,7 +103,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
                     "drop `extended` and `logical` (GPT has up to 128 partitions), "
                     "or write `label dos`",
                 )
-            elif s.type not in GPT_ROLES and not UUID_RE.match(s.type):
+            elif s.type not in GPT_ROLES and not GUID_RE.match(s.type):
                 problem(
                     s.line,
                     1,

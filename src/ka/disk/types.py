@@ -40,7 +40,7 @@ LABEL_LIMITS: dict[str, int] = {
     "reiserfs": 16,
 }
 
-_GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _TYPE_RE = re.compile(r"^type(?:0x)?([0-9a-fA-F]{1,2})$", re.IGNORECASE)
 _BY_BYTE = {int(code, 16): role for role, code in MBR_ROLES.items() if role != "extended"}
 _BY_GUID = {guid: role for role, guid in GPT_ROLES.items()}
@@ -60,7 +60,7 @@ def canonical_type(token: str) -> str | None:
         if byte == 0 or byte in EXTENDED_BYTES:
             return None
         return _BY_BYTE.get(byte, f"type{byte:x}")
-    if _GUID_RE.match(token):
+    if GUID_RE.match(token):
         return _BY_GUID.get(token.upper(), token.upper())
     return None
 

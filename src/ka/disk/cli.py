@@ -14,7 +14,7 @@ from ka.disk.errors import DoesNotFit
 from ka.disk.layout import Layout, parse_size
 from ka.disk.plan import minimum_disk_size, plan_layout
 from ka.disk.probe import probe_disks
-from ka.errors import UsageError
+from ka.errors import KaError, UsageError
 
 DESC_DESCRIPTION = """\
 A desc file describes the partitions of one disk, one line per partition, in order:
@@ -134,7 +134,10 @@ def _probe(args: argparse.Namespace) -> int:
         chunks.append(head + "\n" + (r.layout.to_desc() if r.layout.partitions else ""))
     text = "\n".join(chunks)
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as e:
+            raise KaError(f"cannot write {args.output}: {e.strerror}") from e
     else:
         sys.stdout.write(text)
     return 0

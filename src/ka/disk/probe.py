@@ -118,10 +118,10 @@ def _number(p: dict) -> int:  # type: ignore[type-arg]
 
 
 def _spec(
-    p: dict,
+    p: dict,  # type: ignore[type-arg]
     label: str,
     size: Size,
-    is_logical: bool,  # type: ignore[type-arg]
+    is_logical: bool,
     by_source: dict[str, str],
 ) -> PartitionSpec:
     type_ = type_from_code(p["type"], label)

@@ -63,12 +63,6 @@ class Plan:
     def total_sectors(self) -> int:
         return self.disk_size // self.sector_size
 
-    def partition(self, number: int) -> PlannedPartition:
-        for p in self.partitions:
-            if p.number == number:
-                return p
-        raise KeyError(number)
-
     def describe(self) -> str:
         """A table of every partition in MiB and sectors, for people."""
         head = (

@@ -115,6 +115,15 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
             problem(
                 specs[128].line, 1, specs[128].type, "at most 128 partitions", "merge partitions"
             )
+        fills = [s for s in specs if s.size.kind == "fill"]
+        for s in fills[1:]:
+            problem(
+                s.line,
+                1,
+                "fill",
+                "one `fill` partition",
+                f"line {fills[0].line} already takes the rest",
+            )
     else:
         primaries = [s for s in specs if s.kind != "logical"]
         if len(primaries) > 4:
@@ -164,17 +173,6 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
                     "one `fill` per level",
                     f"line {fills[0].line} already takes the rest",
                 )
-    if label == "gpt":
-        fills = [s for s in specs if s.size.kind == "fill"]
-        for s in fills[1:]:
-            problem(
-                s.line,
-                1,
-                "fill",
-                "one `fill` partition",
-                f"line {fills[0].line} already takes the rest",
-            )
-    if label == "dos":
         for s in specs:
             if s.name is not None:
                 problem(

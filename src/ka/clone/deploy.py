@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,6 @@ from ka.clone.endpoints import TarSource
 from ka.clone.plan import ClonePlan, Stream
 from ka.clone.report import InstallReport
 from ka.errors import KaError
-
-PORT_WAIT = 10.0  # seconds to wait for the session port to be free again
 
 
 class CloneFailed(KaError):
@@ -110,7 +107,7 @@ def run_clone(
             **kw,
         )
         callback = (lambda ev: on_event(name, ev)) if on_event else None
-        report = _send_when_port_free(send_fn, source, options, callback)
+        report = send_fn(source, options, callback)
         sessions.append((name, report))
         return report
 
@@ -146,24 +143,6 @@ def run_clone(
                       progress.warnings)
     return CloneResult(tuple(sessions), outcomes, logs, tuple(progress.errors),
                        tuple(progress.warnings))
-
-
-def _send_when_port_free(send_fn: Callable[..., Any], source: Any, options: Any,
-                         callback: Any) -> Any:
-    """Run one session; wait for the port while the previous session's sockets close.
-
-    Sessions follow each other on one port, and the kernel may hold the previous session's
-    socket for a moment after it is closed. Nothing was sent when listening failed, so
-    trying again is safe.
-    """
-    deadline = time.monotonic() + PORT_WAIT
-    while True:
-        try:
-            return send_fn(source, options, callback)
-        except KaError as e:
-            if not e.message.startswith("cannot listen") or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _outcomes(first: Any, later: Sequence[tuple[str, Any]], done: Any) -> tuple[NodeOutcome, ...]:

@@ -98,8 +98,14 @@ def parse_header(prefix: Buffer) -> FrameHeader:
 
 def verify_frame(chunk_key: bytes, frame: Buffer, expected_offset: int) -> FrameHeader:
     """Check a whole frame's MAC and position; raise ProtocolError if either is wrong."""
+    return check_frame(chunk_key, parse_header(memoryview(frame)[:PREFIX]), frame,
+                       expected_offset)
+
+
+def check_frame(chunk_key: bytes, header: FrameHeader, frame: Buffer,
+                expected_offset: int) -> FrameHeader:
+    """`verify_frame` for a reader that has parsed the header already (to size the frame)."""
     view = memoryview(frame)
-    header = parse_header(view[:PREFIX])
     if len(view) != header.size:
         raise ProtocolError("truncated frame")
     if header.offset != expected_offset:

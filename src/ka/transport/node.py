@@ -29,10 +29,10 @@ from ka.transport.frame import (
     FLAG_ZSTD,
     PREFIX,
     EndOfStream,
+    check_frame,
     frame_payload,
     parse_header,
     seal,
-    verify_frame,
 )
 from ka.transport.relay import ASSIGNMENT_WAIT, RingClosed, SharedRing, tune
 
@@ -143,7 +143,7 @@ class Upstream:
             frame = bytearray(header.size)
             frame[:PREFIX] = prefix
             reader.fill(memoryview(frame)[PREFIX:])
-            verify_frame(key, frame, ring.end)
+            check_frame(key, header, frame, ring.end)
             ring.put(frame, last=header.kind == END)
             if header.kind == END:
                 return

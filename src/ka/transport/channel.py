@@ -40,15 +40,6 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
-    got, n = 0, len(view)
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if k == 0:
-            raise ProtocolError("connection closed by peer")
-        got += k
-
-
 class WholeReader:
     """Fills buffers from a data socket with one wake-up per buffer, not one per packet.
 

@@ -22,6 +22,7 @@ from ka.clone.plan import (
     Stream,
 )
 from ka.disk.desc import Layout, parse_desc
+from ka.disk.devices import blkid_probe
 from ka.errors import UsageError
 
 MBR_BOOT_CODE = 440  # bytes before the disk signature and the partition table
@@ -104,10 +105,7 @@ def partition_of(device: str, sys_root: str = "/sys") -> tuple[str, int] | None:
 
 def blkid(device: str) -> BlockIdentity:
     """Identity read from the device itself (-p: no cache, works without udev)."""
-    result = run.run(["blkid", "-p", "-o", "export", device], check=False)
-    values = dict(
-        line.split("=", 1) for line in result.stdout.splitlines() if "=" in line
-    )
+    values = blkid_probe(device)
     return BlockIdentity(
         fstype=values.get("TYPE"),
         uuid=values.get("UUID"),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from transport_cluster import free_port
 
+from ka.errors import ToolMissingError
 from ka.transport import (
     BytesSink,
     BytesSource,
@@ -155,3 +156,30 @@ def test_file_sink_on_a_character_device() -> None:
     report, results = run_session(BytesSource(b"z" * 5000), [FileSink("/dev/null")],
                                   {"nodes": 1}, [{}])
     assert report.ok and results[0].bytes == 5000
+
+
+class _UnstartableSink(BytesSink):
+    """A consumer whose program is missing: open raises the project's error, not OSError."""
+
+    def open(self) -> None:
+        raise ToolMissingError("no-such-consumer")
+
+
+class _CrashingSink(BytesSink):
+    """A consumer that fails in an unforeseen way half-way through."""
+
+    def write(self, data: memoryview) -> None:
+        if len(self.data) >= 512 * 1024:
+            raise RuntimeError("unforeseen failure in the consumer")
+        super().write(data)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("sink_type", [_UnstartableSink, _CrashingSink])
+def test_a_consumer_that_never_finished_is_not_reported_as_a_success(sink_type: type) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    report, results = run_session(BytesSource(data), [sink_type(), BytesSink()], {"nodes": 2},
+                                  [{}, {}])
+    assert not report.ok
+    assert isinstance(results[0], ConsumerFailed)
+    assert not isinstance(results[1], Exception) and results[1].bytes == len(data)

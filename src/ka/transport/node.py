@@ -19,6 +19,7 @@ from typing import Any
 import blake3
 import zstandard
 
+from ka.errors import KaError
 from ka.transport import auth
 from ka.transport.channel import KeyMismatch, WholeReader, initiate
 from ka.transport.endpoints import Sink, SinkBroken
@@ -192,7 +193,7 @@ class ConsumerWriter:
         try:
             try:
                 self._sink.open()
-            except OSError as e:
+            except (OSError, KaError) as e:
                 self._fail(f"cannot start the consumer: {e}")
             completed = self._drain()
         except RingClosed:
@@ -202,6 +203,8 @@ class ConsumerWriter:
                 self.status, self.reason = self._sink.close()
             else:
                 self.status, self.reason = self._sink.abort()
+                if self.failure is None:  # an aborted sink may still say status 0
+                    self.failure = "the consumer stopped before the end of the stream"
             self.finished_at = time.monotonic()
             self.done.set()
 

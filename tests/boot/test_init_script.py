@@ -29,11 +29,14 @@ def isolated() -> list[str]:
 
     busybox sh runs its own applets (ip, reboot) before anything in PATH, so a stand-in in
     PATH is not enough: in these namespaces a mistake cannot touch this machine's network, and
-    reboot(2) only ends the namespace. Without root those calls fail with EPERM anyway.
+    reboot(2) only ends the namespace. Without root those calls fail with EPERM anyway; as
+    root without `unshare` the test is skipped rather than run against this machine.
     """
-    if os.geteuid() == 0 and shutil.which("unshare"):
-        return ["unshare", "--net", "--pid", "--fork"]
-    return []
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("unshare"):
+        pytest.skip("running busybox sh as root needs unshare (util-linux) to isolate it")
+    return ["unshare", "--net", "--pid", "--fork"]
 
 
 def sh(script: str, *args: str, env: dict[str, str] | None = None,

@@ -187,7 +187,6 @@ def test_boot_environment_gets_a_lease_and_retries(lab: LabNetwork, workdir: str
 
     serve = start_serve(lab, state, os.path.join(workdir, "serve.log"))
     try:
-        # New PID namespace: even a real `reboot -f` would only end the namespace.
         # New PID and mount namespaces: /init is PID 1 there, its mounts vanish with it, and
         # even a real `reboot -f` would only end the namespace.
         node = lab.run(1, ["unshare", "--pid", "--mount", "--fork", "--kill-child", "chroot",

@@ -141,12 +141,15 @@ def test_failure_half_way_up_removes_everything(monkeypatch: pytest.MonkeyPatch)
 def test_down_is_idempotent_and_ends_processes_left_on_hosts() -> None:
     lab = LabNetwork(1)
     lab.up()
-    sleeper = lab.spawn(1, ["sleep", "60"])
-    lab.down()
-    assert sleeper.wait(timeout=5) != 0
-    assert lab_namespaces(lab) == set()
-    lab.down()
-    assert lab_namespaces(lab) == set()
+    try:
+        sleeper = lab.spawn(1, ["sleep", "60"])
+        lab.down()
+        assert sleeper.wait(timeout=5) != 0
+        assert lab_namespaces(lab) == set()
+        lab.down()
+        assert lab_namespaces(lab) == set()
+    finally:
+        lab.down()  # on a failure above: the lab is still removed
 
 
 def test_a_name_in_use_is_refused_without_harming_the_lab_using_it() -> None:

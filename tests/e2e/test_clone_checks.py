@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,15 +56,6 @@ def test_hostname() -> None:
     assert not check_hostname("node1", "golden", ["node01"]).ok
 
 
-def _tar_copy(src: Path, dst: Path) -> None:
-    flags = ["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner"]
-    producer = subprocess.Popen(["tar", "-C", str(src), *flags, "--sparse", "-cpf", "-", "."],
-                                stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-C", str(dst), *flags, "-xpf", "-"], stdin=producer.stdout,
-                   check=True)
-    assert producer.wait() == 0
-
-
 @contextlib.contextmanager
 def _golden(tmp: Path) -> Iterator[tuple[Image, GoldenReference]]:
     desc = golden_desc(SIZE)
@@ -84,14 +75,14 @@ def _golden(tmp: Path) -> Iterator[tuple[Image, GoldenReference]]:
 
 
 def _clone_by_hand(golden: Image, ref: GoldenReference, node: Image, tmp: Path,
-                   hostname: str) -> None:
+                   hostname: str, tar_copy: Callable[[Path, Path], None]) -> None:
     desc = golden_desc(node.size)
     expected = expected_partitions(desc, node.size)
     format_golden(node, desc)
     subprocess.run(["dd", f"if={golden.partition(1)}", f"of={node.partition(1)}", "bs=1M",
                     "status=none", "conv=fsync"], check=True)
     with mounted_tree(node, expected, tmp / "clone", False) as root:
-        _tar_copy(ref.root, root)
+        tar_copy(ref.root, root)
         for d in ref.excluded:
             for child in (root / d).iterdir():
                 child.unlink()
@@ -106,10 +97,10 @@ def _clone_by_hand(golden: Image, ref: GoldenReference, node: Image, tmp: Path,
 
 
 @pytest.mark.root
-def test_verdict_on_real_disks(tmp_path: Path) -> None:
+def test_verdict_on_real_disks(tmp_path: Path, tar_copy: Callable[[Path, Path], None]) -> None:
     with _golden(tmp_path) as (golden, ref), \
             attached_image(tmp_path / "node.img", SIZE + 64 * MiB) as node:
-        _clone_by_hand(golden, ref, node, tmp_path, "node01")
+        _clone_by_hand(golden, ref, node, tmp_path, "node01", tar_copy)
         expected = expected_partitions(golden_desc(node.size), node.size)
         verdict = judge_node("node1", node, expected, ref, ["node01"], tmp_path / "check")
         assert verdict.ok, verdict.describe()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,6 @@ MiB = 1024 * 1024
 SMALL = GoldenSpec(data_bytes=4 * MiB, small_files=200, sparse_apparent=8 * MiB, privileged=False)
 
 
-def tar_copy(src: Path, dst: Path) -> None:
-    dst.mkdir()
-    flags = ["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner"]
-    producer = subprocess.Popen(["tar", "-C", str(src), *flags, "--sparse", "-cpf", "-", "."],
-                                stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-C", str(dst), *flags, "-xpf", "-"], stdin=producer.stdout,
-                   check=True)
-    assert producer.wait() == 0
-
-
 @pytest.fixture
 def golden(tmp_path: Path) -> Path:
     build_tree(tmp_path / "golden", SMALL)
@@ -37,7 +28,7 @@ def golden(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def copy(golden: Path, tmp_path: Path) -> Path:
+def copy(golden: Path, tmp_path: Path, tar_copy: Callable[[Path, Path], None]) -> Path:
     tar_copy(golden, tmp_path / "copy")
     return tmp_path / "copy"
 
@@ -147,7 +138,8 @@ def test_mtime_only_compared_when_asked(golden: Path, copy: Path) -> None:
 
 
 @pytest.mark.root
-def test_privileged_kinds_round_trip_and_are_checked(tmp_path: Path) -> None:
+def test_privileged_kinds_round_trip_and_are_checked(
+        tmp_path: Path, tar_copy: Callable[[Path, Path], None]) -> None:
     spec = GoldenSpec(data_bytes=2 * MiB, small_files=50, sparse_apparent=4 * MiB)
     tree = build_tree(tmp_path / "g", spec)
     assert {"device", "fifo", "owner", "capability"} <= tree.kinds

@@ -16,8 +16,9 @@ from ka.clone.plan import ClonePlan
 
 
 def describe_plan(plan: ClonePlan, settings: SessionSettings) -> str:
+    last = plan.session_port(plan.sessions[-1], settings.port)
     lines = [f"clone plan (version {plan.version}) for {plan.nodes} node(s), "
-             f"sessions {', '.join(plan.sessions)} on port {settings.port}"]
+             f"sessions {', '.join(plan.sessions)} on ports {settings.port}-{last} in turn"]
     for disk in plan.disks:
         size = f"{disk.size >> 20} MiB" if disk.size else "no device (desc only)"
         lines.append(f"\ngolden disk {disk.name} ({disk.device or '-'}, {size}):")

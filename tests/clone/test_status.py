@@ -84,3 +84,26 @@ def test_stray_connection_does_not_disturb(service: StatusService) -> None:
     service.close()
     t.join(10)
     assert "still here" in lines
+
+
+def test_exec_cut_off_before_its_result_is_an_error(service: StatusService) -> None:
+    errors: list[BaseException] = []
+
+    def run_console() -> None:
+        try:
+            console("127.0.0.1", service.port, KEY, lambda line: None,
+                    exec_argv=[sys.executable, "-c", "import time; time.sleep(2)"])
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=run_console)
+    t.start()
+    for _ in range(200):
+        if any("console: exec" in line for _seq, line in service._lines):
+            break
+        threading.Event().wait(0.05)
+    service.close()  # the install ends while the command still runs
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ConsoleError)
+    assert "before the command's result" in errors[0].message

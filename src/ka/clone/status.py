@@ -180,11 +180,17 @@ def console(
             msg = chan.recv()
             if msg["t"] == "log" and exec_argv is None:
                 on_line(str(msg.get("line", "")))
-            elif msg["t"] == "exec-result":
-                return msg
-            elif msg["t"] == "bye":
-                return msg
+            elif msg["t"] in ("exec-result", "bye"):
+                break
     except ProtocolError as e:
-        return {"t": "bye", "reason": str(e)}
+        msg = {"t": "bye", "reason": str(e)}
     finally:
         chan.close()
+    if exec_argv is not None and msg["t"] != "exec-result":
+        # Without its result the command's outcome is unknown: never report it as status 0.
+        raise ConsoleError(
+            f"{host}:{port} went away before the command's result"
+            + (f" ({msg['reason']})" if msg.get("reason") else ""),
+            hint="the install may have ended meanwhile; run the command again",
+        )
+    return msg

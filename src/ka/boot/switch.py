@@ -45,7 +45,7 @@ def set_boot(config: PxeConfig, nodes: Sequence[str], entry: Entry) -> PxeConfig
     if "all" in nodes:
         if len(nodes) != 1:
             raise UsageError("'all' cannot be combined with node names")
-        for path in _per_node_files(config.tftp_root):
+        for path, _ in _per_node_files(config.tftp_root):
             os.unlink(path)
         config = dataclasses.replace(config, default=entry)
         for f in menu_files(config, entry, None):
@@ -63,7 +63,7 @@ def carry_over(old: PxeConfig, new: PxeConfig) -> dict[str, Entry]:
     """Re-render every per-node menu of `old` for `new` (`ka pxe config` run again), keeping
     what each node boots; returns that, by MAC."""
     states = boot_states(old)
-    for path in _per_node_files(old.tftp_root):
+    for path, _ in _per_node_files(old.tftp_root):
         os.unlink(path)
     for mac, entry in states.items():
         for f in menu_files(new, entry, mac_key(mac)):
@@ -71,12 +71,15 @@ def carry_over(old: PxeConfig, new: PxeConfig) -> dict[str, Entry]:
     return states
 
 
-def _per_node_files(root: str) -> list[str]:
+def _per_node_files(root: str) -> list[tuple[str, str]]:
+    """(path, MAC key) of every per-node menu file under the TFTP root."""
     found = []
     for directory, pattern in _PER_NODE:
         path = os.path.join(root, directory)
         if os.path.isdir(path):
-            found += [os.path.join(path, n) for n in sorted(os.listdir(path)) if pattern.match(n)]
+            for name in sorted(os.listdir(path)):
+                if m := pattern.match(name):
+                    found.append((os.path.join(path, name), m.group(1)))
     return found
 
 
@@ -87,15 +90,7 @@ def boot_states(config: PxeConfig) -> dict[str, Entry]:
     anything else (edited by hand, half-configured) is reported as an error.
     """
     states: dict[str, Entry] = {}
-    macs: set[str] = set()
-    for directory, pattern in _PER_NODE:
-        path = os.path.join(config.tftp_root, directory)
-        if os.path.isdir(path):
-            for name in os.listdir(path):
-                m = pattern.match(name)
-                if m:
-                    macs.add(m.group(1))
-    for key in sorted(macs):
+    for key in sorted({key for _, key in _per_node_files(config.tftp_root)}):
         found: set[Entry] = set()
         for entry in ENTRIES:
             expected = menu_files(config, entry, key)

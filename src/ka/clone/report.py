@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 REPORT_VERSION = 1
 
@@ -131,13 +130,3 @@ def _reason(e: BaseException) -> str:
     text = str(e) or type(e).__name__
     return text.splitlines()[0] if text else type(e).__name__
 
-
-def summary_row(report: InstallReport) -> dict[str, Any]:
-    moved = sum(s.bytes or 0 for s in report.steps)
-    return {
-        "node": report.node,
-        "result": report.result,
-        "seconds": report.seconds,
-        "bytes": moved,
-        "reason": report.reason or "",
-    }

@@ -24,6 +24,15 @@ LOWAT_MAX = 1024 * 1024  # well under half of any data socket's receive buffer (
 _LEN = struct.Struct("<I")
 
 
+def shut(sock: socket.socket) -> None:
+    """Shut both directions, which wakes a thread blocked on the socket (recv, accept);
+    a socket that is not connected (or already reset) has nothing left to shut."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class KeyMismatch(ProtocolError):
     """The peer answered the handshake but does not hold our session key."""
 
@@ -124,10 +133,7 @@ class Channel:
 
     def close(self) -> None:
         self.closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        shut(self.sock)
         self.sock.close()
 
 

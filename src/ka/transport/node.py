@@ -21,7 +21,7 @@ import zstandard
 
 from ka.errors import KaError
 from ka.transport import auth
-from ka.transport.channel import KeyMismatch, WholeReader, initiate
+from ka.transport.channel import KeyMismatch, WholeReader, initiate, shut
 from ka.transport.endpoints import Sink, SinkBroken
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import (
@@ -71,7 +71,7 @@ class Upstream:
             sock, self._sock = self._sock, None
             self._cond.notify_all()
         if sock is not None:
-            _shut(sock)
+            shut(sock)
 
     def stop(self) -> None:
         with self._cond:
@@ -79,7 +79,7 @@ class Upstream:
             sock, self._sock = self._sock, None
             self._cond.notify_all()
         if sock is not None:
-            _shut(sock)
+            shut(sock)
 
     def _run(self) -> None:
         failed_epoch = -1
@@ -148,13 +148,6 @@ class Upstream:
             ring.put(frame, last=header.kind == END)
             if header.kind == END:
                 return
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class ConsumerWriter:

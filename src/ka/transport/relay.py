@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from ka.transport import auth
-from ka.transport.channel import Channel, respond
+from ka.transport.channel import Channel, respond, shut
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import END, frame_kind
 from ka.transport.ring import RetentionRing
@@ -195,10 +195,7 @@ class Relay:
             self._closed = True
             feeds = list(self._feeds.values())
             self._feeds.clear()
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        shut(self.listener)
         self.listener.close()
         for feed in feeds:
             feed.drop()

@@ -15,7 +15,7 @@ from typing import Any
 
 from ka.errors import UsageError
 from ka.transport import auth
-from ka.transport.channel import Channel, KeyMismatch, respond
+from ka.transport.channel import Channel, KeyMismatch, respond, shut
 from ka.transport.discovery import DiscoveryResponder
 from ka.transport.endpoints import Source
 from ka.transport.errors import ProtocolError, TransportError
@@ -101,17 +101,10 @@ def send(source: Source, options: SendOptions,
     finally:
         if responder is not None:
             responder.close()
-        _close_listener(control)
+        shut(control)
+        control.close()
         relay.close()
         ring.close()
-
-
-def _close_listener(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 def _accept(listener: socket.socket, root: bytes, inbox: _Inbox) -> None:

@@ -182,8 +182,7 @@ class Installer:
                 return n.device
         from ka.disk import partition_device
 
-        dev = {a.golden: a.device for a in self.assignments}[disk]
-        return partition_device(dev, number)
+        return partition_device(self._disk(disk), number)
 
     def _stream(self, plan: ClonePlan, stream: Stream) -> None:
         from ka.transport import FileSink

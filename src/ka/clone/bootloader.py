@@ -16,7 +16,7 @@ from pathlib import Path
 from ka import run
 from ka.errors import KaError
 
-MBR_BOOT_CODE = 440
+MBR_BOOT_CODE = 440  # bytes before the disk signature and the partition table
 
 
 class BootloaderError(KaError):

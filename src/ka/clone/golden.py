@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ka import run
 from ka.clone import tarstream
+from ka.clone.bootloader import MBR_BOOT_CODE
 from ka.clone.fstab import fstab_entries
 from ka.clone.hostnames import HostnameRule
 from ka.clone.plan import (
@@ -25,7 +26,6 @@ from ka.disk.desc import Layout, parse_desc
 from ka.disk.devices import blkid_probe
 from ka.errors import UsageError
 
-MBR_BOOT_CODE = 440  # bytes before the disk signature and the partition table
 CONTENT_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "jfs", "reiserfs")
 
 

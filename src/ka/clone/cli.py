@@ -265,6 +265,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     host, port = args.node, args.port
     if host.count(":") == 1:
         host, _, text = host.partition(":")
+        if not text.isdigit():
+            raise UsageError(f"{args.node}: expected ADDR or ADDR:PORT")
         port = int(text)
     reply = console(host, port, read_key(args.key_file), lambda line: print(line, flush=True),
                     exec_argv=args.exec, connect_timeout=args.connect_timeout)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,3 +96,17 @@ def test_seal_is_its_own_inverse_and_depends_on_offset_and_key() -> None:
     assert seal(k1, 8192, text) != sealed  # another offset, another keystream
     assert seal(k2, 4096, text) != sealed  # another session, another keystream
     assert seal(k1, 0, b"") == b""
+
+
+def test_a_frame_sealed_in_place_is_the_frame_of_the_sealed_payload() -> None:
+    from ka.transport.frame import FLAG_SEALED, FLAG_ZSTD, seal, seal_key
+
+    key = seal_key(session_key(b"secret"), b"salt-one........")
+    payload = os.urandom(5000)
+    in_place = encode_frame(KEY, DATA, payload, offset=640, raw_length=9000, flags=FLAG_ZSTD,
+                            sealed_with=key)
+    assert in_place == encode_frame(KEY, DATA, seal(key, 640, payload), offset=640,
+                                    raw_length=9000, flags=FLAG_ZSTD | FLAG_SEALED)
+    header = verify_frame(KEY, in_place, 640)
+    assert header.flags == FLAG_ZSTD | FLAG_SEALED
+    assert seal(key, 640, frame_payload(in_place)) == payload

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 import blake3
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms
 
 from ka.transport.errors import ProtocolError
 
@@ -71,15 +71,24 @@ def encode_frame(
     offset: int,
     raw_length: int | None = None,
     flags: int = 0,
+    sealed_with: bytes | None = None,
 ) -> bytearray:
+    """The frame of `payload`; with `sealed_with`, the payload is encrypted straight into
+    the frame (see `seal`) rather than into a buffer of its own and then copied."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     raw = len(payload) if raw_length is None else raw_length
+    if sealed_with is not None:
+        flags |= FLAG_SEALED
     header = HEADER.pack(MAGIC, kind, flags, len(payload), raw, offset)
     frame = bytearray(PREFIX + len(payload))
     frame[: HEADER.size] = header
-    frame[HEADER.size : PREFIX] = _mac(chunk_key, header, payload)
-    frame[PREFIX:] = payload
+    body = memoryview(frame)[PREFIX:]
+    if sealed_with is None:
+        body[:] = payload
+    else:
+        _cipher(sealed_with, offset).update_into(payload, body)
+    frame[HEADER.size : PREFIX] = _mac(chunk_key, header, body)
     return frame
 
 
@@ -151,5 +160,9 @@ def seal(key: bytes, offset: int, payload: Buffer) -> bytes:
     the offset is unique within a session and the key is unique per session (salted), so
     no keystream is ever reused; the frame MAC covers the sealed bytes (encrypt-then-MAC).
     """
+    return _cipher(key, offset).update(payload)
+
+
+def _cipher(key: bytes, offset: int) -> CipherContext:
     nonce = bytes(4) + offset.to_bytes(8, "little") + bytes(4)
-    return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(payload)
+    return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()

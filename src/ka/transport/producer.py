@@ -14,11 +14,9 @@ from ka.transport.errors import TransportError
 from ka.transport.frame import (
     DATA,
     END,
-    FLAG_SEALED,
     FLAG_ZSTD,
     EndOfStream,
     encode_frame,
-    seal,
 )
 from ka.transport.relay import RingClosed, SharedRing
 
@@ -103,9 +101,8 @@ class Producer:
                 packed = cctx.compress(chunk)
                 if len(packed) < n:
                     payload, flags = packed, FLAG_ZSTD
-            if self._seal_key is not None:
-                payload, flags = seal(self._seal_key, offset, payload), flags | FLAG_SEALED
-            frame = encode_frame(self._key, DATA, payload, offset=offset, raw_length=n, flags=flags)
+            frame = encode_frame(self._key, DATA, payload, offset=offset, raw_length=n, flags=flags,
+                                 sealed_with=self._seal_key)
             self._ring.put(frame)
             offset += len(frame)
         self._source.close()  # raises if the producer command failed: no END then

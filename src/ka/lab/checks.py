@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ka.disk.devices import blkid_probe
 from ka.lab.verify import hash_file
 from ka.run import run
 
@@ -66,17 +67,6 @@ def parse_fstab(text: str) -> list[FstabLine]:
     return out
 
 
-def blkid(device: str) -> dict[str, str]:
-    """Low-level probe of one device (works without udev); {} when nothing is found."""
-    result = run(["blkid", "-p", "-o", "export", device], check=False)
-    values = {}
-    for line in result.stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            values[key] = value
-    return values
-
-
 def check_partition_table(disk: str, expected: Sequence[ExpectedPartition],
                           label: str = "gpt") -> Check:
     table = json.loads(run(["sfdisk", "--json", disk]).stdout)["partitiontable"]
@@ -98,7 +88,7 @@ def check_fstab(golden_fstab: str, clone_fstab: str, expected: Sequence[Expected
                 devices: Mapping[int, str]) -> Check:
     """`devices`: partition number -> device node of the clone's disk."""
     golden, clone = parse_fstab(golden_fstab), parse_fstab(clone_fstab)
-    real = {n: blkid(dev) for n, dev in devices.items()}
+    real = {n: blkid_probe(dev) for n, dev in devices.items()}
     by_uuid = {v["UUID"]: n for n, v in real.items() if "UUID" in v}
     by_mount = {p.mountpoint or "swap": p for p in expected if p.fstype}
     problems = []

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import ka.disk as disk
 from ka.disk.desc import parse_desc
+from ka.disk.devices import blkid_probe
 from ka.disk.plan import plan_layout
-from ka.lab.checks import ExpectedPartition, blkid
+from ka.lab.checks import ExpectedPartition
 from ka.lab.golden import FstabEntry, esp_files
 from ka.run import run
 
@@ -137,7 +138,7 @@ def fstab_entries(image: Image, expected: tuple[ExpectedPartition, ...]) -> list
     """The golden fstab, every partition by its real UUID."""
     entries = []
     for p in sorted(expected, key=lambda p: (p.mountpoint is None, p.mountpoint or "")):
-        uuid = blkid(image.partition(p.number)).get("UUID")
+        uuid = blkid_probe(image.partition(p.number)).get("UUID")
         if uuid is None or p.fstype is None:
             continue
         if p.fstype == "swap":

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ka.clone.golden import CloneOptions, build_plan, clone_mounts, partition_of
+from ka.clone.golden import CloneOptions, _disk_size, build_plan, clone_mounts, partition_of
 from ka.clone.hostnames import parse_pattern
 from ka.clone.plan import BootloaderRequest, ExcludedDir
-from ka.errors import UsageError
+from ka.errors import KaError, UsageError
 
 
 def test_clone_mounts_of_a_mounted_tree() -> None:
@@ -114,3 +114,15 @@ def test_mbr_file_must_hold_the_boot_code(tree: Path) -> None:
     plan = build_plan(CloneOptions(nodes=1, root=str(tree), mbr_files={"/dev/vda": str(short)},
                                    descs={"vda": str(tree.parent / "golden.desc")}))
     assert plan.disks[0].boot_code == (bytes(range(256)) * 2)[:440]
+
+
+def test_raw_stream_size_must_be_readable(tmp_path: Path) -> None:
+    # A raw partition whose size cannot be read would skip the nodes' fit check: refuse it.
+
+    missing = str(tmp_path / "no-such-partition")
+    assert _disk_size(missing) == 0
+    with pytest.raises(KaError, match="cannot read the size"):
+        _disk_size(missing, required=True)
+    image = tmp_path / "part.img"
+    image.write_bytes(b"\0" * 4096)
+    assert _disk_size(str(image), required=True) == 4096

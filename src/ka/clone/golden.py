@@ -24,7 +24,7 @@ from ka.clone.plan import (
 )
 from ka.disk.desc import Layout, parse_desc
 from ka.disk.devices import blkid_probe
-from ka.errors import UsageError
+from ka.errors import KaError, UsageError
 
 CONTENT_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "jfs", "reiserfs")
 
@@ -338,7 +338,7 @@ def _streams(
         ex += tarstream.nested_excludes(p.mountpoint, [], globs)
         out.append(Stream(f"{prefix}-fs-{i}", "tar", p.disk, p.number, p.mountpoint, tuple(ex)))
     for i, p in enumerate((p for p in partitions if p.content == "raw"), 1):
-        size = _disk_size(p.device) if p.device else 0
+        size = _disk_size(p.device, required=True)
         out.append(Stream(f"{prefix}-raw-{i}", "raw", p.disk, p.number, p.mountpoint, (), size))
     return tuple(out)
 
@@ -375,13 +375,20 @@ def _excluded_refs(excluded: set[str], fstab: str) -> set[str]:
     return refs
 
 
-def _disk_size(device: str | None) -> int:
-    if not device or not os.path.exists(device):
-        return 0
+def _disk_size(device: str | None, *, required: bool = False) -> int:
+    """The size of `device` in bytes; 0 when unknown (a plain tree cloned from a desc alone).
+
+    A raw stream must know its size (the nodes check it fits), so there it is `required`.
+    """
     try:
+        if not device:
+            raise FileNotFoundError("no device")
         with open(device, "rb") as f:
             return f.seek(0, os.SEEK_END)
-    except OSError:
+    except OSError as e:
+        if required:
+            raise KaError(f"cannot read the size of {device}: {e.strerror or e}",
+                          hint="a --raw partition must be a readable block device") from e
         return 0
 
 

@@ -183,3 +183,16 @@ def test_a_consumer_that_never_finished_is_not_reported_as_a_success(sink_type: 
     assert not report.ok
     assert isinstance(results[0], ConsumerFailed)
     assert not isinstance(results[1], Exception) and results[1].bytes == len(data)
+
+
+def test_sealed_and_compressed_stream_arrives_intact() -> None:
+    # Many chunks, so every node decrypts several of them through its one reused buffer.
+    data = b"".join(b"record %d, sealed then compressed\n" % i for i in range(100000))
+    data += os.urandom(600 * 1024)  # chunks that do not compress travel sealed only
+    sinks = [BytesSink() for _ in range(2)]
+    report, results = run_session(BytesSource(data), sinks,
+                                  {"nodes": 2, "key": b"k", "compress": "zstd"},
+                                  [{"key": b"k"}, {"key": b"k"}])
+    assert report.ok and report.bytes == len(data)
+    assert [s.data == data for s in sinks] == [True, True]
+    assert all(r.digest == report.digest for r in results)

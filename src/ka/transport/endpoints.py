@@ -151,6 +151,7 @@ class Sink:
     def open(self) -> None: ...
 
     def write(self, data: memoryview) -> None:
+        """Take all of `data` now: its buffer is reused for the next chunk after the call."""
         raise NotImplementedError
 
     def close(self) -> tuple[int, str | None]:

@@ -87,7 +87,7 @@ def encode_frame(
     if sealed_with is None:
         body[:] = payload
     else:
-        _cipher(sealed_with, offset).update_into(payload, body)
+        seal_into(sealed_with, offset, payload, body)
     frame[HEADER.size : PREFIX] = _mac(chunk_key, header, body)
     return frame
 
@@ -161,6 +161,11 @@ def seal(key: bytes, offset: int, payload: Buffer) -> bytes:
     no keystream is ever reused; the frame MAC covers the sealed bytes (encrypt-then-MAC).
     """
     return _cipher(key, offset).update(payload)
+
+
+def seal_into(key: bytes, offset: int, payload: Buffer, out: memoryview) -> None:
+    """`seal` into a buffer the caller owns (a frame, or one reused for every chunk)."""
+    _cipher(key, offset).update_into(payload, out)
 
 
 def _cipher(key: bytes, offset: int) -> CipherContext:

@@ -33,7 +33,7 @@ from ka.transport.frame import (
     check_frame,
     frame_payload,
     parse_header,
-    seal,
+    seal_into,
 )
 from ka.transport.relay import ASSIGNMENT_WAIT, RingClosed, SharedRing, tune
 
@@ -157,6 +157,7 @@ class ConsumerWriter:
                  on_failing: Callable[[str], None], seal_key: bytes | None = None) -> None:
         self._ring = ring
         self._seal_key = seal_key
+        self._clear = bytearray()  # decrypted payloads, reused: the sink is done with each
         self._sink = sink
         self._on_progress = on_progress
         self._on_failing = on_failing
@@ -201,6 +202,14 @@ class ConsumerWriter:
             self.finished_at = time.monotonic()
             self.done.set()
 
+    def _unseal(self, offset: int, payload: memoryview) -> memoryview:
+        assert self._seal_key is not None
+        if len(self._clear) < len(payload):
+            self._clear = bytearray(len(payload))
+        out = memoryview(self._clear)[: len(payload)]
+        seal_into(self._seal_key, offset, payload, out)
+        return out
+
     def _drain(self) -> bool:
         ring = self._ring
         digest = blake3.blake3()
@@ -226,7 +235,7 @@ class ConsumerWriter:
                         self.mismatch = "the stream is encrypted but no key was given"
                         data = b""
                     else:
-                        data = seal(self._seal_key, pos, payload)
+                        data = self._unseal(pos, payload)
                 if header.flags & FLAG_ZSTD and self.mismatch is None:
                     try:
                         data = dctx.decompress(data, max_output_size=header.raw_length)

@@ -134,8 +134,8 @@ class LabNetwork:
                 hint="use 1 to 24 lowercase letters, digits or '-', not starting with '-'",
             )
         self.nodes = nodes
-        self.rate = rate if parse_rate(rate) is not None else None
         self.rate_bits = parse_rate(rate)
+        self.rate = rate if self.rate_bits is not None else None
         self.subnet = subnet_for(self.name)
         self.switch_netns = f"{NAMESPACE_PREFIX}{self.name}-switch"
         self.hosts: list[LabHost] = [

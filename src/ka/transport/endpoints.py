@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -72,7 +73,8 @@ class CommandSource(Source):
         self._proc: subprocess.Popen[bytes] | None = None
 
     def open(self) -> None:
-        self._proc = spawn(["sh", "-c", self.command], stdout=subprocess.PIPE)
+        self._proc = spawn(["sh", "-c", self.command], stdout=subprocess.PIPE,
+                           start_new_session=True)
         assert self._proc.stdout is not None
         _grow_pipe(self._proc.stdout.fileno())
 
@@ -96,7 +98,7 @@ class CommandSource(Source):
 
     def abort(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+            _kill_group(self._proc)
         self.close_quietly()
 
 
@@ -161,6 +163,9 @@ class Sink:
     def abort(self) -> tuple[int, str | None]:
         return self.close()
 
+    def interrupt(self) -> None:
+        """From another thread: make a `write` blocked on a stuck consumer return at once."""
+
 
 def _write_all(fd: int, data: memoryview) -> None:
     # Large writes to a pipe may return short; never hand the kernel more than the pipe holds.
@@ -177,7 +182,8 @@ class CommandSink(Sink):
         self._proc: subprocess.Popen[bytes] | None = None
 
     def open(self) -> None:
-        self._proc = spawn(["sh", "-c", self.command], stdin=subprocess.PIPE)
+        self._proc = spawn(["sh", "-c", self.command], stdin=subprocess.PIPE,
+                           start_new_session=True)
         assert self._proc.stdin is not None
         _grow_pipe(self._proc.stdin.fileno())
 
@@ -202,9 +208,12 @@ class CommandSink(Sink):
         return status, reason
 
     def abort(self) -> tuple[int, str | None]:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+        self.interrupt()
         return self.close()
+
+    def interrupt(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            _kill_group(self._proc)
 
 
 class FileSink(Sink):
@@ -258,3 +267,16 @@ class BytesSink(Sink):
     @property
     def data(self) -> bytes:
         return bytes(self._buf)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """End a user command and everything it started (a pipeline, a sub-shell).
+
+    Each command runs in a session of its own, whose process group id is the pid we
+    started, so killing that group ends exactly what this command made; killing only the
+    `sh` would leave the rest of a pipeline running and holding the pipe open.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

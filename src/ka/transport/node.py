@@ -177,6 +177,10 @@ class ConsumerWriter:
     def start(self) -> None:
         self._thread.start()
 
+    def interrupt(self) -> None:
+        """End a consumer that does not finish, even while a write to it is blocked."""
+        self._sink.interrupt()
+
     def _fail(self, reason: str) -> None:
         if self.failure is None:
             self.failure = reason

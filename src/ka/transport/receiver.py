@@ -165,8 +165,11 @@ class _Node:
             upstream.stop()
             relay.close()
             ring.close()
-            if self._started:
-                writer.done.wait(10.0)  # the consumer is killed or finished by now
+            if self._started and not writer.done.wait(10.0):
+                # Still writing to a consumer that takes nothing (stuck, or evicted for it):
+                # end it, so no consumer outlives its node and the outcome is known.
+                writer.interrupt()
+                writer.done.wait(5.0)
         return self._outcome(writer)
 
     def _consumed(self) -> None:

@@ -46,13 +46,7 @@ class NodeState:
     rate: tuple[float, int] = (0.0, 0)
 
     def send(self, kind: str, **fields: Any) -> bool:
-        if not self.connected:
-            return False
-        try:
-            self.chan.send(kind, **fields)
-            return True
-        except OSError:
-            return False
+        return self.connected and _try_send(self.chan, kind, **fields)
 
 
 class Session:

@@ -117,32 +117,35 @@ class StatusService:
                 return
 
     def _requests(self, chan: Channel) -> None:
-        while True:
-            try:
-                msg = chan.recv()
-            except (ProtocolError, OSError):
-                chan.closed = True
-                with self._cond:
-                    self._cond.notify_all()
-                return
-            if msg["t"] != "exec":
-                continue
-            argv = msg.get("argv")
-            if not self._allow_exec:
-                chan.send("exec-result", status=None, refused="this node was started "
-                          "without --allow-exec")
-                continue
-            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-                chan.send("exec-result", status=None, refused="exec needs an argv list")
-                continue
-            self.log(f"console: exec {' '.join(argv)}")
-            try:
-                r = run.run(argv, check=False, timeout=EXEC_TIMEOUT)
-                chan.send("exec-result", status=r.returncode, stdout=r.stdout[-OUTPUT_LIMIT:],
-                          stderr=r.stderr[-OUTPUT_LIMIT:])
-            except KaError as e:
-                chan.send("exec-result", status=None, refused=str(e))
+        try:
+            while True:
+                self._answer(chan, chan.recv())
+        except (ProtocolError, OSError):
+            # The console went away, or the log stream ended and closed the channel while a
+            # command ran: nobody is left to read an answer.
+            chan.closed = True
+            with self._cond:
+                self._cond.notify_all()
 
+    def _answer(self, chan: Channel, msg: dict[str, Any]) -> None:
+        if msg["t"] != "exec":
+            return
+        argv = msg.get("argv")
+        if not self._allow_exec:
+            chan.send("exec-result", status=None, refused="this node was started "
+                      "without --allow-exec")
+            return
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            chan.send("exec-result", status=None, refused="exec needs an argv list")
+            return
+        self.log(f"console: exec {' '.join(argv)}")
+        try:
+            r = run.run(argv, check=False, timeout=EXEC_TIMEOUT)
+        except KaError as e:
+            chan.send("exec-result", status=None, refused=str(e))
+            return
+        chan.send("exec-result", status=r.returncode, stdout=r.stdout[-OUTPUT_LIMIT:],
+                  stderr=r.stderr[-OUTPUT_LIMIT:])
 
 def console(
     host: str,

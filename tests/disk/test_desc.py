@@ -170,12 +170,38 @@ def test_every_wrong_line_is_reported() -> None:
         ("label dos\nlinux 1GiB boot\nlinux 1GiB boot\n", 3, "bootable"),
         ("# only a comment\n", 1, "partition"),
         ("label dos\nlinux 1GiB name=x\n", 2, "MBR"),
+        ("label gpt\nlinux 100%\n", 2, "fill"),
+        ("label gpt\nlinux 50%\nlinux 1GiB\nlinux 50%\n", 4, "lines 2, 4 add up to 100%"),
+        ("linux 1GiB\nextended fill\nlogical linux 70%\nlogical linux 40%\n", 4, "100%"),
+        ("type5 100\n", 1, "extended"),
+        ("type0 100\n", 1, "unused"),
     ],
 )
 def test_layout_errors(text: str, line: int, needle: str) -> None:
     err = _error(text)
     assert err.problems[0].line == line
     assert needle.lower() in (err.problems[0].expected + err.problems[0].hint).lower()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        ("label gpt\nlinux 1GiB ext4 /var\nlinux fill ext4 /var\n", 3, 17),
+        ("label gpt\nlinux 1GiB ext4 /\nlinux 1GiB ext4 root\n", 3, 17),
+        ("label gpt\nlinux 1GiB ext4 mount=/\nlinux 1GiB ext4 mount=/\n", 3, 17),
+        ("label gpt\nlinux fill\n  linux fill\n", 3, 9),
+        ("label gpt\nlinux 1GiB\n  logical linux 1GiB\n", 3, 3),
+        ("label gpt\nlinux 1GiB\n  type7 1GiB\n", 3, 3),
+        ("label dos\nlinux 1GiB name=x\n", 2, 12),
+        ("label dos\nlinux 1GiB boot\nlinux 1GiB   boot\n", 3, 14),
+        ("label dos\nlinux 1\nlinux 1\nlinux 1\nlinux 1\n  swap 1\n", 6, 3),
+        ("linux 1\nextended 9\n extended fill\n", 3, 2),
+        ("label gpt\nlinux 60%\nlinux 50%\n", 3, 7),
+    ],
+)
+def test_layout_problems_point_at_their_column(text: str, line: int, column: int) -> None:
+    p = _error(text).problems[0]
+    assert (p.filename, p.line, p.column) == ("layout.desc", line, column)
 
 
 def test_label_line_alone_is_an_empty_layout() -> None:

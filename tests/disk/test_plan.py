@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ka.disk import (
+    DescError,
     DoesNotFit,
     Layout,
     PartitionSpec,
@@ -63,6 +64,13 @@ def test_fill_in_the_middle_leaves_room_for_what_follows() -> None:
     assert c.end <= plan.end_usable and plan.end_usable - c.end < 2048
 
 
+def test_fill_before_a_partition_of_less_than_a_mib_leaves_no_free_mib() -> None:
+    plan = plan_layout(parse_desc("label gpt\nlinux fill\nlinux 100KiB\n"), 8 * GIB)
+    fill, small = plan.partitions
+    assert small.start == fill.end and small.size == 200
+    assert plan.end_usable - small.end < 2048  # before, a whole MiB was left after it
+
+
 def test_percent_is_of_the_whole_disk_in_whole_mib() -> None:
     plan = plan_layout(parse_desc("label gpt\nlinux 25%\nlinux 50%\n"), 8 * GIB)
     assert [p.size_bytes for p in plan.partitions] == [2 * GIB, 4 * GIB]
@@ -83,7 +91,11 @@ def test_does_not_fit_names_the_line() -> None:
     layout = parse_desc("label gpt\nlinux 4GiB\nlinux 5GiB\n", "big.desc")
     with pytest.raises(DoesNotFit) as info:
         plan_layout(layout, 8 * GIB)
-    assert "line 3" in str(info.value) and info.value.hint
+    assert str(info.value).startswith("big.desc:3: partition 2 (`linux 5GiB`) needs 5120 MiB")
+    assert info.value.hint
+    unnamed = Layout("gpt", (PartitionSpec("linux", Size.mib(9000)),))
+    with pytest.raises(DoesNotFit, match="^partition 1 "):  # built in code: no file, no line
+        plan_layout(unnamed, 8 * GIB)
     with pytest.raises(DoesNotFit):
         plan_layout(parse_desc("linux 100\nextended 50\nlogical linux 50\n"), GIB)
     with pytest.raises(DoesNotFit):  # a fill with nothing left
@@ -184,6 +196,30 @@ def test_plan_properties(layout: Layout, disk_size: int) -> None:
     _check(plan, layout)
 
 
+@settings(max_examples=300, deadline=None)
+@given(layouts(), st.integers(1, 64 * 1024).map(lambda m: m * MIB + 512 * 7))
+def test_fill_takes_exactly_the_rest(layout: Layout, disk_size: int) -> None:
+    """A fill is as large as it can be: the same size written out gives the same plan, and
+    one MiB more no longer fits the disk."""
+    try:
+        plan = plan_layout(layout, disk_size)
+    except DoesNotFit:
+        return
+    planned = {p.number: p for p in plan.partitions}
+    for i, (number, spec) in enumerate(layout.numbered()):
+        if spec.size.kind != "fill":
+            continue
+
+        def sized(nbytes: int, i: int = i, spec: PartitionSpec = spec) -> Layout:
+            parts = list(layout.partitions)
+            parts[i] = dataclasses.replace(spec, size=Size.of_bytes(nbytes))
+            return Layout(layout.label, tuple(parts))
+
+        assert plan_layout(sized(planned[number].size_bytes), disk_size) == plan
+        with pytest.raises(DoesNotFit):
+            plan_layout(sized(planned[number].size_bytes + MIB), disk_size)
+
+
 _label_text = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789_-.", min_size=1, max_size=11
 )
@@ -228,9 +264,21 @@ def decorated(draw: st.DrawFn) -> Layout:
     return Layout(layout.label, tuple(specs))
 
 
+def _percent_total(layout: Layout, logical: bool) -> int:
+    return sum(
+        s.size.value
+        for s in layout.partitions
+        if s.size.kind == "percent" and (s.kind == "logical") == logical
+    )
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(layouts(), decorated()))
 def test_to_desc_round_trip(layout: Layout) -> None:
+    if max(_percent_total(layout, False), _percent_total(layout, True)) >= 10000:
+        with pytest.raises(DescError, match="less than 100%"):  # fits no disk: refused
+            parse_desc(layout.to_desc())
+        return
     assert parse_desc(layout.to_desc()) == layout
 
 

@@ -116,11 +116,32 @@ def test_cli_check_reports_errors_and_misfits(tmp_path, capsys) -> None:  # type
     f.write_text("label gpt\nlinux 3GiB\nlinux fill\n")
     assert main(["desc", "check", str(f), "--size", "3GiB"]) == 3
     err = capsys.readouterr().err
-    assert "line 2" in err and "smallest disk it fits is 3074 MiB" in err
+    assert (
+        f"{f}:2: partition 1 (`linux 3GiB`)" in err and "smallest disk it fits is 3074 MiB" in err
+    )
     f.write_text("linux 10\nlinux ten\n")
     assert main(["desc", "check", str(f)]) == 2
     err = capsys.readouterr().err
     assert f"{f}:2:7:" in err and "hint" in err
+    f.write_text("linux 100\nextended 50\nlogical linux 50\n")  # the EBR's MiB never fits
+    assert main(["desc", "check", str(f)]) == 3
+    assert f"{f}: this layout fits no disk" in capsys.readouterr().err
+
+
+def test_cli_check_bad_input_is_an_error_not_a_traceback(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "binary.desc"
+    f.write_bytes(b"linux 100\n\xff\xfe\n")
+    assert main(["desc", "check", str(f)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    f.write_text("linux fill\n")
+    for sector in ("1000", "0", "-512", "131072"):
+        assert main(["desc", "check", str(f), "--size", "8GiB", "--sector-size", sector]) == 2
+        assert "--sector-size" in capsys.readouterr().err
+    assert main(["desc", "check", str(f), "--size", "8GiB", "--sector-size", "4096"]) == 0
+    assert "sectors of 4096 bytes" in capsys.readouterr().out
+    assert main(["desc", "check", str(f), "--disk", "/dev/loop0", "--sector-size", "4096"]) == 2
+    assert main(["desc", "check", str(tmp_path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_filesystem_floors_are_checked_before_the_disk() -> None:

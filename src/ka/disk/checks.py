@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ka.disk.layout import PartitionSpec, TableLabel
+from ka.disk.layout import PartitionSpec, Size, TableLabel
 from ka.disk.types import FILESYSTEMS, GPT_ROLES, GUID_RE, LABEL_LIMITS, MBR_ROLES
 
 # problem(line, column, found, expected, hint)
 Report = Callable[[int, int, str, str, str], None]
+# column(spec, key): where on its line the part `key` of a spec was written ("kind", "type",
+# "size", or an attribute key such as "mount").
+Column = Callable[[PartitionSpec, str], int]
 
 _VFAT_ID_RE = re.compile(r"^[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}$")
 
@@ -91,13 +94,18 @@ def spec_problems(spec: PartitionSpec) -> list[tuple[str, str, str]]:
     return out
 
 
-def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report) -> None:
+def check_layout(
+    label: TableLabel,
+    specs: list[PartitionSpec],
+    problem: Report,
+    column: Column = lambda spec, key: 1,
+) -> None:
     if label == "gpt":
         for s in specs:
             if s.kind != "primary":
                 problem(
                     s.line,
-                    1,
+                    column(s, "kind"),
                     s.kind,
                     "no extended or logical partitions in a GPT label",
                     "drop `extended` and `logical` (GPT has up to 128 partitions), "
@@ -106,20 +114,24 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
             elif s.type not in GPT_ROLES and not GUID_RE.match(s.type):
                 problem(
                     s.line,
-                    1,
+                    column(s, "type"),
                     s.type,
                     "a type GPT can hold (a role name or a GUID)",
                     f"MBR type {s.type} has no GPT equivalent known to ka: give a GPT type GUID",
                 )
         if len(specs) > 128:
             problem(
-                specs[128].line, 1, specs[128].type, "at most 128 partitions", "merge partitions"
+                specs[128].line,
+                column(specs[128], "kind"),
+                specs[128].type,
+                "at most 128 partitions",
+                "merge partitions",
             )
         fills = [s for s in specs if s.size.kind == "fill"]
         for s in fills[1:]:
             problem(
                 s.line,
-                1,
+                column(s, "size"),
                 "fill",
                 "one `fill` partition",
                 f"line {fills[0].line} already takes the rest",
@@ -129,7 +141,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
         if len(primaries) > 4:
             problem(
                 primaries[4].line,
-                1,
+                column(primaries[4], "kind"),
                 primaries[4].type,
                 "at most 4 primary partitions (extended included) in an MBR",
                 "put the others as `logical` inside an `extended` partition",
@@ -138,7 +150,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
         if len(extended) > 1:
             problem(
                 extended[1].line,
-                1,
+                column(extended[1], "type"),
                 "extended",
                 "a single extended partition",
                 "put all logicals in the first one",
@@ -150,7 +162,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
             elif s.kind == "logical" and not seen_extended:
                 problem(
                     s.line,
-                    1,
+                    column(s, "kind"),
                     "logical",
                     "an `extended` line before the first `logical` line",
                     "add e.g. `extended fill` above",
@@ -158,7 +170,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
             if s.type not in MBR_ROLES and not s.type.startswith("type"):
                 problem(
                     s.line,
-                    1,
+                    column(s, "type"),
                     s.type,
                     "a type an MBR can hold",
                     "GPT type GUIDs and `bios` need `label gpt`",
@@ -168,7 +180,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
             for s in fills[1:]:
                 problem(
                     s.line,
-                    1,
+                    column(s, "size"),
                     "fill",
                     "one `fill` per level",
                     f"line {fills[0].line} already takes the rest",
@@ -177,18 +189,21 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
             if s.name is not None:
                 problem(
                     s.line,
-                    1,
+                    column(s, "name"),
                     f"name={s.name}",
                     "no partition name in an MBR",
                     "partition names (name=) exist only in GPT; use label= for the filesystem",
                 )
+    for level in ("top", "logical"):
+        same_level = [s for s in specs if (s.kind == "logical") == (level == "logical")]
+        _check_percentages(same_level, problem, column)
     seen: dict[str, int] = {}
     for s in specs:
         if s.mountpoint:
             if s.mountpoint in seen:
                 problem(
                     s.line,
-                    1,
+                    column(s, "mount"),
                     s.mountpoint,
                     "each mount point once",
                     f"{s.mountpoint} is already on line {seen[s.mountpoint]}",
@@ -198,7 +213,7 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
     for s in roots[1:]:
         problem(
             s.line,
-            1,
+            column(s, "root"),
             "root",
             "a single root partition",
             f"line {roots[0].line} is already the root",
@@ -208,8 +223,32 @@ def check_layout(label: TableLabel, specs: list[PartitionSpec], problem: Report)
         for s in boots[1:]:
             problem(
                 s.line,
-                1,
+                column(s, "boot"),
                 "boot",
                 "a single bootable partition",
                 f"line {boots[0].line} is already bootable",
             )
+
+
+def _check_percentages(level: list[PartitionSpec], problem: Report, column: Column) -> None:
+    """Percentages of one level that fit no disk: the first MiB (and the table) is never free,
+    so 100% of the disk, alone or added up, can never be placed."""
+    total = 0
+    lines: list[str] = []
+    for s in level:
+        if s.size.kind != "percent":
+            continue
+        total += s.size.value
+        lines.append(str(s.line))
+        if total >= 10000:
+            what = f"{s.size.to_desc()} of the disk"
+            if len(lines) > 1:
+                what = f"lines {', '.join(lines)} add up to {Size.percent(total).to_desc()}, which"
+            problem(
+                s.line,
+                column(s, "size"),
+                s.size.to_desc(),
+                "percentages of the disk that add up to less than 100% (on one level)",
+                f"{what} leaves no room for the partition table: write `fill` for the rest",
+            )
+            return

@@ -74,9 +74,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     check.add_argument(
         "--sector-size",
         type=int,
-        default=512,
         metavar="BYTES",
-        help="logical sector size with --size (default 512)",
+        help="logical sector size with --size: 512 (the default) or 4096",
     )
     check.set_defaults(func=_check)
 
@@ -119,6 +118,11 @@ def _read_layout(path: str) -> Layout:
         text = Path(path).read_text()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise UsageError(
+            f"{path} is not a desc file: byte {e.start} is not UTF-8 text",
+            hint="a desc is a text file, one line per partition (see docs/desc.md)",
+        ) from None
     return parse_desc(text, path)
 
 
@@ -145,7 +149,17 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     layout = _read_layout(args.file)
+    sector = 512 if args.sector_size is None else args.sector_size
+    if sector < 512 or sector > 65536 or sector & (sector - 1):
+        raise UsageError(
+            f"--sector-size {sector}: not a logical sector size",
+            hint="disks have 512-byte sectors, or 4096 (4Kn)",
+        )
     if args.disk:
+        if args.sector_size is not None:
+            raise UsageError(
+                "--sector-size goes with --size; --disk reads the disk's own sector size"
+            )
         size, sector = disk_size(args.disk), sector_size(args.disk)
     elif args.size:
         try:
@@ -156,11 +170,15 @@ def _check(args: argparse.Namespace) -> int:
             ) from None
         if parsed.kind != "bytes":
             raise UsageError(f"--size {args.size}: give an absolute size", hint="e.g. 8GiB")
-        size, sector = parsed.value, args.sector_size
+        size = parsed.value
     else:
+        try:
+            smallest = minimum_disk_size(layout, sector)
+        except DoesNotFit as e:
+            raise DoesNotFit(f"{args.file}: {e.message}", hint=e.hint) from None
         print(
             f"{args.file}: ok, label {layout.label}, {len(layout.partitions)} partitions, "
-            f"fits disks of {_smallest(layout, args.sector_size)} or more"
+            f"fits disks of {smallest // (1024 * 1024)} MiB or more"
         )
         print(layout.to_desc(), end="")
         return 0

@@ -9,12 +9,12 @@ See docs/desc.md. Parsing is pure: text in, `Layout` or `DescError` out.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ka.disk.checks import Report, check_layout, spec_problems
 from ka.disk.errors import DescError, DescProblem
 from ka.disk.layout import Kind, Layout, PartitionSpec, TableLabel, parse_size
-from ka.disk.types import FILESYSTEMS, ROLES, canonical_type
+from ka.disk.types import EXTENDED_BYTES, FILESYSTEMS, ROLES, canonical_type
 
 _KEYS = ("fs", "mount", "label", "name", "options", "uuid")
 _SIZE_EXPECTED = (
@@ -29,6 +29,9 @@ class _Line:
     text: str
     tokens: list[tuple[int, str]]  # (1-based column, token)
     original_syntax: bool = True
+    # Where each part of the line starts: "kind" (the first word), "type", "size", and every
+    # attribute by its key, so that a problem of the whole layout points at its column.
+    columns: dict[str, int] = field(default_factory=dict)
 
 
 def _tokens(text: str) -> list[tuple[int, str]]:
@@ -89,8 +92,10 @@ def parse_desc(text: str, filename: str = "<desc>") -> Layout:
         lines.append(_Line(number, raw, toks))
 
     specs: list[PartitionSpec] = []
+    columns: dict[int, dict[str, int]] = {}
     for ln in lines:
         spec = _parse_line(ln, problem)
+        columns[ln.number] = ln.columns
         if spec is not None:
             specs.append(spec)
 
@@ -106,14 +111,22 @@ def parse_desc(text: str, filename: str = "<desc>") -> Layout:
             "see docs/desc.md for the syntax",
         )
     if not problems:
-        check_layout(label, specs, problem)
+
+        def column(spec: PartitionSpec, key: str) -> int:
+            cols = columns.get(spec.line, {})
+            if key == "root" and "root" not in cols:
+                key = "mount"  # the root given as mount=/
+            return cols.get(key, cols.get("kind", 1))
+
+        check_layout(label, specs, problem, column)
     if problems:
         raise DescError(tuple(sorted(problems, key=lambda p: (p.line, p.column))))
-    return Layout(label, tuple(specs))
+    return Layout(label, tuple(specs), source=filename)
 
 
 def _parse_line(ln: _Line, problem: Report) -> PartitionSpec | None:
     toks = list(ln.tokens)
+    ln.columns["kind"] = toks[0][0]
     kind: Kind = "primary"
     if toks[0][1].lower() == "logical":
         kind = "logical"
@@ -132,14 +145,21 @@ def _parse_line(ln: _Line, problem: Report) -> PartitionSpec | None:
         )
         return None
     type_col, type_tok = toks[0]
+    ln.columns["type"] = type_col
     canonical = canonical_type(type_tok)
     if canonical is None:
+        hint = "`linux` is a Linux filesystem, `type83` the same in MBR hex"
+        m = re.fullmatch(r"type(?:0x)?([0-9a-f]{1,2})", type_tok.lower())
+        if m and int(m.group(1), 16) in EXTENDED_BYTES:
+            hint = "an extended partition is written `extended` (then `logical` lines inside it)"
+        elif m:
+            hint = "MBR type 0 means an unused entry: leave the line out"
         problem(
             ln.number,
             type_col,
             type_tok,
             "a partition type: " + ", ".join(ROLES) + ", typeXX (MBR hex) or a GPT type GUID",
-            "`linux` is a Linux filesystem, `type83` the same in MBR hex",
+            hint,
         )
         return None
     if type_tok.lower() not in ("linux", "swap", "extended") and not type_tok.lower().startswith(
@@ -167,6 +187,7 @@ def _parse_line(ln: _Line, problem: Report) -> PartitionSpec | None:
         )
         return None
     size_col, size_tok = toks[1]
+    ln.columns["size"] = size_col
     try:
         size = parse_size(size_tok)
     except ValueError:
@@ -214,6 +235,7 @@ def _parse_line(ln: _Line, problem: Report) -> PartitionSpec | None:
         else:
             attrs[key] = value
         cols[key] = col
+    ln.columns.update(cols)
     if not ok:
         return None
     spec = PartitionSpec(

@@ -146,6 +146,7 @@ class Layout:
 
     label: TableLabel
     partitions: tuple[PartitionSpec, ...]
+    source: str = field(default="", compare=False, repr=False)  # the desc file it came from
 
     def to_desc(self) -> str:
         lines = [f"label {self.label}"] + [p.to_desc() for p in self.partitions]

@@ -232,9 +232,11 @@ class _Context:
         for i, (number, spec) in enumerate(items):
             start = _align_up(cursor, self.align) + gap
             if spec.size.kind == "fill":
-                later = items[i + 1 :]
-                footprint = sum(_align_up(self.sectors(s), self.align) + gap for _, s in later)
-                stop = _align_down(cend - footprint, self.align) if later else cend
+                # The latest each later partition can start (aligned, after its gap), from the
+                # last one back: the fill ends where the first of them must begin.
+                stop = cend
+                for _, later in reversed(items[i + 1 :]):
+                    stop = _align_down(stop - self.sectors(later), self.align) - gap
                 size = stop - start
             else:
                 size = self.sectors(spec)
@@ -248,7 +250,10 @@ class _Context:
         self, number: int, spec: PartitionSpec, start: int, cend: int, size: int
     ) -> None:
         left = max(cend - start, 0) * self.sector_size
-        where = f"line {spec.line}: " if spec.line else ""
+        where = ""
+        if spec.line:
+            source = self.layout.source
+            where = f"{source}:{spec.line}: " if source else f"line {spec.line}: "
         level = "the extended partition" if spec.kind == "logical" else "the disk"
         if spec.size.kind == "fill":
             need = "needs at least 1 sector, but the partitions after it leave none"
@@ -257,7 +262,7 @@ class _Context:
         else:
             need = f"needs {_mib(size * self.sector_size)} MiB"
         raise DoesNotFit(
-            f"partition {number} ({where}`{spec.to_desc()}`) {need}; only {_mib(left)} MiB are "
+            f"{where}partition {number} (`{spec.to_desc()}`) {need}; only {_mib(left)} MiB are "
             f"left on {level} ({_mib(self.disk_size)} MiB disk)",
             hint="use smaller sizes, a percentage, or `fill`; or use a larger disk",
         )
@@ -274,7 +279,9 @@ def minimum_disk_size(layout: Layout, sector_size: int = 512) -> int:
         lo, hi = hi, hi * 2
         if hi > 2**40:  # 1 EiB: a layout that fits nowhere (percentages above 100%)
             raise DoesNotFit(
-                "this layout fits no disk", hint="the percentages add up to 100% or more"
+                "this layout fits no disk",
+                hint="the logical partitions must fit in the extended one (with 1 MiB before "
+                "each), and the percentages must add up to less than 100%",
             )
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -141,10 +141,12 @@ def test_every_filesystem_type(loop_disk: LoopDisk, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fs", ["jfs", "reiserfs"])
 def test_jfs_reiserfs_or_a_clear_error(loop_disk: LoopDisk, fs: str) -> None:
     dev = loop_disk(64 * MIB)
-    plan = plan_layout(parse_desc(f"label gpt\nlinux fill fs={fs} label=j\n"), 64 * MIB)
+    uuid = "11111111-2222-4333-8444-555555555555"
+    plan = plan_layout(parse_desc(f"label gpt\nlinux fill fs={fs} label=j uuid={uuid}\n"), 64 * MIB)
     if available(f"mkfs.{fs}"):
         apply_plan(plan, dev)
-        assert blkid_probe(f"{dev}p1")["TYPE"] == fs
+        info = blkid_probe(f"{dev}p1")
+        assert (info["TYPE"], info["LABEL"], info["UUID"]) == (fs, "j", uuid)
         return
     with pytest.raises(ToolMissingError) as info:
         apply_plan(plan, dev)
@@ -242,8 +244,13 @@ def test_cli_apply_needs_yes_off_a_terminal_and_dry_run_changes_nothing(
 ) -> None:
     dev = loop_disk(64 * MIB)
     desc = tmp_path / "l.desc"
-    desc.write_text("label gpt\nlinux 20MiB fs=ext4\nswap fill\n")
+    desc.write_text("label gpt\nlinux 20MiB fs=ext4\nswap fill\nlinux 1GiB fs=ext9\n")
     cmd = [sys.executable, "-m", "ka", "desc", "apply", str(desc), dev]
+    wrong = subprocess.run([*cmd, "--yes"], capture_output=True, text=True)  # line 4 is wrong
+    assert wrong.returncode == 2 and f"{desc}:4:12: expected a filesystem" in wrong.stderr
+    assert "nothing was applied" in wrong.stderr
+    assert sfdisk_json(dev) == {}
+    desc.write_text("label gpt\nlinux 20MiB fs=ext4\nswap fill\n")
     refused = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     assert refused.returncode == 2 and "--yes" in refused.stderr
     dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, check=True)

@@ -152,6 +152,10 @@ def test_filesystem_floors_are_checked_before_the_disk() -> None:
     with pytest.raises(DoesNotFit) as info:
         check_filesystem_sizes(plan_layout(parse_desc("label gpt\nlinux 100MiB fs=xfs\n"), GIB))
     assert "xfs" in str(info.value) and "partition 1" in str(info.value)
+    for fs, floor in (("jfs", 16), ("reiserfs", 33)):
+        text = f"label gpt\nlinux {floor - 1}MiB fs={fs}\nlinux {floor}MiB fs={fs}\n"
+        with pytest.raises(DoesNotFit, match=f"partition 1 .* too small for {fs}"):
+            check_filesystem_sizes(plan_layout(parse_desc(text), GIB))
 
 
 def test_a_malformed_uuid_is_refused_while_planning() -> None:
@@ -166,3 +170,13 @@ def test_unmount_tree_refuses_the_root() -> None:
 
     with pytest.raises(KaError):
         unmount_tree("/")
+
+
+@pytest.mark.parametrize("target", ["/", "//", "/tmp/.."])
+def test_the_running_root_is_never_a_target(target: str) -> None:
+    from ka.disk import apply_plan
+
+    plan = plan_layout(parse_desc("label gpt\nlinux fill fs=ext4 mount=/\n"), GIB)
+    for dry_run in (True, False):
+        with pytest.raises(UsageError, match="over /"):
+            apply_plan(plan, "/dev/vdz", target=target, dry_run=dry_run)

@@ -35,7 +35,8 @@ from ka.run import require, run
 log = logging.getLogger("ka.disk")
 
 # Smallest partition each mkfs accepts (xfsprogs >= 5.19 refuses below 300 MB; mkfs.btrfs
-# states its own floor). Checked before the disk is touched.
+# states its own floor; mkfs.jfs wants 16 MiB and says so on stdout only; mkfs.reiserfs needs
+# room for its 8193-block journal). Checked before the disk is touched.
 MIN_FS_BYTES: dict[str, int] = {
     "xfs": 300 * MIB,
     "btrfs": 114294784,
@@ -44,6 +45,8 @@ MIN_FS_BYTES: dict[str, int] = {
     "ext4": 2 * MIB,
     "vfat": 64 * 1024,
     "swap": 40 * 1024,
+    "jfs": 16 * MIB,
+    "reiserfs": 33 * MIB,
 }
 
 
@@ -242,9 +245,15 @@ def apply_plan(
     """Partition, format and (with `target`) mount `device` as `plan` says.
 
     Refuses, before changing anything, a device that is not a whole block device, that is
-    mounted, swapped on or held, that holds the running root, or that is too small. With
+    mounted, swapped on or held, that holds the running root, or that is too small, and a
+    target that is the running system's root. With
     `dry_run` the same checks run and the steps are returned, not executed.
     """
+    if target is not None and os.path.realpath(target) == "/":
+        raise UsageError(
+            "refusing to mount the new filesystems over / (the running system)",
+            hint="give an empty directory as the target, e.g. --target /mnt/target",
+        )
     # The kernel name: /dev/disk/by-id links to partitions only appear with udev, and late.
     device = os.path.realpath(device)
     try:

@@ -20,10 +20,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ka.run import available, run
+
+if TYPE_CHECKING:
+    from ka.boot.pxe import PxeConfig
 
 pytestmark = pytest.mark.root
 
@@ -146,6 +150,26 @@ def rig(tmp_path: Path) -> Iterator[dict[str, object]]:
                "targets": targets, "procs": procs, "tmp": tmp_path}
 
 
+PXE_MACS = {f"node{i:02d}": f"52:54:00:00:00:0{i}" for i in (1, 2, 3)}
+
+
+def _pxe_state(state: Path) -> PxeConfig:
+    """A `ka pxe` state directory (menus only, no loader files) whose table names the nodes."""
+    from ka.boot.cmdline import BootOptions
+    from ka.boot.nodes import NodeEntry
+    from ka.boot.pxe import PxeConfig, menu_files
+    from ka.boot.state import save_state, write_text
+
+    config = PxeConfig(interface="lo", state_dir=str(state), tftp_root=str(state / "tftp"),
+                       range=("10.9.0.100", "10.9.0.199"), bios="pxelinux", uefi="none",
+                       boot=BootOptions(host="127.0.0.1"),
+                       nodes=tuple(NodeEntry(mac, None, name) for name, mac in PXE_MACS.items()))
+    for f in menu_files(config, "ka", None):
+        write_text(os.path.join(config.tftp_root, f.target), f.text)
+    save_state(config)
+    return config
+
+
 def _ka(
     argv: list[str], log: Path, procs: list[subprocess.Popen[bytes]]
 ) -> subprocess.Popen[bytes]:
@@ -179,10 +203,11 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
     watcher = _ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30", *keyed],
                   tmp / "console.log", procs)
     logs = tmp / "ka-logs"
+    pxe = _pxe_state(tmp / "pxe")
     clone = _ka(["clone", "--nodes", "3", "--root", str(mnt), "--port", str(port),
                  "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",
                  "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60",
-                 "--compress", "zstd", *keyed],
+                 "--compress", "zstd", "--pxe", pxe.state_dir, *keyed],
                 tmp / "golden.log", procs)
     for p in [clone, *installs, watcher]:
         try:
@@ -261,4 +286,11 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
     assert failed[0]["name"] not in hostnames
     for t in targets:
         assert not os.path.ismount(t)
+    # --pxe: on 127.0.0.1 the nodes report no MAC (loopback), so the node table matched
+    # them by name; the two that installed boot their disk next, the failed one stays on ka.
+    from ka.boot.switch import boot_states
+
+    assert boot_states(pxe) == {PXE_MACS[name]: "local" for name in hostnames}
+    assert summary["before_release"]["failed_on_ka"] == [failed[0]["name"]]
+    assert "matched by node table, by its name" in texts["golden"]
     shutil.rmtree(logs)

@@ -110,3 +110,54 @@ def test_eta_and_expected_bytes() -> None:
     assert eta(300_000_000, {"bytes": 100_000_000, "mb_per_s": 0.0, "state": "active"}) == ""
     assert eta(0, {"bytes": 1, "mb_per_s": 1.0, "state": "active"}) == ""
     assert eta(10, {"bytes": 10, "mb_per_s": 1.0, "state": "done"}) == ""
+
+
+def test_with_a_report_session_the_hook_runs_before_the_release(tmp_path: Path) -> None:
+    fake = FakeSend({
+        "t-plan": session(node(None, 1), node(None, 2)),
+        "t-fs-1": session(node("a", 1), node("b", 2)),
+        "t-report": session(node("a", 1, attachment=install_report("a", 1)),
+                            node("b", 2, attachment=install_report("b", 2, "tar failed"))),
+        "t-done": session(node("a", 1), node("b", 2, "failed", reason="gone")),
+    })
+    plan = ClonePlan(**{**PLAN.__dict__, "nodes": 2, "reports_before_release": True})
+    hooked: list[tuple[int, list[tuple[str, str, str | None]]]] = []
+
+    def before_release(outcomes: tuple[Any, ...]) -> dict[str, Any]:
+        hooked.append((len(fake.calls), [(o.name, o.result, o.address) for o in outcomes]))
+        return {"switched": ["a"]}
+
+    result = run_clone(plan, SessionSettings(logs_dir=str(tmp_path)), send=fake,
+                       before_release=before_release)
+    assert [(c.session, c.port, c.release_delay) for c in fake.calls] == [
+        ("t-plan", 30765, None), ("t-fs-1", 30766, None), ("t-report", 30767, None),
+        ("t-done", 30768, 0.5)]
+    # after t-report, before t-done (the release), with the outcomes known then
+    assert hooked == [(3, [("a", "ok", "10.0.0.1"), ("b", "failed", "10.0.0.2")])]
+    assert [(o.name, o.result) for o in result.nodes] == [("a", "ok"), ("b", "failed")]
+    assert result.before_release == {"switched": ["a"]}
+    summary = json.loads((tmp_path / "t/summary.json").read_text())
+    assert summary["before_release"] == {"switched": ["a"]}
+    assert summary["nodes"][0]["address"] == "10.0.0.1"
+
+
+def test_a_failing_hook_is_a_golden_error_and_the_nodes_are_still_released(
+        tmp_path: Path) -> None:
+    from ka.errors import KaError
+
+    fake = FakeSend({
+        "t-plan": session(node(None, 1)),
+        "t-fs-1": session(node("a", 1)),
+        "t-report": session(node("a", 1, attachment=install_report("a", 1))),
+        "t-done": session(node("a", 1)),
+    })
+    plan = ClonePlan(**{**PLAN.__dict__, "nodes": 1, "reports_before_release": True})
+
+    def broken(outcomes: tuple[Any, ...]) -> dict[str, Any]:
+        raise KaError("could not write a boot menu")
+
+    result = run_clone(plan, SessionSettings(logs_dir=str(tmp_path)), send=fake,
+                       before_release=broken)
+    assert [c.session for c in fake.calls][-1] == "t-done"
+    assert result.errors == ("before the release: could not write a boot menu",)
+    assert result.nodes[0].result == "ok" and not result.ok

@@ -148,3 +148,38 @@ def test_golden_gone_stops_waiting_and_fails_with_the_reason() -> None:
     last = report.steps[-1]
     assert (last.name, last.result, last.detail) == (
         "stream t-raw-1", "skipped", "the golden node is gone")
+
+
+def test_with_a_report_session_the_report_comes_before_the_release(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ka.clone import install
+    from ka.clone.netif import Interface
+
+    # The node reaches the golden node (127.0.0.1:1 here) through "eth0": it reports that
+    # interface's MAC and address, which `ka clone --pxe` switches it by.
+    monkeypatch.setattr(install, "interfaces", lambda: [
+        Interface("lo", None, ("10.99.0.1",), loopback=True),
+        Interface("eth0", "52:54:00:12:34:56", ("127.0.0.1",))])
+    plan = ClonePlan(**{**PLAN.__dict__, "reports_before_release": True})
+    fake = FakeTransport({"t-plan": plan.to_json().encode(), "t-fs-1": b"", "t-raw-1": b"",
+                          "t-report": b"", "t-done": b""})
+    report = installer(fake, port=40000).run()
+    assert [(c.session, c.port, c.wait_release, c.attachment is not None)
+            for c in fake.calls] == [
+        ("t-plan", 40000, False, False), ("t-fs-1", 40001, False, False),
+        ("t-raw-1", 40002, False, False), ("t-report", 40003, False, True),
+        ("t-done", 40004, True, False)]
+    handed = fake.calls[3].attachment
+    assert handed is not None and InstallReport.from_json(handed) == report
+    assert (report.interface, report.mac, report.ip) == ("eth0", "52:54:00:12:34:56",
+                                                         "127.0.0.1")
+
+
+def test_a_report_from_a_newer_node_with_more_fields_is_still_read() -> None:
+    import json
+
+    from ka.clone.report import InstallReport as Report
+
+    data = json.loads(Report("n1", 1, "ok", None, (), (), 0.0, 1.0).to_json())
+    data["something_new"] = 1
+    assert Report.from_json(json.dumps(data)).node == "n1"

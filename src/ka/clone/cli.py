@@ -11,15 +11,25 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from ka.clone.deploy import SessionSettings, run_clone
+from ka.boot.cli import DEFAULT_DIR as PXE_DIR
+from ka.clone import bootswitch
+from ka.clone.deploy import NodeOutcome, SessionSettings, run_clone
 from ka.clone.golden import CloneOptions, build_plan, check_disk_options
 from ka.clone.hostnames import HostnameRule, parse_pattern, parse_table
 from ka.clone.install import InstallOptions, install
 from ka.clone.mapping import parse_disk_options
 from ka.clone.plan import BootloaderRequest
 from ka.clone.status import STATUS_PORT, StatusService, console
-from ka.clone.view import LiveTable, describe_plan, expected_bytes, result_json, summary
+from ka.clone.view import (
+    LiveTable,
+    describe_plan,
+    describe_switch,
+    expected_bytes,
+    result_json,
+    summary,
+)
 from ka.errors import UsageError
 
 DEFAULT_PORT = 30765
@@ -38,6 +48,13 @@ name (`ka install --session-prefix`) or by address (`ka install --host`, same --
 boot code (--mbr/--mbr-file) travels inside the plan. Node reports are stored in
 --logs/PREFIX/NODE.json with a summary.json. Exit status: 0 when every node installed
 (stream digests checked, every step succeeded), 1 when any node failed.
+
+--pxe [DIR] (DIR: the `ka pxe` state directory, default /var/lib/ka/pxe): the nodes hand
+their reports over in PREFIX-report, before PREFIX-done releases them; in between, every
+node that installed is switched to local boot (`ka pxe set MAC local`) and a failed node stays
+on ka. A node is matched in DIR's node table by the MAC and IP address of the interface it
+reached this machine through (it reports them), the address it joined from or its name,
+else by the MAC it reports; a node that matches nothing is a warning that says what to run.
 """
 
 
@@ -83,6 +100,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S")
     p.add_argument("--logs", default="ka-logs", metavar="DIR",
                    help="where node reports are stored (DIR/PREFIX/NODE.json)")
+    p.add_argument("--pxe", nargs="?", const=PXE_DIR, metavar="DIR",
+                   help="switch each node that installed to local boot in the `ka pxe` "
+                        f"state DIR ({PXE_DIR}) before releasing it; failed nodes stay on ka")
     p.add_argument("--json", action="store_true", help="print the plan or result as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
     p.set_defaults(func=cmd_clone)
@@ -184,7 +204,11 @@ def cmd_clone(args: argparse.Namespace) -> int:
         bootloader=_bootloader(args.bootloader),
         hostnames=_hostnames(args.hostnames),
         compress=args.compress,
+        reports_before_release=args.pxe is not None,
     )
+    # Checked before anything is sent: a state that cannot be switched is found out now,
+    # not after the nodes are installed.
+    pxe = bootswitch.check_state(args.pxe) if args.pxe is not None else None
     plan = build_plan(opts)
     check_disk_options(opts, plan)
     settings = SessionSettings(
@@ -193,7 +217,13 @@ def cmd_clone(args: argparse.Namespace) -> int:
         logs_dir=args.logs,
     )
     if args.dry_run:
-        print(plan.to_json() if args.json else describe_plan(plan, settings), end="")
+        if args.json:
+            print(plan.to_json(), end="")
+        else:
+            print(describe_plan(plan, settings), end="")
+            if pxe is not None:
+                assert plan.report_session is not None
+                print(f"\nnetwork boot (--pxe): {bootswitch.describe(pxe, plan.report_session)}")
         return 0
     for note in plan.notes:
         print(f"ka: note: {note}", file=sys.stderr)
@@ -201,14 +231,30 @@ def cmd_clone(args: argparse.Namespace) -> int:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)
     table = LiveTable(expected_bytes(plan))
+
+    switched: list[bootswitch.BootSwitch] = []
+
+    def switch(outcomes: tuple[NodeOutcome, ...]) -> dict[str, Any]:
+        assert args.pxe is not None
+        switched.append(bootswitch.switch_boot(args.pxe, outcomes))
+        table.say(f"ka: [pxe] {len(switched[0].local)} node(s) switched to local boot in "
+                  f"{args.pxe}, {len(switched[0].warnings)} warning(s); releasing the nodes")
+        return switched[0].to_json()
+
     try:
-        result = run_clone(plan, settings, table.event)
+        result = run_clone(plan, settings, table.event,
+                           before_release=switch if args.pxe is not None else None)
     finally:
         table.close()
     if args.json:
         print(json.dumps(result_json(result), indent=2))
     else:
         print(summary(result))
+        for done in switched:
+            print("\n".join(describe_switch(done)))
+    for done in switched:
+        for warning in done.warnings:
+            print(f"ka: warning: {warning}", file=sys.stderr)
     return 0 if result.ok else 1
 
 

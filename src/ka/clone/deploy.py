@@ -3,7 +3,10 @@
 Each session is one chain broadcast. After the plan, a session waits only for the nodes that
 are still alive (a node evicted in one session is not waited for in the next), and never
 forever: after `join_timeout` it starts with whoever came. The last session is the release
-barrier in which every node hands over its install report.
+barrier in which every node hands over its install report. When the plan asks for it
+(`ka clone --pxe`), the reports come in a session of their own just before the barrier, and
+`before_release` sees them while every node still waits to be released: nothing reboots before
+the golden node has acted on them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ class NodeOutcome:
     result: str  # "ok" | "failed"
     reason: str | None
     report: InstallReport | None = None
+    address: str | None = None  # the node's IP address as the golden node saw it join
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class CloneResult:
     logs: str
     errors: tuple[str, ...] = ()  # golden-side failures (a producer that failed)
     warnings: tuple[str, ...] = ()  # e.g. what tar said while reading a live tree
+    before_release: Mapping[str, Any] | None = None  # what the BeforeRelease hook did
 
     @property
     def ok(self) -> bool:
@@ -65,9 +70,15 @@ class _Progress:
     alive: int
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    before_release: Mapping[str, Any] | None = None
 
 
 EventSink = Callable[[str, Any], None]  # (session name, transport Event)
+# Called with every node's outcome once the reports are in and before any node is released
+# (only when the plan has a `report_session`); returns a record of what it did, kept in the
+# result and in summary.json. A KaError it raises is a golden-side error of the clone; the
+# nodes are released all the same.
+BeforeRelease = Callable[[tuple["NodeOutcome", ...]], Mapping[str, Any]]
 
 
 def source_for(plan: ClonePlan, stream: Stream, root: str) -> Any:
@@ -87,6 +98,7 @@ def run_clone(
     settings: SessionSettings,
     on_event: EventSink | None = None,
     send: Callable[..., Any] | None = None,
+    before_release: BeforeRelease | None = None,
 ) -> CloneResult:
     from ka.transport import BytesSource, SendOptions
     from ka.transport import send as transport_send
@@ -130,6 +142,21 @@ def run_clone(
             progress.warnings.append(f"{stream.session}: tar said: {source.stderr[-2000:]}")
         if progress.alive == 0:
             break
+    reports: Any = None
+    if progress.alive and plan.report_session:
+        try:
+            reports = one(plan.report_session, BytesSource(b"ka clone reports\n"),
+                          progress.alive)
+        except KaError as e:
+            progress.errors.append(f"{plan.report_session}: {e}")
+        else:
+            progress.alive = sum(1 for n in reports.nodes if n.state != "evicted")
+        if before_release is not None:
+            try:
+                progress.before_release = before_release(_outcomes(first, sessions[1:],
+                                                                   reports))
+            except KaError as e:
+                progress.errors.append(f"before the release: {e}")
     done: Any = None
     if progress.alive:
         delay = plan.release_delay / 10 if plan.release_delay else None
@@ -138,17 +165,19 @@ def run_clone(
                        release_delay=delay)
         except KaError as e:
             progress.errors.append(f"{plan.done_session}: {e}")
-    outcomes = _outcomes(first, sessions[1:], done)
+    outcomes = _outcomes(first, sessions[1:], reports if plan.report_session else done)
     logs = store_logs(settings.logs_dir, plan, sessions, outcomes, progress.errors,
-                      progress.warnings)
+                      progress.warnings, progress.before_release)
     return CloneResult(tuple(sessions), outcomes, logs, tuple(progress.errors),
-                       tuple(progress.warnings))
+                       tuple(progress.warnings), progress.before_release)
 
 
-def _outcomes(first: Any, later: Sequence[tuple[str, Any]], done: Any) -> tuple[NodeOutcome, ...]:
+def _outcomes(first: Any, later: Sequence[tuple[str, Any]], handover: Any
+              ) -> tuple[NodeOutcome, ...]:
+    """Every node's result, from the session in which the nodes handed their reports over."""
     reports: dict[int, InstallReport] = {}
     unreadable: list[str] = []
-    for n in done.nodes if done is not None else ():
+    for n in handover.nodes if handover is not None else ():
         if not n.attachment:
             continue
         try:
@@ -171,15 +200,16 @@ def _outcomes(first: Any, later: Sequence[tuple[str, Any]], done: Any) -> tuple[
     out: list[NodeOutcome] = []
     for n in sorted(first.nodes, key=lambda x: x.position):
         r = reports.get(n.position)
+        address = n.node.rpartition(":")[0] or None
         if n.state != "ok":
             out.append(NodeOutcome(n.name or n.node, n.position, "failed",
-                                   f"plan session: {n.reason or n.state}"))
+                                   f"plan session: {n.reason or n.state}", address=address))
         elif r is None:
             name, reason = lost.pop(0) if lost else (n.name or n.node,
                                                      "did not reach the final session")
-            out.append(NodeOutcome(name, n.position, "failed", reason))
+            out.append(NodeOutcome(name, n.position, "failed", reason, address=address))
         else:
-            out.append(NodeOutcome(r.node, n.position, r.result, r.reason, r))
+            out.append(NodeOutcome(r.node, n.position, r.result, r.reason, r, address))
     for name in unreadable:
         out.append(NodeOutcome(name, 0, "failed", "its install report was unreadable"))
     return tuple(out)
@@ -192,6 +222,7 @@ def store_logs(
     outcomes: Sequence[NodeOutcome],
     errors: Sequence[str],
     warnings: Sequence[str] = (),
+    before_release: Mapping[str, Any] | None = None,
 ) -> str:
     """One JSON file per node plus a summary, in BASE/PREFIX/ (the original's store_log)."""
     directory = Path(base, plan.prefix)
@@ -205,13 +236,19 @@ def store_logs(
         "errors": list(errors),
         "warnings": list(warnings),
         "sessions": {name: rep.to_json() for name, rep in sessions},
-        "nodes": [
-            {"name": o.name, "position": o.position, "result": o.result, "reason": o.reason}
-            for o in outcomes
-        ],
+        "nodes": [node_json(o) for o in outcomes],
     }
+    if before_release is not None:
+        summary["before_release"] = dict(before_release)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return str(directory)
+
+
+def node_json(o: NodeOutcome) -> dict[str, Any]:
+    r = o.report
+    return {"name": o.name, "position": o.position, "result": o.result, "reason": o.reason,
+            "address": o.address, "interface": r.interface if r else None,
+            "mac": r.mac if r else None, "ip": r.ip if r else None}
 
 
 def _reasons(report: Any) -> str:

@@ -44,6 +44,7 @@ class CloneOptions:
     bootloader: BootloaderRequest = BootloaderRequest()
     hostnames: HostnameRule | None = None
     compress: str | None = None
+    reports_before_release: bool = False  # --pxe: act on the reports before the release
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
         release_delay=opts.release_delay,
         selinux=tarstream.tar_supports_selinux(),
         notes=tuple(notes),
+        reports_before_release=opts.reports_before_release,
     )
 
 

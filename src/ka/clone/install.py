@@ -20,7 +20,8 @@ from ka.clone import bootloader as boot
 from ka.clone import fixups, tarstream
 from ka.clone.endpoints import DiscardSink, TarSink
 from ka.clone.hostnames import assign_hostname
-from ka.clone.mapping import DiskAssignment, local_disks, local_interfaces, map_disks
+from ka.clone.mapping import DiskAssignment, local_disks, map_disks
+from ka.clone.netif import Uplink, interfaces, local_interfaces, uplink
 from ka.clone.nodedisks import fits, mount_only_content, new_uuid, read_partuuids
 from ka.clone.plan import ClonePlan, Stream
 from ka.clone.report import InstallLog, InstallReport
@@ -67,6 +68,7 @@ class Installer:
         self.hostname: str | None = None
         self.assignments: tuple[DiskAssignment, ...] = ()
         self.new_ids: list[fixups.NewIdentity] = []
+        self.uplink: Uplink | None = None
         self.mounted = False
         self.golden_gone: str | None = None  # why, once a session found no golden node
 
@@ -114,11 +116,11 @@ class Installer:
         if not failure:
             failure = _attempt(lambda: self._fix_up(plan))
         disks = {a.golden: a.device for a in self.assignments}
-        report = self.log.report(self.name or "", self.position, failure, disks)
+        report = self.log.report(self.name or "", self.position, failure, disks, self.uplink)
         if self.mounted:
             self._keep_report(report)
             failure = failure or _attempt(self._unmount)
-            report = self.log.report(self.name or "", self.position, failure, disks)
+            report = self.log.report(self.name or "", self.position, failure, disks, self.uplink)
         try:
             self._release(plan, report)
         except InstallFailed as e:
@@ -138,7 +140,9 @@ class Installer:
             s.bytes, s.digest = rep.bytes, rep.digest
             s.detail = f"position {rep.position}, {len(plan.streams)} streams"
         self.plan, self.position = plan, rep.position
-        macs, ips = local_interfaces()
+        found = interfaces()
+        self.uplink = uplink(rep.sender, found)
+        macs, ips = local_interfaces(found)
         assigned = assign_hostname(plan.hostnames, rep.position, macs, ips)
         self.hostname = assigned
         self.name = assigned or self.opts.name or f"node{rep.position:02d}"
@@ -276,7 +280,7 @@ class Installer:
                     "--bootloader grub was asked for but the clone has " + " and ".join(missing)
                 )
             for m in missing:
-                self.log.warn(f"the clone has {m}: skipped")
+                self.log.warn(f"the clone has {m}: skipped", step="initramfs and bootloader")
             if tools.initramfs or tools.grub_install:
                 with boot.chroot_mounts(target):
                     if tools.initramfs:
@@ -336,18 +340,21 @@ class Installer:
             self.mounted = False
 
     def _release(self, plan: ClonePlan, report: InstallReport) -> None:
-        """The final barrier: hand the report over and wait to be released."""
+        """The final barrier: hand the report over and wait to be released (with --pxe in
+        two sessions: the report, then the release once the golden node switched the boot)."""
         if self.golden_gone:
             raise InstallFailed(f"the golden node is gone ({self.golden_gone}), "
                                 "the report was not handed over")
-        data = report.to_json().encode()
-        sink = DiscardSink()
+        attachment: bytes | None = report.to_json().encode()
+        what = "could not hand the install report to the golden node"
         try:
-            self._receive(sink, plan.done_session, wait_release=True, attachment=data)
+            if plan.report_session:
+                self._receive(DiscardSink(), plan.report_session, attachment=attachment)
+                attachment, what = None, "the report was handed over, but the release failed"
+            self._receive(DiscardSink(), plan.done_session, wait_release=True,
+                          attachment=attachment)
         except KaError as e:
-            raise InstallFailed(
-                f"could not hand the install report to the golden node: {_one_line(e)}"
-            ) from e
+            raise InstallFailed(f"{what}: {_one_line(e)}") from e
 
     def cleanup(self) -> None:
         """Unmount whatever is still mounted (after an unexpected error)."""

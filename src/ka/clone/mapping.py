@@ -161,24 +161,3 @@ def _short(name: str) -> str:
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB"
 
-
-def local_interfaces() -> tuple[list[str], list[str]]:
-    """MAC addresses and IP addresses of this machine's interfaces (loopback left out)."""
-    macs: list[str] = []
-    ips: list[str] = []
-    if not run.available("ip"):
-        return macs, ips
-    result = run.run(["ip", "-json", "address"], check=False)
-    try:
-        links = json.loads(result.stdout or "[]")
-    except ValueError:
-        return macs, ips
-    for link in links:
-        if link.get("link_type") == "loopback":
-            continue
-        if link.get("address"):
-            macs.append(str(link["address"]))
-        for a in link.get("addr_info", []):
-            if a.get("local"):
-                ips.append(str(a["local"]))
-    return macs, ips

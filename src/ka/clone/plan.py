@@ -100,6 +100,9 @@ class ClonePlan:
     compress: str | None = None
     release_delay: int | None = None  # tenths of a second, as -d
     selinux: bool = True  # the tar streams carry SELinux labels
+    # Nodes hand their reports over in a session of their own before the release barrier,
+    # so that the golden node can act on them (`ka clone --pxe`) before any node reboots.
+    reports_before_release: bool = False
     notes: tuple[str, ...] = ()  # what the golden node wants the operator to know
     version: int = PLAN_VERSION
 
@@ -112,8 +115,14 @@ class ClonePlan:
         return f"{self.prefix}-done"
 
     @property
+    def report_session(self) -> str | None:
+        return f"{self.prefix}-report" if self.reports_before_release else None
+
+    @property
     def sessions(self) -> tuple[str, ...]:
-        return (self.plan_session, *(s.session for s in self.streams), self.done_session)
+        report = (self.report_session,) if self.report_session else ()
+        return (self.plan_session, *(s.session for s in self.streams), *report,
+                self.done_session)
 
     def session_port(self, session: str, base: int) -> int:
         """Each session has its own port, counted from `base` in session order.

@@ -10,7 +10,9 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+
+from ka.clone.netif import Uplink
 
 REPORT_VERSION = 1
 
@@ -37,6 +39,11 @@ class InstallReport:
     started: float
     seconds: float
     disks: dict[str, str] = field(default_factory=dict)  # golden disk -> local device
+    # The interface by which the node reached the golden node (the one it network-booted
+    # from, in the boot environment): what `ka clone --pxe` switches it by.
+    interface: str | None = None
+    mac: str | None = None
+    ip: str | None = None
     version: int = REPORT_VERSION
 
     def to_json(self) -> str:
@@ -47,7 +54,8 @@ class InstallReport:
         data = json.loads(text)
         data["steps"] = tuple(StepRecord(**s) for s in data.get("steps", ()))
         data["warnings"] = tuple(data.get("warnings", ()))
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class StepFailed(Exception):
@@ -87,19 +95,24 @@ class InstallLog:
             detail = state.detail or _reason(e)
             self._record(name, "failed", t0, began, state, detail)
             raise
+        finally:
+            self.current = None
         self._record(name, state.result, t0, began, state, state.detail)
 
     def skip(self, name: str, why: str) -> None:
         self.steps.append(StepRecord(name, "skipped", 0.0, time.time(), why))
         self._notify(name, f"skipped: {why}")
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, step: str | None = None) -> None:
+        """A warning, shown under `step`, else under the step running now (or "install")."""
         self.warnings.append(message)
-        self._notify(self.current or "", f"warning: {message}")
+        self._notify(step or self.current or "install", f"warning: {message}")
 
     def report(
-        self, node: str, position: int, reason: str | None, disks: dict[str, str] | None = None
+        self, node: str, position: int, reason: str | None, disks: dict[str, str] | None = None,
+        uplink: Uplink | None = None,
     ) -> InstallReport:
+        up = uplink or Uplink(None, None, None)
         return InstallReport(
             node=node,
             position=position,
@@ -110,6 +123,9 @@ class InstallLog:
             started=self.started,
             seconds=round(time.monotonic() - self._t0, 3),
             disks=dict(disks or {}),
+            interface=up.interface,
+            mac=up.mac,
+            ip=up.ip,
         )
 
     def _record(

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from ka.clone import tarstream
-from ka.clone.deploy import CloneResult, SessionSettings, source_for
+from ka.clone.bootswitch import BootSwitch
+from ka.clone.deploy import CloneResult, SessionSettings, node_json, source_for
 from ka.clone.plan import ClonePlan
 
 
@@ -59,7 +60,9 @@ def describe_plan(plan: ClonePlan, settings: SessionSettings) -> str:
                  "grub/crypttab/resume files; new machine-id and SSH host keys; set its host "
                  "name; remove net rules and DHCP leases; regenerate the initramfs and install "
                  "GRUB when the clone has them; write /var/log/ka-install.json; unmount; hand "
-                 "its report over in " + plan.done_session + ".")
+                 "its report over in " + (plan.report_session or plan.done_session)
+                 + (f" and wait for its release in {plan.done_session}"
+                    if plan.report_session else "") + ".")
     for note in plan.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"
@@ -104,7 +107,9 @@ class LiveTable:
                 print(f"ka: [{session}] {ev.message}; " + ", ".join(parts),
                       file=sys.stderr, flush=True)
             return
-        line = f"ka: [{session}] {ev.message}"
+        self.say(f"ka: [{session}] {ev.message}")
+
+    def say(self, line: str) -> None:
         if self._live is not None:
             self._live.console.print(line)
         else:
@@ -169,6 +174,19 @@ def summary(result: CloneResult) -> str:
     return "\n".join(lines)
 
 
+def describe_switch(done: BootSwitch) -> list[str]:
+    """The --pxe part of the summary: what each node boots next, and what was left alone."""
+    lines = [f"\nnetwork boot in {done.state_dir} (ka pxe):"]
+    lines += [f"  {m.node}: local (MAC {m.mac}, matched by {m.how})" for m in done.local]
+    lines += [f"  {m.node}: failed, set back to ka (MAC {m.mac}, matched by {m.how})"
+              for m in done.ka]
+    lines += [f"  {name}: failed, stays on ka" for name in done.stay]
+    lines += [f"  warning: {w}" for w in done.warnings]
+    if len(lines) == 1:
+        lines.append("  nothing to switch")
+    return lines
+
+
 def result_json(result: CloneResult) -> dict[str, Any]:
     return {
         "ok": result.ok,
@@ -176,6 +194,6 @@ def result_json(result: CloneResult) -> dict[str, Any]:
         "errors": list(result.errors),
         "warnings": list(result.warnings),
         "sessions": {name: rep.to_json() for name, rep in result.sessions},
-        "nodes": [{"name": o.name, "position": o.position, "result": o.result,
-                   "reason": o.reason} for o in result.nodes],
+        "nodes": [node_json(o) for o in result.nodes],
+        **({"before_release": dict(result.before_release)} if result.before_release else {}),
     }

@@ -173,6 +173,7 @@ def test_every_wrong_line_is_reported() -> None:
         ("label gpt\nlinux 100%\n", 2, "fill"),
         ("label gpt\nlinux 50%\nlinux 1GiB\nlinux 50%\n", 4, "lines 2, 4 add up to 100%"),
         ("linux 1GiB\nextended fill\nlogical linux 70%\nlogical linux 40%\n", 4, "100%"),
+        ("label gpt\nlinux 1GiB name=abcdefghijklmnopqrstuvwxyz0123456789A\n", 2, "36"),
         ("type5 100\n", 1, "extended"),
         ("type0 100\n", 1, "unused"),
     ],

@@ -14,6 +14,7 @@ Report = Callable[[int, int, str, str, str], None]
 # "size", or an attribute key such as "mount").
 Column = Callable[[PartitionSpec, str], int]
 
+GPT_NAME_UNITS = 36  # a GPT entry holds the name in 72 bytes of UTF-16
 _VFAT_ID_RE = re.compile(r"^[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}$")
 
 
@@ -79,6 +80,14 @@ def spec_problems(spec: PartitionSpec) -> list[tuple[str, str, str]]:
                 "label",
                 f"a {spec.fs} label of at most {LABEL_LIMITS[spec.fs]} bytes",
                 "shorten the label",
+            )
+        )
+    if spec.name is not None and len(spec.name.encode("utf-16-le")) > 2 * GPT_NAME_UNITS:
+        out.append(
+            (
+                "name",
+                f"a GPT partition name of at most {GPT_NAME_UNITS} characters",
+                "shorten the name (sfdisk would cut it)",
             )
         )
     if spec.uuid is not None:

@@ -12,7 +12,7 @@ from ka.disk.desc import parse_desc
 from ka.disk.devices import disk_size, sector_size
 from ka.disk.errors import DoesNotFit
 from ka.disk.layout import Layout, parse_size
-from ka.disk.plan import minimum_disk_size, plan_layout
+from ka.disk.plan import Plan, minimum_disk_size, plan_layout
 from ka.disk.probe import probe_disks
 from ka.errors import KaError, UsageError
 
@@ -182,26 +182,27 @@ def _check(args: argparse.Namespace) -> int:
         )
         print(layout.to_desc(), end="")
         return 0
-    try:
-        plan = plan_layout(layout, size, sector)
-    except DoesNotFit as e:
-        raise DoesNotFit(
-            e.message, hint=f"the smallest disk it fits is {_smallest(layout, sector)}; {e.hint}"
-        ) from None
-    print(plan.describe())
+    print(_plan(layout, size, sector).describe())
     return 0
 
 
-def _smallest(layout: Layout, sector: int) -> str:
+def _plan(layout: Layout, size: int, sector: int) -> Plan:
+    """The plan, or a DoesNotFit that also tells the smallest disk the layout fits."""
     try:
-        return f"{minimum_disk_size(layout, sector) // (1024 * 1024)} MiB"
-    except DoesNotFit:
-        return "none"
+        return plan_layout(layout, size, sector)
+    except DoesNotFit as e:
+        try:
+            smallest = f"{minimum_disk_size(layout, sector) // (1024 * 1024)} MiB"
+        except DoesNotFit:
+            smallest = "none"
+        raise DoesNotFit(
+            e.message, hint=f"the smallest disk it fits is {smallest}; {e.hint}"
+        ) from None
 
 
 def _apply(args: argparse.Namespace) -> int:
     layout = _read_layout(args.file)
-    plan = plan_layout(layout, disk_size(args.disk), sector_size(args.disk))
+    plan = _plan(layout, disk_size(args.disk), sector_size(args.disk))
     if args.dry_run:
         result = apply_plan(plan, args.disk, target=args.target, dry_run=True)
         print(plan.describe())

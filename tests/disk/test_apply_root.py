@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import stat
 import subprocess
 import sys
@@ -322,3 +323,18 @@ def test_probe_without_arguments_lists_the_machine_disks_not_loops(loop_disk: Lo
     for r in reports:
         assert r.size > 0 and r.sector_size >= 512
         assert r.layout.partitions or r.note  # an empty layout always says why
+
+
+def test_a_failing_mkfs_says_why_even_on_stdout(
+    loop_disk: LoopDisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "bin" / "mkfs.jfs"  # mkfs.jfs explains its refusals on stdout only
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Partition must be at least 16 megabytes.'\nexit 22\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    dev = loop_disk(64 * MIB)
+    with pytest.raises(CommandError) as info:
+        apply_plan(plan_layout(parse_desc("label gpt\nlinux fill fs=jfs\n"), 64 * MIB), dev)
+    assert info.value.returncode == 22 and info.value.argv[0] == "mkfs.jfs"
+    assert "at least 16 megabytes" in str(info.value)

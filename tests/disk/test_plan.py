@@ -91,7 +91,7 @@ def test_does_not_fit_names_the_line() -> None:
     layout = parse_desc("label gpt\nlinux 4GiB\nlinux 5GiB\n", "big.desc")
     with pytest.raises(DoesNotFit) as info:
         plan_layout(layout, 8 * GIB)
-    assert str(info.value).startswith("big.desc:3: partition 2 (`linux 5GiB`) needs 5120 MiB")
+    assert str(info.value).startswith("big.desc:3:7: partition 2 (`linux 5GiB`) needs 5120 MiB")
     assert info.value.hint
     unnamed = Layout("gpt", (PartitionSpec("linux", Size.mib(9000)),))
     with pytest.raises(DoesNotFit, match="^partition 1 "):  # built in code: no file, no line

@@ -117,7 +117,7 @@ def test_cli_check_reports_errors_and_misfits(tmp_path, capsys) -> None:  # type
     assert main(["desc", "check", str(f), "--size", "3GiB"]) == 3
     err = capsys.readouterr().err
     assert (
-        f"{f}:2: partition 1 (`linux 3GiB`)" in err and "smallest disk it fits is 3074 MiB" in err
+        f"{f}:2:7: partition 1 (`linux 3GiB`)" in err and "smallest disk it fits is 3074 MiB" in err
     )
     f.write_text("linux 10\nlinux ten\n")
     assert main(["desc", "check", str(f)]) == 2

@@ -289,13 +289,12 @@ def apply_plan(
             if step.action == "partition-nodes":
                 ensure_partition_nodes(device, expected=expected)
                 continue
-            try:
-                run(step.argv, input=step.input)
-            except CommandError as e:
-                if step.argv[0] != "mount":
-                    raise
-                hint = _mount_hint(step.argv[2])
-                raise CommandError(e.argv, e.returncode, e.stderr, hint=hint) from e
+            result = run(step.argv, input=step.input, check=False)
+            if result.returncode != 0:
+                # Some mkfs (mkfs.jfs) say why they failed on stdout only.
+                said = result.stderr if result.stderr.strip() else result.stdout
+                hint = _mount_hint(step.argv[2]) if step.argv[0] == "mount" else None
+                raise CommandError(result.argv, result.returncode, said, hint=hint)
             if step.argv[0] == "mount":
                 mounted.append(step.argv[-1])
     except BaseException:

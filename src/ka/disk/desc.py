@@ -251,6 +251,7 @@ def _parse_line(ln: _Line, problem: Report) -> PartitionSpec | None:
         boot="boot" in flags,
         root="root" in flags,
         line=ln.number,
+        column=size_col,
     )
     for key, message, hint in spec_problems(spec):
         problem(ln.number, cols.get(key, type_col), _found(spec, key, type_tok), message, hint)

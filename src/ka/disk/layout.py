@@ -109,6 +109,7 @@ class PartitionSpec:
     boot: bool = False
     root: bool = False
     line: int = field(default=0, compare=False, repr=False)
+    column: int = field(default=0, compare=False, repr=False)  # of the size, for misfit errors
 
     def __post_init__(self) -> None:
         # Normalised here so that parse(to_desc(x)) == x whatever way a layout was built.

@@ -253,7 +253,8 @@ class _Context:
         where = ""
         if spec.line:
             source = self.layout.source
-            where = f"{source}:{spec.line}: " if source else f"line {spec.line}: "
+            col = f":{spec.column}" if spec.column else ""
+            where = f"{source}:{spec.line}{col}: " if source else f"line {spec.line}: "
         level = "the extended partition" if spec.kind == "logical" else "the disk"
         if spec.size.kind == "fill":
             need = "needs at least 1 sector, but the partitions after it leave none"

@@ -154,7 +154,8 @@ def layouts(draw: st.DrawFn) -> Layout:
 
 
 def _check(plan: Plan, layout: Layout) -> None:
-    align = 2048
+    align = MIB // plan.sector_size
+    ss = plan.sector_size
     parts = sorted(plan.partitions, key=lambda p: p.start)
     assert len(parts) == len(layout.partitions)
     extended = [p for p in parts if p.kind == "extended"]
@@ -175,7 +176,7 @@ def _check(plan: Plan, layout: Layout) -> None:
     for p in parts:
         spec = by_number[p.number]
         if spec.size.kind == "bytes":
-            assert p.size_bytes == -(-spec.size.value // 512) * 512
+            assert p.size_bytes == -(-spec.size.value // ss) * ss
     # fill takes exactly the rest: the last sibling that is fill ends at its container's end
     for level, end in ((top, plan.end_usable), (logicals, extended[0].end if extended else 0)):
         if level and by_number[level[-1].number].size.kind == "fill":
@@ -186,23 +187,29 @@ def _check(plan: Plan, layout: Layout) -> None:
                 assert nxt.start - p.end < 2 * align
 
 
+# Disk sizes in whole MiB plus a few odd sectors, and both sector sizes of real disks.
+_disks = st.tuples(st.integers(1, 64 * 1024), st.sampled_from([512, 4096])).map(
+    lambda d: (d[0] * MIB + d[1] * 7, d[1])
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(layouts(), st.integers(1, 64 * 1024).map(lambda m: m * MIB + 512 * 7))
-def test_plan_properties(layout: Layout, disk_size: int) -> None:
+@given(layouts(), _disks)
+def test_plan_properties(layout: Layout, disk: tuple[int, int]) -> None:
     try:
-        plan = plan_layout(layout, disk_size)
+        plan = plan_layout(layout, *disk)
     except DoesNotFit:
         return
     _check(plan, layout)
 
 
 @settings(max_examples=300, deadline=None)
-@given(layouts(), st.integers(1, 64 * 1024).map(lambda m: m * MIB + 512 * 7))
-def test_fill_takes_exactly_the_rest(layout: Layout, disk_size: int) -> None:
+@given(layouts(), _disks)
+def test_fill_takes_exactly_the_rest(layout: Layout, disk: tuple[int, int]) -> None:
     """A fill is as large as it can be: the same size written out gives the same plan, and
     one MiB more no longer fits the disk."""
     try:
-        plan = plan_layout(layout, disk_size)
+        plan = plan_layout(layout, *disk)
     except DoesNotFit:
         return
     planned = {p.number: p for p in plan.partitions}
@@ -215,9 +222,9 @@ def test_fill_takes_exactly_the_rest(layout: Layout, disk_size: int) -> None:
             parts[i] = dataclasses.replace(spec, size=Size.of_bytes(nbytes))
             return Layout(layout.label, tuple(parts))
 
-        assert plan_layout(sized(planned[number].size_bytes), disk_size) == plan
+        assert plan_layout(sized(planned[number].size_bytes), *disk) == plan
         with pytest.raises(DoesNotFit):
-            plan_layout(sized(planned[number].size_bytes + MIB), disk_size)
+            plan_layout(sized(planned[number].size_bytes + MIB), *disk)
 
 
 _label_text = st.text(

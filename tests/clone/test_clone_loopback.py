@@ -4,8 +4,10 @@ Two disks are large enough and must become verified clones; the third is too sma
 must fail with the reason, stay in the chain as a relay, and hand its report over.
 
 The golden disk is a small GPT loop disk (ext4 /, swap, ext4 /srv) probed by `ka clone`
-itself; the nodes are found with --host. Everything made here (loops, mounts, processes) is
-removed at the end, also when an assertion fails.
+itself; the swap partition goes raw (--raw), /tmp is excluded, and --pxe switches the nodes
+that installed to local boot in a `ka pxe` state directory; the nodes are found with --host.
+Everything made here (loops, mounts, processes) is removed at the end, also when an assertion
+fails.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import shutil
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,12 +43,19 @@ GOLDEN_DESC = (
     "linux fill fs=ext4 mount=/srv label=gsrv\n"
 )
 TIMEOUT = 120
+# vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW (13): a file capability.
+CAP_NET_RAW = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _read(dev: str, size: int) -> bytes:
+    with open(dev, "rb") as f:
+        return f.read(size)
 
 
 def _blkid(dev: str, tag: str) -> str:
@@ -89,6 +100,9 @@ def _populate(root: Path, srv: Path, golden_dev: str) -> None:
     os.chown(suid, 0, 0)
     os.chmod(suid, 0o4755)
     os.setxattr(big, "user.ka.test", b"golden-xattr")
+    ping = root / "usr/ping"
+    ping.write_text("#!/bin/sh\n")
+    os.setxattr(ping, "security.capability", CAP_NET_RAW)
     os.chown(root / "usr/share/doc/f001.txt", 1234, 5678)
     (root / "etc/hostname").write_text("golden\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tgolden\n")
@@ -207,7 +221,8 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
     clone = _ka(["clone", "--nodes", "3", "--root", str(mnt), "--port", str(port),
                  "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",
                  "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60",
-                 "--compress", "zstd", "--pxe", pxe.state_dir, *keyed],
+                 "--compress", "zstd", "--pxe", pxe.state_dir, "--raw", f"{drive}:2",
+                 *keyed],
                 tmp / "golden.log", procs)
     for p in [clone, *installs, watcher]:
         try:
@@ -243,6 +258,8 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
             assert os.readlink(root / "usr/big.symlink") == "big.bin"
             assert os.getxattr(root / "usr/big.bin", "user.ka.test") == b"golden-xattr"
             assert os.stat(root / "usr/null").st_rdev == os.makedev(1, 3)
+            assert stat.S_ISFIFO(os.stat(root / "usr/fifo").st_mode)
+            assert os.getxattr(root / "usr/ping", "security.capability") == CAP_NET_RAW
             assert os.stat(root / "usr/suid").st_mode & 0o7777 == 0o4755
             st = os.stat(root / "usr/share/doc/f001.txt")
             assert (st.st_uid, st.st_gid) == (1234, 5678)
@@ -263,6 +280,8 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
             assert "LABEL=gsrv /srv" in fstab and "tmpfs /run/shm" in fstab
             assert fstab.startswith("# golden fstab\n")
             assert _blkid(root_dev, "UUID") != _blkid(partition_device(golden, 1), "UUID")
+            # --raw DRIVE:2: the swap partition came byte for byte, its identity with it
+            assert _read(swap_dev, 8 * MiB) == _read(partition_device(golden, 2), 8 * MiB)
             grub = (root / "boot/grub/grub.cfg").read_text()
             assert f"root=UUID={_blkid(root_dev, 'UUID')}" in grub
             # identity

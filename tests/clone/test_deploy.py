@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ka.clone.deploy import SessionSettings, run_clone
 from ka.clone.plan import ClonePlan, GoldenDisk, GoldenPartition, Stream
 from ka.clone.report import InstallReport, StepRecord
+from ka.errors import UsageError
 from ka.transport import TransportError
 from ka.transport.options import NodeReport, SendOptions, SessionReport
 
@@ -161,3 +165,19 @@ def test_a_failing_hook_is_a_golden_error_and_the_nodes_are_still_released(
     assert [c.session for c in fake.calls][-1] == "t-done"
     assert result.errors == ("before the release: could not write a boot menu",)
     assert result.nodes[0].result == "ok" and not result.ok
+
+
+@pytest.mark.parametrize(("changes", "port", "message"), [
+    ({"compress": "gzip"}, 30765, "unknown compression 'gzip'"),
+    ({"compress": "zstd:42"}, 30765, "zstd level 42 out of range"),
+    ({"release_delay": -5}, 30765, "--release-delay must not be negative"),
+    ({}, 65534, "the 3 sessions need ports up to 65536, above 65535"),
+])
+def test_bad_settings_are_refused_before_any_session(tmp_path: Path, changes: dict[str, Any],
+                                                     port: int, message: str) -> None:
+    # The transport would refuse them only in a later session, after the nodes partitioned.
+    fake = FakeSend({})
+    plan = ClonePlan(**{**PLAN.__dict__, **changes})
+    with pytest.raises(UsageError, match=re.escape(message)):
+        run_clone(plan, SessionSettings(logs_dir=str(tmp_path), port=port), send=fake)
+    assert fake.calls == []

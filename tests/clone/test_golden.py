@@ -116,6 +116,17 @@ def test_mbr_file_must_hold_the_boot_code(tree: Path) -> None:
     assert plan.disks[0].boot_code == (bytes(range(256)) * 2)[:440]
 
 
+def test_unreadable_mbr_file_and_unknown_excluded_disk_are_usage_errors(tree: Path) -> None:
+    desc = {"vda": str(tree.parent / "golden.desc")}
+    with pytest.raises(UsageError, match="--mbr-file vda .*/missing.bin: No such file"):
+        build_plan(CloneOptions(nodes=1, root=str(tree), descs=desc,
+                                mbr_files={"vda": str(tree.parent / "missing.bin")}))
+    with pytest.raises(UsageError, match="--exclude-disk ka-no-such-disk: no such disk") as e:
+        build_plan(CloneOptions(nodes=1, root=str(tree), descs=desc,
+                                exclude_disks=("/dev/ka-no-such-disk",)))
+    assert e.value.hint == "disks of the golden tree: none"
+
+
 def test_raw_stream_size_must_be_readable(tmp_path: Path) -> None:
     # A raw partition whose size cannot be read would skip the nodes' fit check: refuse it.
 

@@ -183,3 +183,33 @@ def test_a_report_from_a_newer_node_with_more_fields_is_still_read() -> None:
     data = json.loads(Report("n1", 1, "ok", None, (), (), 0.0, 1.0).to_json())
     data["something_new"] = 1
     assert Report.from_json(json.dumps(data)).node == "n1"
+
+
+def test_a_tar_error_fails_the_node_with_tars_own_words(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The original sent tar's stderr to /dev/null: here the real tar's message is the reason.
+    from ka.transport import ConsumerFailed
+
+    plan = ClonePlan(**{**PLAN.__dict__, "streams": PLAN.streams[:1]})
+    payloads = {"t-plan": plan.to_json().encode(), "t-fs-1": b"this is not a tar archive\n" * 99,
+                "t-done": b""}
+    joined: list[str] = []
+
+    def transport(sink: Any, options: ReceiveOptions) -> ReceiveReport:
+        joined.append(options.session or "")
+        data = payloads[options.session or ""]
+        sink.open()
+        sink.write(memoryview(data))
+        status, reason = sink.close()
+        if status:
+            raise ConsumerFailed(f"the consumer failed: {reason}")
+        return ReceiveReport(len(data), 0.01, "d" * 64, 0, 1, "127.0.0.1:1")
+
+    node = Installer(InstallOptions(prefix="t", target=str(tmp_path)), receive=transport)
+    node._prepare_disks = lambda plan: None  # type: ignore[method-assign]
+    report = node.run()
+    assert joined == ["t-plan", "t-fs-1", "t-done"]
+    assert report.result == "failed"
+    assert report.reason is not None and "tar --extract exited with status 2" in report.reason
+    step = next(s for s in report.steps if s.name == "extract /")
+    assert step.result == "failed"
+    assert step.detail.startswith("tar said: ") and "not look like a tar archive" in step.detail

@@ -15,7 +15,7 @@ from typing import Any
 
 from ka.boot.cli import DEFAULT_DIR as PXE_DIR
 from ka.clone import bootswitch
-from ka.clone.deploy import NodeOutcome, SessionSettings, run_clone
+from ka.clone.deploy import NodeOutcome, SessionSettings, check_settings, run_clone
 from ka.clone.golden import CloneOptions, build_plan, check_disk_options
 from ka.clone.hostnames import HostnameRule, parse_pattern, parse_table
 from ka.clone.install import InstallOptions, install
@@ -216,6 +216,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
         join_timeout=args.join_timeout, stall_timeout=args.stall_timeout, bind=args.bind,
         logs_dir=args.logs,
     )
+    check_settings(plan, settings)
     if args.dry_run:
         if args.json:
             print(plan.to_json(), end="")

@@ -23,7 +23,7 @@ from ka.clone import tarstream
 from ka.clone.endpoints import TarSource
 from ka.clone.plan import ClonePlan, Stream
 from ka.clone.report import InstallReport
-from ka.errors import KaError
+from ka.errors import KaError, UsageError
 
 
 class CloneFailed(KaError):
@@ -93,6 +93,43 @@ def source_for(plan: ClonePlan, stream: Stream, root: str) -> Any:
     return FileSource(part.device)
 
 
+def session_options(plan: ClonePlan, settings: SessionSettings, name: str, nodes: int) -> Any:
+    """The transport options of one session of the plan."""
+    from ka.transport import SendOptions
+
+    first = name == plan.plan_session
+    return SendOptions(
+        nodes=nodes,
+        session=name,
+        port=plan.session_port(name, settings.port),
+        key=settings.key,
+        stall_timeout=settings.stall_timeout,
+        bind=settings.bind,
+        min_nodes=None if first else 1,
+        wait_timeout=None if first else settings.join_timeout,
+        compress=plan.compress if any(s.session == name for s in plan.streams) else None,
+        release_delay=(plan.release_delay / 10 if plan.release_delay else None)
+        if name == plan.done_session else None,
+    )
+
+
+def check_settings(plan: ClonePlan, settings: SessionSettings) -> None:
+    """Refuse, before anything is sent, what the transport would refuse in a later session
+    (a compression, a release delay, the last session's port): by then the nodes would have
+    partitioned their disks for nothing."""
+    from ka.transport.producer import compression_level
+    from ka.transport.sender import validate
+
+    compression_level(plan.compress)
+    last = plan.session_port(plan.sessions[-1], settings.port)
+    if last > 65535:
+        raise UsageError(f"--port {settings.port}: the {len(plan.sessions)} sessions need "
+                         f"ports up to {last}, above 65535",
+                         hint=f"use a --port of at most {65536 - len(plan.sessions)}")
+    for name in plan.sessions:
+        validate(session_options(plan, settings, name, plan.nodes))
+
+
 def run_clone(
     plan: ClonePlan,
     settings: SessionSettings,
@@ -100,38 +137,29 @@ def run_clone(
     send: Callable[..., Any] | None = None,
     before_release: BeforeRelease | None = None,
 ) -> CloneResult:
-    from ka.transport import BytesSource, SendOptions
+    from ka.transport import BytesSource
     from ka.transport import send as transport_send
 
+    check_settings(plan, settings)
     send_fn = send or transport_send
     sessions: list[tuple[str, Any]] = []
 
-    def one(name: str, source: Any, nodes: int, *, first: bool = False, **kw: Any) -> Any:
-        options = SendOptions(
-            nodes=nodes,
-            session=name,
-            port=plan.session_port(name, settings.port),
-            key=settings.key,
-            stall_timeout=settings.stall_timeout,
-            bind=settings.bind,
-            min_nodes=None if first else 1,
-            wait_timeout=None if first else settings.join_timeout,
-            **kw,
-        )
+    def one(name: str, source: Any, nodes: int) -> Any:
+        options = session_options(plan, settings, name, nodes)
         callback = (lambda ev: on_event(name, ev)) if on_event else None
         report = send_fn(source, options, callback)
         sessions.append((name, report))
         return report
 
     progress = _Progress(alive=plan.nodes)
-    first = one(plan.plan_session, BytesSource(plan.to_json().encode()), plan.nodes, first=True)
+    first = one(plan.plan_session, BytesSource(plan.to_json().encode()), plan.nodes)
     progress.alive = sum(1 for n in first.nodes if n.state == "ok")
     if progress.alive == 0:
         raise CloneFailed("no node received the plan", hint=_reasons(first))
     for stream in plan.streams:
         source = source_for(plan, stream, settings.root)
         try:
-            report = one(stream.session, source, progress.alive, compress=plan.compress)
+            report = one(stream.session, source, progress.alive)
         except KaError as e:
             # The nodes saw the stream cut and go on as relays; keep going so that every
             # node still reaches the final session and reports.
@@ -159,10 +187,8 @@ def run_clone(
                 progress.errors.append(f"before the release: {e}")
     done: Any = None
     if progress.alive:
-        delay = plan.release_delay / 10 if plan.release_delay else None
         try:
-            done = one(plan.done_session, BytesSource(b"ka clone done\n"), progress.alive,
-                       release_delay=delay)
+            done = one(plan.done_session, BytesSource(b"ka clone done\n"), progress.alive)
         except KaError as e:
             progress.errors.append(f"{plan.done_session}: {e}")
     outcomes = _outcomes(first, sessions[1:], reports if plan.report_session else done)

@@ -26,6 +26,7 @@ from ka.disk.desc import Layout, parse_desc
 from ka.disk.devices import blkid_probe
 from ka.errors import KaError, UsageError
 
+SYS_BLOCK = "/sys/class/block"
 CONTENT_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "jfs", "reiserfs")
 
 
@@ -150,6 +151,12 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
         if where:
             by_partition[where] = m
     excluded = {short(d) for d in opts.exclude_disks}
+    tree_disks = sorted({d for d, _n in by_partition})
+    for disk in sorted(excluded):
+        if disk not in tree_disks and not Path(SYS_BLOCK, disk).exists():
+            raise UsageError(f"--exclude-disk {disk}: no such disk on this machine",
+                             hint="disks of the golden tree: " + (", ".join(tree_disks)
+                                                                   or "none"))
     disks = _golden_disks(opts, mounts, by_partition, excluded, notes)
     partitions: list[GoldenPartition] = []
     finished: list[GoldenDisk] = []
@@ -366,7 +373,7 @@ def _excluded_refs(excluded: set[str], fstab: str) -> set[str]:
     """fstab device fields that name a partition of an excluded disk."""
     refs: set[str] = set()
     for disk in excluded:
-        sys_dir = Path("/sys/class/block", disk)
+        sys_dir = Path(SYS_BLOCK, disk)
         for part in sorted(sys_dir.glob(f"{disk}*")) if sys_dir.exists() else []:
             dev = f"/dev/{part.name}"
             ident = blkid(dev) if os.path.exists(dev) else BlockIdentity()
@@ -397,7 +404,11 @@ def _disk_size(device: str | None, *, required: bool = False) -> int:
 def _boot_code(opts: CloneOptions, disk: _Disk) -> bytes | None:
     files = {short(k): v for k, v in opts.mbr_files.items()}
     if disk.name in files:
-        data = Path(files[disk.name]).read_bytes()
+        try:
+            with open(files[disk.name], "rb") as f:
+                data = f.read(MBR_BOOT_CODE)
+        except OSError as e:
+            raise UsageError(f"--mbr-file {disk.name} {files[disk.name]}: {e.strerror}") from e
         if len(data) < MBR_BOOT_CODE:
             raise UsageError(
                 f"--mbr-file {disk.name} {files[disk.name]}: {len(data)} bytes, "
@@ -407,8 +418,12 @@ def _boot_code(opts: CloneOptions, disk: _Disk) -> bytes | None:
     if disk.name in {short(m) for m in opts.mbr}:
         if not disk.device:
             raise UsageError(f"--mbr {disk.name}: no such disk on this machine")
-        with open(disk.device, "rb") as f:
-            return f.read(MBR_BOOT_CODE)
+        try:
+            with open(disk.device, "rb") as f:
+                return f.read(MBR_BOOT_CODE)
+        except OSError as e:
+            raise UsageError(f"--mbr {disk.name}: cannot read {disk.device}: {e.strerror}",
+                             hint="reading a disk needs root") from e
     return None
 
 

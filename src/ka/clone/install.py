@@ -130,12 +130,21 @@ class Installer:
         return report
 
     def _receive_plan(self) -> ClonePlan:
-        from ka.transport import BytesSink
+        from ka.transport import BytesSink, SenderNotFound
 
         session = f"{self.opts.prefix or 'ka'}-plan"
         with self.log.step("receive plan") as s:
             sink = BytesSink()
-            rep = self._receive(sink, session)
+            try:
+                rep = self._receive(sink, session)
+            except SenderNotFound as e:
+                where = (f"at {self.opts.host} port {self.opts.port}" if self.opts.host
+                         else f"for session {session!r} (port {self.opts.port})")
+                raise SenderNotFound(
+                    f"no golden node {where}: {e.message}",
+                    hint="start `ka clone` on the golden node with the same --session-prefix "
+                         "or address, --port and key; a node may start first, it waits up to "
+                         "--find-timeout") from e
             plan = ClonePlan.from_json(sink.data)
             s.bytes, s.digest = rep.bytes, rep.digest
             s.detail = f"position {rep.position}, {len(plan.streams)} streams"
@@ -308,8 +317,9 @@ class Installer:
             number = next(n for n, p in desc.numbered() if p.type == "esp")
             path = os.path.join(target, esp.lstrip("/"))
             os.makedirs(path, exist_ok=True)
-            run.run(["mount", self._device_of(root_disk, number), path])
-            esp_mounted = path
+            if not os.path.ismount(path):  # mounted already when the ESP came as a tar stream
+                run.run(["mount", self._device_of(root_disk, number), path])
+                esp_mounted = path
         try:
             for argv in boot.grub_install_argvs(tools.grub_install, self._disk(root_disk),
                                                 uefi=esp is not None, bios=bios, esp=esp):

@@ -172,11 +172,25 @@ def test_unmount_tree_refuses_the_root() -> None:
         unmount_tree("/")
 
 
-@pytest.mark.parametrize("target", ["/", "//", "/tmp/.."])
-def test_the_running_root_is_never_a_target(target: str) -> None:
+@pytest.mark.parametrize("target", ["/", "//", "/tmp/..", "FILE"])
+def test_the_running_root_or_a_file_is_never_a_target(target: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from ka.disk import apply_plan
 
+    if target == "FILE":
+        target = str(tmp_path / "a-file")
+        open(target, "w").close()
     plan = plan_layout(parse_desc("label gpt\nlinux fill fs=ext4 mount=/\n"), GIB)
     for dry_run in (True, False):
-        with pytest.raises(UsageError, match="over /"):
+        with pytest.raises(UsageError, match="over /|not a directory"):
             apply_plan(plan, "/dev/vdz", target=target, dry_run=dry_run)
+
+
+def test_cli_names_what_is_wrong_with_a_disk(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    desc = tmp_path / "l.desc"
+    desc.write_text("linux fill\n")
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    assert main(["desc", "apply", str(desc), str(image), "--dry-run"]) == 1
+    assert "losetup --find --show --partscan" in capsys.readouterr().err
+    assert main(["desc", "check", str(desc), "--disk", "/dev/no-such-disk"]) == 1
+    assert "not a whole disk" in capsys.readouterr().err

@@ -254,6 +254,10 @@ def apply_plan(
             "refusing to mount the new filesystems over / (the running system)",
             hint="give an empty directory as the target, e.g. --target /mnt/target",
         )
+    if target is not None and os.path.exists(target) and not os.path.isdir(target):
+        raise UsageError(
+            f"the target {target} is not a directory", hint="give a directory (made if missing)"
+        )
     # The kernel name: /dev/disk/by-id links to partitions only appear with udev, and late.
     device = os.path.realpath(device)
     try:

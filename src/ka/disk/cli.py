@@ -160,7 +160,7 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--sector-size goes with --size; --disk reads the disk's own sector size"
             )
-        size, sector = disk_size(args.disk), sector_size(args.disk)
+        size, sector = _geometry(args.disk)
     elif args.size:
         try:
             parsed = parse_size(args.size)
@@ -186,6 +186,16 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _geometry(disk: str) -> tuple[int, int]:
+    size = disk_size(disk)
+    if size == 0:
+        raise KaError(
+            f"{disk} has no medium (its size is 0)",
+            hint="attach the loop device first (losetup), or insert the medium",
+        )
+    return size, sector_size(disk)
+
+
 def _plan(layout: Layout, size: int, sector: int) -> Plan:
     """The plan, or a DoesNotFit that also tells the smallest disk the layout fits."""
     try:
@@ -202,7 +212,7 @@ def _plan(layout: Layout, size: int, sector: int) -> Plan:
 
 def _apply(args: argparse.Namespace) -> int:
     layout = _read_layout(args.file)
-    plan = _plan(layout, disk_size(args.disk), sector_size(args.disk))
+    plan = _plan(layout, *_geometry(args.disk))
     if args.dry_run:
         result = apply_plan(plan, args.disk, target=args.target, dry_run=True)
         print(plan.describe())

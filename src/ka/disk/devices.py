@@ -40,10 +40,10 @@ def disk_name(disk: str) -> str:
 def _sys_dir(disk: str) -> Path:
     path = SYS_BLOCK / disk_name(disk)
     if not path.is_dir():
-        raise KaError(
-            f"{disk} is not a whole disk known to the kernel (no {path})",
-            hint="give a whole disk such as /dev/sda, /dev/nvme0n1 or /dev/loop0, not a partition",
-        )
+        hint = "give a whole disk such as /dev/sda, /dev/nvme0n1 or /dev/loop0, not a partition"
+        if os.path.isfile(disk):
+            hint = "for an image file, attach it first: losetup --find --show --partscan FILE"
+        raise KaError(f"{disk} is not a whole disk known to the kernel (no {path})", hint=hint)
     return path
 
 

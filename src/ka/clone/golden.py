@@ -152,9 +152,9 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
             by_partition[where] = m
     excluded = {short(d) for d in opts.exclude_disks}
     tree_disks = sorted({d for d, _n in by_partition})
-    for disk in sorted(excluded):
-        if disk not in tree_disks and not Path(SYS_BLOCK, disk).exists():
-            raise UsageError(f"--exclude-disk {disk}: no such disk on this machine",
+    for name in sorted(excluded):
+        if name not in tree_disks and not Path(SYS_BLOCK, name).exists():
+            raise UsageError(f"--exclude-disk {name}: no such disk on this machine",
                              hint="disks of the golden tree: " + (", ".join(tree_disks)
                                                                    or "none"))
     disks = _golden_disks(opts, mounts, by_partition, excluded, notes)

@@ -181,3 +181,32 @@ def test_bad_settings_are_refused_before_any_session(tmp_path: Path, changes: di
     with pytest.raises(UsageError, match=re.escape(message)):
         run_clone(plan, SessionSettings(logs_dir=str(tmp_path), port=port), send=fake)
     assert fake.calls == []
+
+
+def test_live_table_shows_each_nodes_step(capsys: pytest.CaptureFixture[str]) -> None:
+    from ka.clone.view import LiveTable, node_step, session_steps
+    from ka.transport import Event
+
+    plan = ClonePlan(**{**PLAN.__dict__, "reports_before_release": True, "streams": (
+        *PLAN.streams, Stream("t-raw-1", "raw", "sda", 2, size=1 << 20))})
+    steps = session_steps(plan)
+    assert steps == {
+        "t-plan": ("receive plan", "partition and format"),
+        "t-fs-1": ("extract /", "next stream"),
+        "t-raw-1": ("raw copy sda:2", "fix-ups"),
+        "t-report": ("hand report over", "wait for the release"),
+        "t-done": ("release barrier", "released"),
+    }
+    assert node_step(steps, "t-plan", "done") == "partition and format"
+    assert node_step(steps, "t-fs-1", "active") == "extract /"
+    assert node_step(steps, "t-fs-1", "evicted") == "extract /: evicted"
+    table = LiveTable({"t-fs-1": 10_000_000}, steps)  # not a terminal: progress lines
+    rows = [{"node": "10.0.0.1:4000", "name": "node01", "position": 1, "state": "active",
+             "bytes": 4_000_000, "mb_per_s": 2.0},
+            {"node": "10.0.0.2:4000", "name": "node02", "position": 2, "state": "done",
+             "bytes": 10_000_000, "mb_per_s": 0.0}]
+    table.event("t-fs-1", Event("progress", "produced 10.0 MB", data={"nodes": rows}))
+    table.close()
+    assert capsys.readouterr().err == (
+        "ka: [t-fs-1] produced 10.0 MB; node01 extract / 4MB 2.0MB/s active ETA 0:03, "
+        "node02 next stream 10MB 0.0MB/s done\n")

@@ -28,6 +28,7 @@ from ka.clone.view import (
     describe_switch,
     expected_bytes,
     result_json,
+    session_steps,
     summary,
 )
 from ka.errors import UsageError
@@ -231,7 +232,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
     if settings.key is None:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)
-    table = LiveTable(expected_bytes(plan))
+    table = LiveTable(expected_bytes(plan), session_steps(plan))
 
     switched: list[bootswitch.BootSwitch] = []
 

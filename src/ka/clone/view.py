@@ -73,10 +73,12 @@ class LiveTable:
 
     PLAIN_EVERY = 5.0  # seconds between progress lines when not on a terminal
 
-    def __init__(self, expected: dict[str, int] | None = None) -> None:
+    def __init__(self, expected: dict[str, int] | None = None,
+                 steps: dict[str, tuple[str, str]] | None = None) -> None:
         # Bytes each session should carry (tar: the golden filesystem's used bytes, which
         # tar's output roughly matches; raw: the partition size), for the ETA column.
         self.expected = expected or {}
+        self.steps = steps or {}  # what a node does during / after each session
         self.rows: dict[str, dict[str, Any]] = {}
         self.session = ""
         self._live: Any = None
@@ -96,12 +98,14 @@ class LiveTable:
             for r in ev.data.get("nodes", []):
                 name = str(r.get("name") or r.get("node"))
                 self.rows[name] = {**r, "session": session,
+                                   "step": node_step(self.steps, session, r.get("state")),
                                    "eta": eta(self.expected.get(session, 0), r)}
             if self._live is not None:
                 self._live.update(self._render())
             elif time.monotonic() - self._last >= self.PLAIN_EVERY:
                 self._last = time.monotonic()
-                parts = [f"{n} {r['bytes'] / 1e6:.0f}MB {r['mb_per_s']:.1f}MB/s {r['state']}"
+                parts = [f"{n} {r['step']} {r['bytes'] / 1e6:.0f}MB {r['mb_per_s']:.1f}MB/s "
+                         f"{r['state']}"
                          + (f" ETA {r['eta']}" if r["eta"] else "")
                          for n, r in sorted(self.rows.items()) if r["session"] == session]
                 print(f"ka: [{session}] {ev.message}; " + ", ".join(parts),
@@ -119,10 +123,10 @@ class LiveTable:
         from rich.table import Table
 
         t = Table(title=f"ka clone: session {self.session}")
-        for col in ("node", "session", "state", "MB", "MB/s", "ETA"):
+        for col in ("node", "step", "session", "state", "MB", "MB/s", "ETA"):
             t.add_column(col, justify="right" if col in ("MB", "MB/s", "ETA") else "left")
         for name, r in sorted(self.rows.items()):
-            t.add_row(name, r["session"], str(r.get("state", "")),
+            t.add_row(name, r["step"], r["session"], str(r.get("state", "")),
                       f"{r.get('bytes', 0) / 1e6:.1f}", f"{r.get('mb_per_s', 0.0):.1f}",
                       r.get("eta") or "")
         return t
@@ -132,6 +136,30 @@ class LiveTable:
             self._live.update(self._render())
             self._live.stop()
             self._live = None
+
+
+def session_steps(plan: ClonePlan) -> dict[str, tuple[str, str]]:
+    """What a node does during each session, and after it until it joins the next one.
+
+    The golden node sees the sessions only: between two of them a node partitions, or
+    fixes its clone up, and this is what the live table shows then.
+    """
+    out = {plan.plan_session: ("receive plan", "partition and format")}
+    for i, s in enumerate(plan.streams):
+        during = f"extract {s.mountpoint}" if s.kind == "tar" else f"raw copy {s.disk}:{s.number}"
+        out[s.session] = (during, "fix-ups" if i == len(plan.streams) - 1 else "next stream")
+    if plan.report_session:
+        out[plan.report_session] = ("hand report over", "wait for the release")
+    out[plan.done_session] = ("release barrier" if plan.report_session
+                              else "hand report over", "released")
+    return out
+
+
+def node_step(steps: dict[str, tuple[str, str]], session: str, state: object) -> str:
+    during, after = steps.get(session, (session, session))
+    if state in ("evicted", "failed"):
+        return f"{during}: {state}"
+    return after if state == "done" else during
 
 
 def expected_bytes(plan: ClonePlan) -> dict[str, int]:

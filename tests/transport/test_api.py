@@ -183,6 +183,10 @@ def test_a_consumer_that_never_finished_is_not_reported_as_a_success(sink_type: 
     assert not report.ok
     assert isinstance(results[0], ConsumerFailed)
     assert not isinstance(results[1], Exception) and results[1].bytes == len(data)
+    failed = [n for n in report.nodes if n.state == "failed"]
+    assert len(failed) == 1
+    if sink_type is _UnstartableSink:  # no consumer ever ran: no exit status, not a made-up 0
+        assert failed[0].consumer_status is None
 
 
 def test_sealed_and_compressed_stream_arrives_intact() -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import signal
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+import test_loopback as loopback
 from test_loopback import assert_all_ok, assert_survivors, wait_produced
 from transport_cluster import Cluster, Wrap
 
@@ -30,7 +34,30 @@ def lab_cluster(tmp: Path, lab: LabNetwork, session: str) -> Cluster:
     def wrap(name: str, argv: list[str]) -> list[str]:
         return lab.argv(hosts.get(name, NODES), argv)
 
-    return Cluster(tmp, port=30765, wrap=wrap, bind="0.0.0.0", find=["--session", session])
+    return Cluster(tmp, port=30765, wrap=wrap, bind="0.0.0.0", session=session,
+                   sender_address=lab.hosts[0].address)
+
+
+# The scenarios the loopback tests run, run again across namespaces, nodes finding the sender
+# by name: every process on a host of its own, so a kill or stop is that of a whole host.
+SCENARIOS: dict[str, Callable[[Cluster], None]] = {
+    "sigkill-early": partial(loopback.test_sigkill_of_a_middle_node_heals, when="early"),
+    "sigkill-after-eof": loopback.test_sigkill_after_producer_eof_heals,
+    "sigstop": loopback.test_sigstopped_node_is_evicted_and_the_others_finish,
+    "arity-2-inner-node-killed": loopback.test_arity_two_with_a_failed_inner_node,
+    "strays": loopback.test_stray_connections_do_not_disturb_the_session,
+    "consumer-exit-3": loopback.test_consumer_exit_3_fails_that_node_only,
+    "sender-killed": loopback.test_sender_killed_nodes_fail_clearly_in_bounded_time,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_scenario_in_the_lab(lab: LabNetwork, tmp_path: Path, scenario: str) -> None:
+    c = lab_cluster(tmp_path, lab, f"lab-{scenario}")
+    try:
+        SCENARIOS[scenario](c)
+    finally:
+        c.close()
 
 
 def test_discovery_by_name_and_chain_across_namespaces(lab: LabNetwork, tmp_path: Path) -> None:
@@ -39,8 +66,7 @@ def test_discovery_by_name_and_chain_across_namespaces(lab: LabNetwork, tmp_path
         path = tmp_path / "text.bin"
         path.write_bytes(b"".join(b"record %d of the lab stream\n" % i for i in range(400000)))
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        c.send("--input", str(path), "--session", "lab-chain", "--compress", "zstd",
-               nodes=NODES)
+        c.send("--input", str(path), "--compress", "zstd", nodes=NODES)
         names = c.nodes(NODES)
         assert_all_ok(c, names, digest)
         start = c.wait_event("sender", "start")
@@ -57,8 +83,8 @@ def test_middle_node_killed_and_wrong_key_in_the_lab(lab: LabNetwork, tmp_path: 
     wrong.write_bytes(b"not the lab key")
     try:
         path, digest = c.data(12 * MiB)
-        c.send("--command", c.slow(path, pause=0.05), "--session", "lab-heal",
-               "--key-file", str(key), "--ring-size", "4M", nodes=NODES)
+        c.send("--command", c.slow(path, pause=0.05), "--key-file", str(key),
+               "--ring-size", "4M", nodes=NODES)
         names = c.nodes(NODES, "--key-file", str(key))
         order = c.order()
         c.receive("intruder", "--key-file", str(wrong))  # runs on the last node's host
@@ -68,6 +94,29 @@ def test_middle_node_killed_and_wrong_key_in_the_lab(lab: LabNetwork, tmp_path: 
         assert c.wait("intruder", 40) in (10, 11)  # unanswered discovery or refused
         assert not (tmp_path / "intruder.sha").exists()
         assert_survivors(c, [n for n in names if n != victim], digest, victim)
+    finally:
+        c.close()
+
+
+def test_a_host_gone_from_the_network_is_bypassed(lab: LabNetwork, tmp_path: Path) -> None:
+    """The cable pulled: no FIN, no reset, the process still runs; only silence tells."""
+    c = lab_cluster(tmp_path, lab, "lab-gone")
+    try:
+        path, digest = c.data(12 * MiB)
+        c.send("--command", c.slow(path, pause=0.05), "--ring-size", "4M", nodes=NODES)
+        names = c.nodes(NODES)
+        victim = c.order()[1]
+        wait_produced(c, 3 * MiB)
+        host = names.index(victim) + 1  # nodeI runs on lab host I
+        subprocess.run(["ip", "-n", lab.switch_netns, "link", "set", lab.port(host), "down"],
+                       check=True)
+        cut = time.time()
+        evicted = c.wait_event("sender", "evicted", timeout=20)
+        assert evicted["node"] == c.node_ids()[victim]
+        assert evicted["time"] - cut < 4.0, evicted  # silence noticed within 3 s, plus slack
+        assert_survivors(c, [n for n in names if n != victim], digest, victim)
+        assert c.wait(victim, 20) == 13  # cut off, it says so and ends
+        assert "sender" in c.stderr(victim)
     finally:
         c.close()
 
@@ -83,14 +132,14 @@ def test_two_sessions_share_the_lan(lab: LabNetwork, tmp_path: Path) -> None:
         return lambda name, argv: lab.argv(hosts[name], argv)
 
     alpha = Cluster(tmp_path / "a", port=30765, wrap=on(alpha_hosts), bind="0.0.0.0",
-                    find=["--session", "alpha"])
+                    session="alpha")
     beta = Cluster(tmp_path / "b", port=30765, wrap=on(beta_hosts), bind="0.0.0.0",
-                   find=["--session", "beta"])
+                   session="beta")
     try:
         pa, da = alpha.data(3 * MiB)
         pb, db = beta.data(3 * MiB)
-        alpha.send("--input", str(pa), "--session", "alpha", nodes=2)
-        beta.send("--input", str(pb), "--session", "beta", nodes=1)
+        alpha.send("--input", str(pa), nodes=2)
+        beta.send("--input", str(pb), nodes=1)
         alpha.nodes(2)
         beta.nodes(1)
         assert_all_ok(alpha, ["node1", "node2"], da)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
-import socket
 import time
 
 import pytest
@@ -94,34 +94,17 @@ def test_open_session_is_warned(cluster: Cluster) -> None:
     assert warnings and "open" in warnings[0]["message"]
 
 
-def _stray(port: int, payload: bytes | None) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=2)
-    if payload:
-        s.sendall(payload)
-    return s
-
-
 def test_stray_connections_do_not_disturb_the_session(cluster: Cluster) -> None:
-    import os
-
     path, digest = cluster.data(16 * MiB)
     cluster.send("--command", cluster.slow(path, pause=0.04), "--key-file", str(_key(cluster)))
     names = cluster.nodes(4, "--key-file", str(_key(cluster)))
     start = cluster.wait_event("sender", "start")
-    ports = [cluster.port, start["data_port"]]
-    ports += [int(i.rsplit(":", 1)[1]) for i in start["order"]]
-    strays = []
-    for port in ports:
-        strays.append(_stray(port, None))  # half-open: connects, says nothing
-        strays.append(_stray(port, os.urandom(64)))
-        strays.append(_stray(port, b"KA/1C" + os.urandom(16)))  # plausible hello, no proof
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.sendto(os.urandom(40), ("127.0.0.1", cluster.port))
-    try:
-        assert_all_ok(cluster, names, digest)
-    finally:
-        for s in strays:
-            s.close()
+    sender = cluster.sender_address
+    # every listening port: the sender's control and data ports, every node's data port
+    targets = [f"{sender}:{cluster.port}", f"{sender}:{start['data_port']}", *start["order"]]
+    cluster.strays(targets, udp=f"{sender}:{cluster.port}")
+    assert "eof" not in [e["event"] for e in cluster.events("sender")], "strays came too late"
+    assert_all_ok(cluster, names, digest)
     notes = [e for e in cluster.events("sender") if e["event"] in ("stray", "bad-key")]
     assert notes, "the sender should have said it dropped the strays"
 
@@ -177,7 +160,7 @@ def test_sigkill_after_producer_eof_heals(cluster: Cluster) -> None:
         cluster.wait_event(name, "joined")
     # Stop a node before the start, so its sons cannot have the stream at producer EOF.
     ids = cluster.node_ids()
-    victim = min(("node1", "node2", "node3"), key=lambda n: _port(ids[n]))
+    victim = min(("node1", "node2", "node3"), key=lambda n: _place(ids[n]))
     cluster.signal(victim, signal.SIGSTOP)
     cluster.receive("node4")
     cluster.wait_event("sender", "eof")
@@ -188,8 +171,10 @@ def test_sigkill_after_producer_eof_heals(cluster: Cluster) -> None:
     assert re, "the son of the killed node must have re-attached after EOF"
 
 
-def _port(node_id: str) -> int:
-    return int(node_id.rsplit(":", 1)[1])
+def _place(node_id: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """Where the sender orders a node: by numeric address, then port."""
+    address, port = node_id.rsplit(":", 1)
+    return ipaddress.ip_address(address), int(port)
 
 
 def test_sigstopped_node_is_evicted_and_the_others_finish(cluster: Cluster) -> None:
@@ -320,6 +305,34 @@ def test_release_barrier_with_delay(cluster: Cluster) -> None:
     assert len(times) == 3
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert all(0.45 <= g <= 1.0 for g in gaps), gaps
+
+
+def test_release_barrier_holds_every_node_until_all_finished(cluster: Cluster) -> None:
+    path, digest = cluster.data(2 * MiB)
+    cluster.send("--input", str(path), nodes=3)
+    cluster.receive("node1", "--wait-release")
+    cluster.receive("node2", "--wait-release")
+    slow = f"sleep 2; sha256sum > {cluster.tmp / 'node3.sha'}"  # finishes 2 s after the others
+    cluster.receive("node3", "--wait-release", command=slow)
+    assert_all_ok(cluster, ["node1", "node2", "node3"], digest)
+    events = cluster.events("sender")
+    done = max(e["time"] for e in events if e["event"] == "done")
+    released = [e["time"] for e in events if e["event"] == "released"]
+    assert len(released) == 3 and min(released) >= done
+    assert max(released) - min(released) < 0.5  # together, without --release-delay
+    for name in ("node1", "node2"):  # held: they ended only after node3 finished
+        complete = next(e for e in cluster.events(name) if e["event"] == "complete")
+        assert complete["time"] >= done
+
+
+def test_go_now_from_a_node_that_takes_the_stream_too(cluster: Cluster) -> None:
+    path, digest = cluster.data(MiB)
+    cluster.send("--input", str(path), nodes=5)
+    cluster.receive("node1")
+    cluster.wait_event("node1", "joined")
+    cluster.receive("node2", "--go-now", command=f"sha256sum > {cluster.tmp / 'node2.sha'}")
+    assert_all_ok(cluster, ["node1", "node2"], digest)
+    assert "go-now" in [e["event"] for e in cluster.events("sender")]
 
 
 def test_discovery_by_session_name_on_loopback(cluster: Cluster) -> None:

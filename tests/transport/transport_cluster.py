@@ -29,6 +29,23 @@ with open(path, "rb") as f:
 """
 
 
+STRAY = """
+import os, socket, sys, time
+held = []
+for target in sys.argv[2:]:
+    address, port = target.rsplit(":", 1)
+    for payload in (b"", os.urandom(64), b"KA/1C" + os.urandom(16)):
+        s = socket.create_connection((address, int(port)), timeout=2)
+        s.sendall(payload)  # nothing (half-open), random bytes, a hello without proof
+        held.append(s)
+address, port = sys.argv[1].rsplit(":", 1)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+    u.sendto(os.urandom(40), (address, int(port)))
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
 def free_port() -> int:
     for _ in range(50):
         with socket.socket() as t:
@@ -48,17 +65,22 @@ Wrap = Callable[[str, list[str]], list[str]]
 
 class Cluster:
     """By default everything on 127.0.0.1; `wrap` runs each process elsewhere (a lab host),
-    `bind` is where the sender listens and `find` how nodes find it."""
+    `bind` is where the sender listens, `sender_address` where it is reached, and with
+    `session` nodes find it by that name (UDP broadcast) instead of by address."""
 
     def __init__(self, tmp: Path, port: int | None = None, wrap: Wrap | None = None,
-                 bind: str = "127.0.0.1", find: list[str] | None = None) -> None:
+                 bind: str = "127.0.0.1", session: str | None = None,
+                 sender_address: str = "127.0.0.1") -> None:
         self.tmp = tmp
         self.port = port or free_port()
         self.wrap = wrap or (lambda name, argv: argv)
         self.bind = bind
-        self.find = find or ["--host", "127.0.0.1"]
+        self.session = session
+        self.sender_address = sender_address
+        self.find = ["--session", session] if session else ["--host", sender_address]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         (tmp / "slowcat.py").write_text(SLOWCAT)
+        (tmp / "stray.py").write_text(STRAY)
 
     def data(self, size: int, name: str = "input.bin") -> tuple[Path, str]:
         path = self.tmp / name
@@ -69,24 +91,40 @@ class Cluster:
         return f"{sys.executable} {self.tmp / 'slowcat.py'} {path} {step} {pause}"
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Run `ka ARGV...` as process `name`."""
+        self._start(name, [sys.executable, "-m", "ka", *argv], env)
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         out = open(self.tmp / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
         err = open(self.tmp / f"{name}.err", "wb")  # noqa: SIM115
         full_env = dict(os.environ, **(env or {}))
         self.procs[name] = subprocess.Popen(
-            self.wrap(name, [sys.executable, "-m", "ka", *argv]),
-            stdout=out, stderr=err, env=full_env, stdin=subprocess.DEVNULL,
+            self.wrap(name, argv), stdout=out, stderr=err, env=full_env, stdin=subprocess.DEVNULL,
         )
         out.close()
         err.close()
 
     def send(self, *args: str, nodes: int = 4) -> None:
+        session = ["--session", self.session] if self.session else []
         self._spawn("sender", ["send", "--nodes", str(nodes), "--port", str(self.port),
-                               "--bind", self.bind, "--json",
+                               "--bind", self.bind, "--json", *session,
                                "--report", str(self.tmp / "report.json"), *args])
+
+    def strays(self, targets: list[str], udp: str) -> None:
+        """From a process of its own (on a lab host when wrapped), open three connections to
+        every `addr:port` target: half-open, random bytes, a hello without proof; send random
+        bytes to the UDP `addr:port`; hold them all open until the cluster closes."""
+        self._start("stray", [sys.executable, str(self.tmp / "stray.py"), udp, *targets])
+        deadline = time.monotonic() + 10
+        while b"ready" not in (self.tmp / "stray.out").read_bytes():
+            if self.procs["stray"].poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"stray connections failed: {self.stderr('stray')}")
+            time.sleep(0.05)
 
     def receive(self, name: str, *args: str, command: str | None = None) -> None:
         consumer = command or f"sha256sum > {self.tmp / (name + '.sha')}"
-        extra = [] if "--go-now" in args else ["--command", consumer]
+        alone = "--go-now" in args and command is None  # a go-now that takes no data
+        extra = [] if alone else ["--command", consumer]
         self._spawn(name, ["receive", *self.find, "--port", str(self.port),
                            "--name", name, "--json", "--find-timeout", "10", *extra, *args])
 

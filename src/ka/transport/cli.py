@@ -89,7 +89,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--wait-release", "-w", action="store_true",
                    help="after finishing, wait for the sender's release")
     r.add_argument("--go-now", "-g", action="store_true",
-                   help="tell the sender to start now, then exit (takes no data)")
+                   help="tell the sender to start now with the nodes it has; alone, exit "
+                        "at once (takes no data), with --command/--output join as a node too")
     r.add_argument("--find-timeout", type=float, default=30.0, metavar="S",
                    help="look for the sender this long (default 30)")
     r.add_argument("--port", type=int, default=DEFAULT_PORT, help="the sender's port")
@@ -114,6 +115,8 @@ def run_send(args: argparse.Namespace) -> int:
         if args.order else None,
         bind=args.bind, encrypt=False if args.no_encrypt else None,
     )
+    if args.report:
+        check_writable(args.report)
     view = EventView(json_mode=args.json, role="send")
     with view:
         report = send(source, options, view.event)
@@ -121,6 +124,13 @@ def run_send(args: argparse.Namespace) -> int:
     if args.report:
         write_report(args.report, report)
     return 0 if report.ok else 1
+
+
+def check_writable(path: str) -> None:
+    """Before the session, so a typo does not lose the report of a whole broadcast."""
+    folder = Path(path).parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write the report {path}: {folder} is not a writable folder")
 
 
 def write_report(path: str, report: SessionReport) -> None:
@@ -132,22 +142,24 @@ def write_report(path: str, report: SessionReport) -> None:
 
 def run_receive(args: argparse.Namespace) -> int:
     sink: Sink
-    if args.go_now:
-        sink = Sink()
-    elif args.command:
+    if args.command:
         sink = CommandSink(args.command)
     elif args.output:
         sink = FileSink(args.output)
+    elif args.go_now:
+        sink = Sink()
     else:
         raise UsageError("give --command or --output (or --go-now)")
+    only_go = args.go_now and not (args.command or args.output)
     options = ReceiveOptions(
         session=args.session, host=args.host, port=args.port, key=read_key(args.key_file),
-        wait_release=args.wait_release, go_now=args.go_now, find_timeout=args.find_timeout,
+        wait_release=args.wait_release, go_now=only_go, start_now=args.go_now and not only_go,
+        find_timeout=args.find_timeout,
         name=args.name or os.uname().nodename, discovery_address=args.discovery_address,
     )
     view = EventView(json_mode=args.json, role="receive")
     report = receive(sink, options, view.event)
-    if args.go_now:
+    if only_go:
         return 0
     final: dict[str, Any] = {
         "bytes": report.bytes, "seconds": round(report.seconds, 3), "digest": report.digest,

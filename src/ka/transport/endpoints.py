@@ -38,6 +38,9 @@ class Source:
 
     description = "source"
 
+    def check(self) -> None:
+        """Before the session: raise TransportError if the source surely cannot be read."""
+
     def open(self) -> None: ...
 
     def read_into(self, buf: memoryview) -> int:
@@ -108,11 +111,16 @@ class FileSource(Source):
         self.description = f"file {self.path}"
         self._fd: int | None = None
 
+    def check(self) -> None:
+        self.open()
+        self.close()
+
     def open(self) -> None:
         try:
             self._fd = os.open(self.path, os.O_RDONLY)
         except OSError as e:
-            raise TransportError(f"cannot read {self.path}: {e.strerror}") from e
+            raise TransportError(f"cannot read {self.path}: {e.strerror}",
+                                 hint="check the --input path") from e
 
     def read_into(self, buf: memoryview) -> int:
         assert self._fd is not None

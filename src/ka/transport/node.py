@@ -187,10 +187,11 @@ class ConsumerWriter:
             self._on_failing(reason)
 
     def _run(self) -> None:
-        completed = False
+        completed = started = False
         try:
             try:
                 self._sink.open()
+                started = True
             except (OSError, KaError) as e:
                 self._fail(f"cannot start the consumer: {e}")
             completed = self._drain()
@@ -201,6 +202,8 @@ class ConsumerWriter:
                 self.status, self.reason = self._sink.close()
             else:
                 self.status, self.reason = self._sink.abort()
+                if not started:  # no consumer ever ran: it has no exit status to report
+                    self.status = None
                 if self.failure is None:  # an aborted sink may still say status 0
                     self.failure = "the consumer stopped before the end of the stream"
             self.finished_at = time.monotonic()

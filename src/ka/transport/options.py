@@ -38,7 +38,8 @@ class ReceiveOptions:
     port: int = DEFAULT_PORT
     key: bytes | None = None
     wait_release: bool = False
-    go_now: bool = False
+    go_now: bool = False  # only tell the sender to start now; take no data
+    start_now: bool = False  # join as a node and tell the sender to start now
     find_timeout: float = 30.0
     name: str | None = None
     attachment: bytes | None = None

@@ -8,7 +8,7 @@ import time
 import blake3
 import zstandard
 
-from ka.errors import KaError
+from ka.errors import KaError, UsageError
 from ka.transport.endpoints import Source
 from ka.transport.errors import TransportError
 from ka.transport.frame import (
@@ -27,13 +27,13 @@ def compression_level(spec: str | None) -> int | None:
         return None
     name, _, level = spec.partition(":")
     if name != "zstd":
-        raise TransportError(f"unknown compression {spec!r}", hint="use zstd or zstd:LEVEL")
+        raise UsageError(f"unknown compression {spec!r}", hint="use zstd or zstd:LEVEL")
     try:
         value = int(level) if level else 3
     except ValueError as e:
-        raise TransportError(f"bad zstd level in {spec!r}") from e
+        raise UsageError(f"bad zstd level in {spec!r}", hint="use zstd or zstd:LEVEL") from e
     if not 1 <= value <= 19:
-        raise TransportError(f"zstd level {value} out of range 1..19")
+        raise UsageError(f"zstd level {value} out of range 1..19")
     return value
 
 

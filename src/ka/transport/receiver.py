@@ -42,6 +42,10 @@ def receive(
         raise UsageError("give exactly one of a session name or a sender host")
     if options.attachment is not None and len(options.attachment) > MAX_ATTACHMENT:
         raise UsageError("the attachment is larger than 1 MiB")
+    if not 0 < options.port < 65536:
+        raise UsageError("--port must be between 1 and 65535")
+    if options.find_timeout < 0:
+        raise UsageError("--find-timeout must not be negative")
     root = session_key(options.key)
     if options.key is None:
         emit(Event("warning", "no key: this session is open to anyone on the network"))
@@ -138,7 +142,8 @@ class _Node:
         local_ip = self.chan.sock.getsockname()[0]
         listener = listen(local_ip)
         self.chan.send("join", go_now=False, name=self.options.name, port=listener.getsockname()[1],
-                       wait_release=self.options.wait_release, protocol=PROTOCOL)
+                       wait_release=self.options.wait_release,
+                       start_now=self.options.start_now, protocol=PROTOCOL)
         reply = _expect(self.chan, 30.0)
         if reply["t"] != "welcome":
             listener.close()

@@ -46,6 +46,10 @@ def validate(options: SendOptions) -> None:
         raise UsageError("--min-nodes must be between 1 and --nodes")
     if options.ring_size < 4 * (CHUNK_SIZE + PREFIX):
         raise UsageError(f"--ring-size must be at least {4 * (CHUNK_SIZE + PREFIX)} bytes")
+    if options.release_delay is not None and options.release_delay < 0:
+        raise UsageError("--release-delay must not be negative")
+    if options.wait_timeout is not None and options.wait_timeout < 0:
+        raise UsageError("--wait-timeout must not be negative")
     if options.stall_timeout <= 0:
         raise UsageError("--stall-timeout must be positive")
     if not 0 < options.port < 65536:
@@ -60,6 +64,7 @@ def send(source: Source, options: SendOptions,
     validate(options)
     emit = on_event or (lambda e: None)
     level = compression_level(options.compress)
+    source.check()  # a missing input file is said now, not after every node has joined
     root = session_key(options.key)
     if options.key is None:
         emit(Event("warning", "no key: this session is open, anyone on the network can join "

@@ -110,6 +110,9 @@ class Session:
             return state
         self.emit(Event("joined", f"{name or node_id} joined ({len(self.nodes)}/"
                                   f"{self.options.nodes})", node=node_id))
+        if msg.get("start_now"):
+            self.go = True
+            self.emit(Event("go-now", f"{name or node_id} asked to start now", node=node_id))
         return state
 
     def maybe_start(self, now: float, opened: float) -> None:

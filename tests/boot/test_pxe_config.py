@@ -65,8 +65,8 @@ def test_full_dhcp_with_pxelinux_and_grub() -> None:
         + "dhcp-range=10.9.0.100,10.9.0.199,1h\n"
         + "dhcp-host=52:54:00:00:00:01,10.9.0.11,n1\n"
         + ARCH
-        + "dhcp-boot=tag:bios,tag:!ipxe,pxelinux.0\n"
-        + "dhcp-boot=tag:efi64,tag:!ipxe,grub/grubx64.efi\n"
+        + "dhcp-boot=tag:bios,pxelinux.0\n"
+        + "dhcp-boot=tag:efi64,grub/grubx64.efi\n"
         + TFTP
     )
 
@@ -77,8 +77,9 @@ def test_full_dhcp_with_ipxe_everywhere() -> None:
         + "dhcp-range=10.9.0.100,10.9.0.199,1h\n"
         + ARCH
         + "dhcp-boot=tag:bios,tag:!ipxe,ipxe/undionly.kpxe\n"
+        + "dhcp-boot=tag:bios,tag:ipxe,ipxe/boot.ipxe\n"
         + "dhcp-boot=tag:efi64,tag:!ipxe,ipxe/snponly.efi\n"
-        + "dhcp-boot=tag:ipxe,ipxe/boot.ipxe\n"
+        + "dhcp-boot=tag:efi64,tag:ipxe,ipxe/boot.ipxe\n"
         + TFTP
     )
 
@@ -90,9 +91,29 @@ def test_proxy_dhcp_uses_pxe_services() -> None:
         + "# proxy-DHCP: the existing DHCP server gives addresses, dnsmasq the boot file\n"
         + "dhcp-range=10.9.0.0,proxy,255.255.255.0\n"
         + ARCH
-        + 'pxe-service=tag:!ipxe,x86PC,"ka",pxelinux.0\n'
+        + 'pxe-service=x86PC,"ka",pxelinux.0\n'
         + TFTP
     )
+
+
+def test_mixed_loaders_give_an_ipxe_firmware_the_loader_of_its_architecture() -> None:
+    # A BIOS machine whose NIC firmware is iPXE gets pxelinux (not an iPXE script meant for
+    # the UEFI side); a UEFI machine already in iPXE gets the script, not iPXE again.
+    assert render_dnsmasq(config(bios="pxelinux", uefi="ipxe")).endswith(
+        ARCH
+        + "dhcp-boot=tag:bios,pxelinux.0\n"
+        + "dhcp-boot=tag:efi64,tag:!ipxe,ipxe/snponly.efi\n"
+        + "dhcp-boot=tag:efi64,tag:ipxe,ipxe/boot.ipxe\n"
+        + TFTP)
+    proxy = render_dnsmasq(config(dhcp="proxy", range=None, subnet="10.9.0.0/24", bios="ipxe",
+                                  uefi="grub"))
+    assert proxy.endswith(
+        ARCH
+        + 'pxe-service=tag:ipxe,x86PC,"ka (iPXE)",ipxe/boot.ipxe\n'
+        + 'pxe-service=tag:!ipxe,x86PC,"ka",ipxe/undionly.kpxe\n'
+        + 'pxe-service=BC_EFI,"ka",grub/grubx64.efi\n'
+        + 'pxe-service=x86-64_EFI,"ka",grub/grubx64.efi\n'
+        + TFTP)
 
 
 def test_tftp_only_tells_what_to_set_on_the_dhcp_server() -> None:

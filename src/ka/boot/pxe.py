@@ -151,27 +151,29 @@ def _boot_file_lines(config: PxeConfig) -> list[str]:
         if config.uses_ipxe:
             out.append(f"#   iPXE clients (option 175): {IPXE_SCRIPT}")
         return out
-    if config.dhcp == "proxy":
-        # In proxy mode the boot file travels in the PXE menu (option 43), one service per
-        # client type; a full file name with its suffix stops PXE from appending ".0".
-        out = []
-        if config.uses_ipxe:
-            out.append(f'pxe-service=tag:ipxe,x86PC,"ka (iPXE)",{IPXE_SCRIPT}')
-            out.append(f'pxe-service=tag:ipxe,BC_EFI,"ka (iPXE)",{IPXE_SCRIPT}')
-            out.append(f'pxe-service=tag:ipxe,x86-64_EFI,"ka (iPXE)",{IPXE_SCRIPT}')
-        if bios:
-            out.append(f'pxe-service=tag:!ipxe,x86PC,"ka",{bios}')
-        if uefi:
-            out.append(f'pxe-service=tag:!ipxe,BC_EFI,"ka",{uefi}')
-            out.append(f'pxe-service=tag:!ipxe,x86-64_EFI,"ka",{uefi}')
-        return out
+    # Firmware that already is iPXE (option 175: QEMU's NICs, many flashed cards) loads
+    # pxelinux or GRUB like any PXE ROM; only where the loader is iPXE itself does such a
+    # client get the iPXE script instead, so that iPXE never chain-loads iPXE in a loop.
+    arches = ((bios, config.bios == "ipxe", "bios", ("x86PC",)),
+              (uefi, config.uefi == "ipxe", "efi64", ("BC_EFI", "x86-64_EFI")))
     out = []
-    if bios:
-        out.append(f"dhcp-boot=tag:bios,tag:!ipxe,{bios}")
-    if uefi:
-        out.append(f"dhcp-boot=tag:efi64,tag:!ipxe,{uefi}")
-    if config.uses_ipxe:
-        out.append(f"dhcp-boot=tag:ipxe,{IPXE_SCRIPT}")
+    for file, loader_is_ipxe, tag, services in arches:
+        if file is None:
+            continue
+        if config.dhcp == "proxy":
+            # In proxy mode the boot file travels in the PXE menu (option 43), one service
+            # per client type; a full file name with its suffix stops PXE from appending ".0".
+            for svc in services:
+                if loader_is_ipxe:
+                    out.append(f'pxe-service=tag:ipxe,{svc},"ka (iPXE)",{IPXE_SCRIPT}')
+                    out.append(f'pxe-service=tag:!ipxe,{svc},"ka",{file}')
+                else:
+                    out.append(f'pxe-service={svc},"ka",{file}')
+        elif loader_is_ipxe:
+            out.append(f"dhcp-boot=tag:{tag},tag:!ipxe,{file}")
+            out.append(f"dhcp-boot=tag:{tag},tag:ipxe,{IPXE_SCRIPT}")
+        else:
+            out.append(f"dhcp-boot=tag:{tag},{file}")
     return out
 
 

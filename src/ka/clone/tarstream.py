@@ -4,6 +4,11 @@ Both ends use the same metadata options, so what the golden side stores the node
 restores: xattrs (file capabilities live in security.capability), POSIX ACLs, SELinux
 labels, numeric owners (the node has no passwd database of the clone), sparse files, hard
 links and device nodes (tar's defaults).
+
+POSIX ACLs travel as their xattrs (system.posix_acl_access and _default), which hold numeric
+ids, and not with tar's `--acls`, which stores them as text with user and group names: a node
+whose own database lacks a name (the boot environment knows only root) cannot parse that text
+("Cannot acl_from_text"), so an ACL naming `adm` or `systemd-journal` would depend on luck.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from ka import run
 
 
 def metadata_options(selinux: bool) -> list[str]:
-    opts = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+    opts = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
     if selinux:
         opts.append("--selinux")
     return opts

@@ -26,9 +26,11 @@ WANTED = (
     "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "sr_mod", "ahci", "ata_piix", "nvme",
     "mptsas", "megaraid_sas", "hpsa", "vmw_pvscsi", "hv_storvsc", "usb_storage", "xhci_pci",
     "ehci_pci",
-    # filesystems and what the disk layer uses
+    # filesystems and what the disk layer uses. The crc32c implementations come first:
+    # libcrc32c (btrfs, xfs) asks the crypto API for crc32c when it loads, and with no udev
+    # and no modprobe nobody loads one on demand ("btrfs: Unknown symbol crc32c").
+    "crc32c_intel", "crc32c_generic",
     "ext4", "xfs", "btrfs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "loop",
-    "crc32c_generic",
 )
 
 _SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")

@@ -72,6 +72,9 @@ def test_nodes_are_found_by_index_or_name() -> None:
 def test_bad_names_and_sizes_are_refused() -> None:
     with pytest.raises(UsageError):
         LabNetwork(0, name="x")
+    with pytest.raises(UsageError):
+        LabNetwork(-1, name="x", machines_only=True)
+    assert [h.label for h in LabNetwork(0, name="x", machines_only=True).hosts] == ["golden"]
     for bad in ("", "Upper", "-x", "a/b", "x" * 25):
         with pytest.raises(UsageError):
             LabNetwork(1, name=bad)

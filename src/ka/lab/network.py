@@ -124,9 +124,13 @@ def existing_namespaces() -> set[str]:
 class LabNetwork:
     """A virtual cluster network; a context manager that builds it and always tears it down."""
 
-    def __init__(self, nodes: int, rate: str | None = None, name: str | None = None) -> None:
-        if not 1 <= nodes <= MAX_NODES:
-            raise UsageError(f"a lab has 1 to {MAX_NODES} nodes, not {nodes}")
+    def __init__(self, nodes: int, rate: str | None = None, name: str | None = None, *,
+                 machines_only: bool = False) -> None:
+        # A lab for virtual machines has the golden host alone: the machines plug taps into
+        # its switch (ka.lab.vm) instead of being namespaces.
+        least = 0 if machines_only else 1
+        if not least <= nodes <= MAX_NODES:
+            raise UsageError(f"a lab has {least} to {MAX_NODES} nodes, not {nodes}")
         self.name = name if name is not None else unique_name()
         if not NAME_PATTERN.match(self.name):
             raise UsageError(

@@ -77,6 +77,25 @@ def test_evicted_node_is_not_waited_for_and_reports_are_stored(tmp_path: Path) -
     assert [n["result"] for n in summary["nodes"]] == ["ok", "failed", "failed"]
 
 
+def test_a_node_evicted_for_no_progress_is_still_waited_for(tmp_path: Path) -> None:
+    # A slow node is evicted from the stream but told so: it goes on and reports its failure,
+    # so the next session waits for it too, and a node still busy with its fix-ups is not
+    # left out because the evicted one came first.
+    slow = NodeReport("10.0.0.2:4000", "node02", 2, "evicted", 10, 1.0, False, None,
+                      "no progress for 5 s", None, stalled=True)
+    fake = FakeSend({
+        "t-plan": session(node(None, 1), node(None, 2), node(None, 3)),
+        "t-fs-1": session(node("node01", 1), slow, node("node03", 3)),
+        "t-done": session(node("node01", 1, attachment=install_report("node01", 1)),
+                          node("node02", 2, attachment=install_report("node02", 2, "evicted")),
+                          node("node03", 3, attachment=install_report("node03", 3))),
+    })
+    result = run_clone(PLAN, SessionSettings(logs_dir=str(tmp_path)), send=fake)
+    assert [c.nodes for c in fake.calls] == [3, 3, 3]
+    assert [(o.name, o.result) for o in result.nodes] == [
+        ("node01", "ok"), ("node02", "failed"), ("node03", "ok")]
+
+
 def test_a_failed_stream_still_reaches_the_final_session(tmp_path: Path) -> None:
     fake = FakeSend({
         "t-plan": session(node(None, 1)),

@@ -148,6 +148,7 @@ def assert_survivors(c: Cluster, survivors: list[str], digest: str, victim: str)
         assert c.sha(name) == digest
     assert c.wait("sender") == 1
     assert c.node_report(victim)["state"] == "evicted"
+    assert c.node_report(victim)["stalled"] is False  # lost: a workflow must not wait for it
     assert all(c.node_report(n)["state"] == "ok" for n in survivors)
 
 
@@ -213,6 +214,7 @@ def test_stuck_consumer_is_evicted_after_the_stall_timeout(cluster: Cluster) -> 
     assert cluster.wait("sender") == 1
     rep = cluster.node_report("stuck")
     assert rep["state"] == "evicted" and "progress" in rep["reason"]
+    assert rep["stalled"] is True  # told, and still running: it comes to later sessions
     # back-pressure: with a 2 MiB ring the producer could not finish before the eviction
     kinds = [e["event"] for e in cluster.events("sender")]
     assert kinds.index("evicted") < kinds.index("eof")

@@ -1,8 +1,9 @@
 """`ka clone`: the golden node runs the plan's sessions one after another.
 
 Each session is one chain broadcast. After the plan, a session waits only for the nodes that
-are still alive (a node evicted in one session is not waited for in the next), and never
-forever: after `join_timeout` it starts with whoever came. The last session is the release
+are still alive (a node that lost contact in one session is not waited for in the next; one
+evicted because it made no progress, a slow node, was told so and still comes to report its
+failure, so it is waited for), and never forever: after `join_timeout` it starts with whoever came. The last session is the release
 barrier in which every node hands over its install report. When the plan asks for it
 (`ka clone --pxe`), the reports come in a session of their own just before the barrier, and
 `before_release` sees them while every node still waits to be released: nothing reboots before
@@ -165,7 +166,7 @@ def run_clone(
             # node still reaches the final session and reports.
             progress.errors.append(f"{stream.session}: {e}")
             continue
-        progress.alive = sum(1 for n in report.nodes if n.state != "evicted")
+        progress.alive = sum(1 for n in report.nodes if n.still_running)
         if getattr(source, "stderr", ""):
             progress.warnings.append(f"{stream.session}: tar said: {source.stderr[-2000:]}")
         if progress.alive == 0:
@@ -178,7 +179,7 @@ def run_clone(
         except KaError as e:
             progress.errors.append(f"{plan.report_session}: {e}")
         else:
-            progress.alive = sum(1 for n in reports.nodes if n.state != "evicted")
+            progress.alive = sum(1 for n in reports.nodes if n.still_running)
         if before_release is not None:
             try:
                 progress.before_release = before_release(_outcomes(first, sessions[1:],

@@ -58,6 +58,14 @@ class NodeReport:
     consumer_status: int | None
     reason: str | None
     attachment: builtins.bytes | None = None
+    # Evicted for making no progress while it still answered: the node itself runs on
+    # (it was told), so a workflow's next session can expect it, unlike a lost node.
+    stalled: bool = False
+
+    @property
+    def still_running(self) -> bool:
+        """The node's process goes on after this session (finished, failed, or stalled)."""
+        return self.state != "evicted" or self.stalled
 
     @property
     def mb_per_s(self) -> float:
@@ -75,6 +83,7 @@ class NodeReport:
             "digest_ok": self.digest_ok,
             "consumer_status": self.consumer_status,
             "reason": self.reason,
+            "stalled": self.stalled,
         }
 
 

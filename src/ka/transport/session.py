@@ -44,6 +44,9 @@ class NodeState:
     connected: bool = True
     terminal_at: float | None = None
     rate: tuple[float, int] = (0.0, 0)
+    # Evicted for lack of progress while still answering (and told so): the node runs on as
+    # a failed one, unlike a node that lost contact.
+    stalled: bool = False
 
     def send(self, kind: str, **fields: Any) -> bool:
         return self.connected and _try_send(self.chan, kind, **fields)
@@ -220,7 +223,7 @@ class Session:
             self._leave_plan(node, now)
 
     # healing --------------------------------------------------------------------------
-    def evict(self, node: str, reason: str, now: float) -> None:
+    def evict(self, node: str, reason: str, now: float, *, stalled: bool = False) -> None:
         ns = self.nodes[node]
         if not self.started:  # not placed yet: just forget it
             ns.chan.close()
@@ -228,7 +231,7 @@ class Session:
             self.emit(Event("left", f"{ns.name or node} dropped before the start: {reason}"))
             return
         ns.state, ns.reason, ns.terminal_at = "evicted", reason, now
-        ns.send("evict", reason=reason)
+        ns.stalled = ns.send("evict", reason=reason) and stalled
         ns.connected = False
         ns.chan.close()
         if node in self.plan.parents:
@@ -284,7 +287,8 @@ class Session:
         in_plan = {n: self.nodes[n].progress for n in self.plan.order}
         for n in stalled(self.plan, in_plan, self.ring.end, now, self.options.stall_timeout):
             if self.nodes[n].state == "active":
-                self.evict(n, f"no progress for {self.options.stall_timeout:g} s", now)
+                self.evict(n, f"no progress for {self.options.stall_timeout:g} s", now,
+                           stalled=True)
         if not self.eof_seen and self.producer.eof_at is not None:
             self.eof_seen = True
             self.emit(Event("eof", f"end of the producer's stream: {self.producer.raw} bytes, "
@@ -364,6 +368,7 @@ class Session:
                 consumer_status=d.get("consumer_status") if d else None,
                 reason=ns.reason,
                 attachment=base64.b64decode(attachment) if attachment else None,
+                stalled=ns.stalled,
             ))
         return SessionReport(tuple(nodes), self.producer.raw, eof - self.producer.started_at,
                              max(0.0, drain_end - eof), self.producer.digest)

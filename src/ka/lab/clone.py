@@ -135,7 +135,7 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     prefix = f"lab{os.getpid()}"
     drive = os.path.basename(golden.device)
     clone_argv = _clone_argv(options, prefix, drive, workdir, golden, esp.number, key_file, root)
-    procs = _Processes(stack)
+    procs = LabProcesses(stack)
     t0 = time.monotonic()
     for i, image in images.items():
         target = workdir / f"node{i}" / "target"
@@ -169,12 +169,12 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
                                  workdir / name / "check")
         outcomes.append(NodeOutcome(
             node=name, status=status, killed=name == killed, seconds=procs.seconds(name),
-            report=report, log_tail=_tail(log), verdict=verdict))
+            report=report, log_tail=tail(log), verdict=verdict))
     verified = [o.verdict for o in outcomes if o.verdict is not None]
     identities = check_identities(reference.machine_id,
                                   {v.node: v.machine_id for v in verified})
     return LabCloneReport(
-        nodes=tuple(outcomes), golden_status=golden_status, golden_log_tail=_tail(
+        nodes=tuple(outcomes), golden_status=golden_status, golden_log_tail=tail(
             procs.log("golden")), identities=identities, seconds=time.monotonic() - started,
         clone_seconds=clone_seconds, data_bytes=tree.data_bytes, files=tree.files,
         rate=options.rate, workdir=str(workdir) if options.keep else None,
@@ -198,7 +198,7 @@ def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path
     return argv + list(options.extra_clone_args)
 
 
-def _tail(text: str, lines: int = 15) -> str:
+def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
@@ -211,8 +211,9 @@ class _Proc:
 
 
 @dataclass
-class _Processes:
-    """The lab's `ka` processes, each in its own process group so it can be ended whole."""
+class LabProcesses:
+    """The lab's own background processes (`ka`, dnsmasq), each in its own process group so
+    that it can be ended whole; all of them are ended when the stack unwinds."""
 
     stack: contextlib.ExitStack
     procs: dict[str, _Proc] = field(default_factory=dict)
@@ -277,6 +278,23 @@ class _Processes:
 
     def status(self, name: str) -> int | None:
         return self.procs[name].popen.returncode
+
+    def running(self, name: str) -> bool:
+        proc = self.procs[name]
+        if proc.popen.poll() is None:
+            return True
+        if proc.ended is None:
+            proc.ended = time.monotonic()
+        return False
+
+    def wait_for(self, name: str, seconds: float) -> int | None:
+        """Its exit status once it ends within `seconds`, else None (it keeps running)."""
+        try:
+            self.procs[name].popen.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return None
+        self.running(name)
+        return self.status(name)
 
     def seconds(self, name: str) -> float:
         p = self.procs[name]

@@ -1,0 +1,203 @@
+"""Judging one lab virtual machine: what its serial console printed, and what is on its disk.
+
+A machine that was to be cloned passes when its console shows, in this order, the boot
+environment's successful install and then the golden system's marker line, and the marker
+shows a system of its own: the host name the golden node gave it, a machine-id unlike the
+golden's and every other clone's, and a root filesystem whose UUID is the one on its own disk
+(not the golden's) and the one its fstab mounts. A machine that was to fail (a disk too small)
+passes when its install failed with that reason in the golden node's report, it never booted
+a clone, and it was left on "ka" boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ka import disk
+from ka.disk.devices import blkid_probe
+from ka.lab.debian import MARKER
+from ka.lab.disks import expected_partitions, mounted
+
+INSTALLED = "ka: install succeeded; rebooting"
+GIVE_UP = "could not install this node"
+_MARKER_FIELD = re.compile(r"(\S+)=(\S*)")
+
+
+@dataclass(frozen=True)
+class GoldenIdentity:
+    hostname: str
+    machine_id: str
+    root_uuid: str
+
+
+@dataclass(frozen=True)
+class MachineOutcome:
+    name: str
+    mac: str
+    expect_failure: bool
+    seconds: float
+    marker: dict[str, str] | None        # the marker line's fields, if it was printed
+    node: dict[str, Any] | None          # the golden node's summary entry for this machine
+    problems: tuple[str, ...]
+    console_tail: str = ""
+    disk: dict[str, str] = field(default_factory=dict)  # what its disk holds after the run
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def result(self) -> str:
+        if self.expect_failure:
+            return "failed, as it must" if self.ok else "WRONG"
+        return "booted its clone" if self.ok else "FAILED"
+
+
+def parse_marker(lines: Sequence[str]) -> tuple[int, dict[str, str]] | None:
+    """(line index, fields) of the last marker line on a console."""
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith(MARKER + " "):
+            return i, dict(_MARKER_FIELD.findall(lines[i]))
+    return None
+
+
+def summary_node(reports: Path, mac: str) -> dict[str, Any] | None:
+    """The golden node's record of the machine with this MAC (its summary.json)."""
+    try:
+        summary = json.loads((reports / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for node in summary.get("nodes", []):
+        if isinstance(node, dict) and str(node.get("mac") or "").lower() == mac.lower():
+            return node
+    return None
+
+
+def pxe_entry(pxe_show: str, mac: str) -> str | None:
+    """What `ka pxe show` says this MAC boots ("ka" or "local"), or None if not listed."""
+    for line in pxe_show.splitlines():
+        if mac.lower() in line.lower():
+            words = line.split()
+            for word in ("local", "ka"):
+                if word in words:
+                    return word
+    return None
+
+
+def default_entry(pxe_show: str) -> str | None:
+    for line in pxe_show.splitlines():
+        if line.lower().startswith("default"):
+            return "local" if "local" in line.split() else "ka"
+    return None
+
+
+def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
+                  golden: GoldenIdentity, *, expect_failure: bool, reports: Path,
+                  pxe_show: str, mac: str, seconds: float, workdir: Path) -> MachineOutcome:
+    problems: list[str] = []
+    found = parse_marker(lines)
+    marker = found[1] if found else None
+    node = summary_node(reports, mac)
+    entry = pxe_entry(pxe_show, mac) or default_entry(pxe_show)
+    on_disk: dict[str, str] = {}
+    if expect_failure:
+        if node is None or node.get("result") != "failed":
+            problems.append(f"the golden node did not report its install as failed: {node}")
+        elif "small" not in str(node.get("reason") or ""):
+            problems.append(f"its failure reason does not say the disk is too small: "
+                            f"{node.get('reason')}")
+        if marker is not None:
+            problems.append("it booted a clone although its install failed")
+        if not any(GIVE_UP in line for line in lines):
+            problems.append("its console never showed the boot environment giving up")
+        if entry != "ka":
+            problems.append(f"it was switched to {entry!r} boot; a failed node stays on 'ka'")
+    else:
+        installed = [i for i, line in enumerate(lines) if INSTALLED in line]
+        if not installed:
+            problems.append("its console never showed a successful install")
+        if found is None or marker is None:
+            problems.append("its console never showed the clone's marker (the clone did not "
+                            "boot, or did not reach multi-user)")
+        elif installed and found[0] < installed[0]:
+            problems.append("the marker came before the install")
+        if node is None or node.get("result") != "ok":
+            problems.append(f"the golden node did not report its install as ok: {node}")
+        if entry != "local":
+            problems.append(f"ka clone --pxe left it on {entry!r} boot, not 'local'")
+        if marker is not None:
+            expected_name = str(node.get("name")) if node else None
+            if marker.get("hostname") != expected_name:
+                problems.append(f"host name {marker.get('hostname')!r}, the golden node "
+                                f"named it {expected_name!r}")
+            mid = marker.get("machine-id", "")
+            if not re.fullmatch(r"[0-9a-f]{32}", mid):
+                problems.append(f"machine-id {mid!r} is not 32 hex digits")
+            if mid == golden.machine_id:
+                problems.append("it kept the golden machine-id")
+            if marker.get("root-uuid") == golden.root_uuid:
+                problems.append("its root filesystem kept the golden UUID")
+            on_disk = read_disk(disk_image, desc, workdir / name)
+            for key, value in (("hostname", marker.get("hostname")),
+                               ("machine-id", mid), ("root-uuid", marker.get("root-uuid"))):
+                if on_disk.get(key) != value:
+                    problems.append(f"{key} on its disk is {on_disk.get(key)!r}, "
+                                    f"its console said {value!r}")
+            if f"UUID={on_disk.get('root-uuid')}" != on_disk.get("fstab-root"):
+                problems.append(f"its fstab mounts / from {on_disk.get('fstab-root')!r}, "
+                                f"not its root UUID {on_disk.get('root-uuid')!r}")
+    return MachineOutcome(name, mac, expect_failure, seconds, marker, node, tuple(problems),
+                          "\n".join(line for line in lines[-25:] if line.strip()), on_disk)
+
+
+def read_disk(image: Path, desc: str, where: Path) -> dict[str, str]:
+    """Host name, machine-id, root UUID and fstab's / of a machine's disk, read-only."""
+    size = image.stat().st_size
+    root = next(p for p in expected_partitions(desc, size) if p.mountpoint == "/")
+    out: dict[str, str] = {}
+    with disk.LoopDevice(str(image)) as loop:
+        disk.ensure_partition_nodes(loop.device, {root.number})
+        device = disk.partition_device(loop.device, root.number)
+        out["root-uuid"] = blkid_probe(device).get("UUID", "")
+        with contextlib.ExitStack() as stack:
+            tree = stack.enter_context(mounted(device, where, "ext4", "ro,noload"))
+            out["hostname"] = (tree / "etc/hostname").read_text().strip()
+            out["machine-id"] = (tree / "etc/machine-id").read_text().strip()
+            for line in (tree / "etc/fstab").read_text().splitlines():
+                words = line.split()
+                if len(words) >= 2 and words[1] == "/" and not line.startswith("#"):
+                    out["fstab-root"] = words[0]
+    return out
+
+
+def distinct_machine_ids(outcomes: Sequence[MachineOutcome]) -> list[str]:
+    """Problems if two clones share a machine-id."""
+    seen: dict[str, str] = {}
+    problems = []
+    for o in outcomes:
+        mid = (o.marker or {}).get("machine-id")
+        if not mid:
+            continue
+        if mid in seen:
+            problems.append(f"{o.name} and {seen[mid]} share the machine-id {mid}")
+        seen[mid] = o.name
+    return problems
+
+
+def summary_lines(outcomes: Sequence[MachineOutcome]) -> list[str]:
+    head = f"{'machine':<8} {'mac':<18} {'result':<18} {'time s':>7}  hostname  machine-id"
+    out = [head, "-" * len(head)]
+    for o in outcomes:
+        m = o.marker or {}
+        out.append(f"{o.name:<8} {o.mac:<18} {o.result:<18} {o.seconds:>7.0f}  "
+                   f"{m.get('hostname', '-'):<9} {m.get('machine-id', '-')}")
+    for o in outcomes:
+        for p in o.problems:
+            out.append(f"{o.name}: {p}")
+    return out

@@ -1,13 +1,13 @@
 """`ka clone`: the golden node runs the plan's sessions one after another.
 
 Each session is one chain broadcast. After the plan, a session waits only for the nodes that
-are still alive (a node that lost contact in one session is not waited for in the next; one
-evicted because it made no progress, a slow node, was told so and still comes to report its
-failure, so it is waited for), and never forever: after `join_timeout` it starts with whoever came. The last session is the release
-barrier in which every node hands over its install report. When the plan asks for it
-(`ka clone --pxe`), the reports come in a session of their own just before the barrier, and
-`before_release` sees them while every node still waits to be released: nothing reboots before
-the golden node has acted on them.
+are still alive, and never forever: after `join_timeout` it starts with whoever came. A node
+that lost contact in one session is not waited for in the next; one evicted because it made
+no progress (a slow node) was told so and still comes to report its failure, so it is. The
+last session is the release barrier in which every node hands over its install report. When
+the plan asks for it (`ka clone --pxe`), the reports come in a session of their own just
+before the barrier, and `before_release` sees them while every node still waits to be
+released: nothing reboots before the golden node has acted on them.
 """
 
 from __future__ import annotations

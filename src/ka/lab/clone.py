@@ -26,6 +26,7 @@ from typing import Any
 
 from ka.errors import KaError, UsageError
 from ka.lab.checks import check_identities
+from ka.lab.debian import DEFAULT_CACHE
 from ka.lab.disks import (
     Image,
     attached_image,
@@ -367,6 +368,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (disk images, logs) for inspection")
+    vm = p.add_argument_group(
+        "virtual machines (--vm)",
+        "With --vm N the nodes are N QEMU machines instead of namespaces: the golden disk holds "
+        "a small bootable Debian (debootstrap, cached in --cache); the golden host runs ka "
+        "bootenv build, ka pxe config/serve (dnsmasq) and ka clone --pxe; the machines PXE-boot "
+        "the boot environment, get installed, reboot from their own disk and print their host "
+        "name and machine-id on their serial console, which is what is verified.")
+    vm.add_argument("--vm", type=int, metavar="N", help="clone onto N virtual machines")
+    vm.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                    help="QEMU accelerator: KVM when it works here (auto, the default) or TCG")
+    vm.add_argument("--memory", type=int, default=1024, metavar="MiB",
+                    help="memory of every machine (default 1024)")
+    vm.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
+                    help=f"where the golden Debian archive is kept (default {DEFAULT_CACHE})")
+    vm.add_argument("--mirror", metavar="URL",
+                    help="Debian mirror for debootstrap (default: the one apt uses)")
     key = p.add_mutually_exclusive_group()
     key.add_argument("--key", dest="key", action="store_true", default=True,
                      help="run the sessions with a session key (default)")
@@ -375,6 +392,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    # A SIGTERM tears the lab down like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if args.vm is not None:
+        return _vm_handler(args)
     options = LabCloneOptions(
         nodes=args.nodes, rate=None if args.rate == "none" else args.rate, size=args.size,
         data_bytes=args.data, key=args.key, keep=args.keep, excludes=tuple(args.exclude),
@@ -382,12 +403,25 @@ def handler(args: argparse.Namespace) -> int:
     if options.data_bytes > options.size // 2:
         raise UsageError("the golden tree's data does not fit the disk",
                          hint="give a larger --size or a smaller --data")
-    # A SIGTERM tears the lab down like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
     report = lab_clone(options, on_step=lambda msg: print(f"ka lab clone: {msg}", flush=True))
     print(summary_table(report))
     return 0 if report.ok else 1
 
+
+
+def _vm_handler(args: argparse.Namespace) -> int:
+    from ka.lab.vmclone import VmCloneOptions, lab_clone_vm, vm_summary
+
+    if not args.key:
+        raise UsageError("--vm runs with a session key only: the key is baked into the boot "
+                         "environment, as the documentation recommends")
+    options = VmCloneOptions(
+        machines=args.vm, size=args.size, memory_mib=args.memory,
+        rate=None if args.rate == "none" else args.rate, accel=args.accel, cache=args.cache,
+        mirror=args.mirror, keep=args.keep)
+    report = lab_clone_vm(options, on_step=lambda m: print(f"ka lab clone: {m}", flush=True))
+    print(vm_summary(report))
+    return 0 if report.ok else 1
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -52,7 +52,14 @@ from ka.lab.disks import (
 from ka.lab.golden import write_fstab
 from ka.lab.network import LabNetwork, unique_name
 from ka.lab.vm import Machine, RunningMachine, kvm_works, machines_running
-from ka.lab.vmcheck import GIVE_UP, GoldenIdentity, MachineOutcome, judge_machine
+from ka.lab.vmcheck import (
+    GIVE_UP,
+    GoldenIdentity,
+    MachineOutcome,
+    distinct_machine_ids,
+    judge_machine,
+    summary_lines,
+)
 
 MiB = 1024 * 1024
 HOSTNAMES = "node{n:02d}"
@@ -70,7 +77,7 @@ def vm_desc() -> str:
 @dataclass(frozen=True)
 class VmCloneOptions:
     machines: int = 2
-    size: int = 1536 * MiB           # golden disk and every node disk, unless small
+    size: int = 1024 * MiB           # golden disk and every node disk, unless small
     small: tuple[int, ...] = ()      # machines given a disk too small for the golden layout
     memory_mib: int = 1024
     rate: str | None = "1gbit"
@@ -92,10 +99,12 @@ class VmCloneReport:
     seconds: float
     workdir: str | None
     pxe_show: str
+    identity_problems: tuple[str, ...] = ()   # clones sharing a machine-id
 
     @property
     def ok(self) -> bool:
-        return self.golden_status_ok and all(m.ok for m in self.machines)
+        return (self.golden_status_ok and all(m.ok for m in self.machines)
+                and not self.identity_problems)
 
     @property
     def golden_status_ok(self) -> bool:
@@ -198,7 +207,27 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
         machines=tuple(outcomes), golden_status=golden_status,
         golden_log_tail=tail(procs.log("golden"), 20), accel=accel,
         seconds=time.monotonic() - started, workdir=str(workdir) if options.keep else None,
-        pxe_show=pxe_show)
+        pxe_show=pxe_show, identity_problems=tuple(distinct_machine_ids(outcomes)))
+
+
+def vm_summary(report: VmCloneReport) -> str:
+    lines = summary_lines(report.machines)
+    lines += [p for p in report.identity_problems]
+    lines.append(f"machines under {report.accel.upper()}; whole run {report.seconds:.0f} s; "
+                 f"ka clone exit status {report.golden_status}"
+                 + ("" if report.golden_status_ok else " (not what the machines called for)"))
+    if not report.golden_status_ok:
+        lines.append("golden node (ka clone) output, last lines:")
+        lines += ["  " + line for line in report.golden_log_tail.splitlines()]
+    for m in report.machines:
+        if not m.ok:
+            lines.append(f"{m.name}: serial console, last lines:")
+            lines += ["  " + line for line in m.console_tail.splitlines()]
+    if report.workdir:
+        lines.append(f"work directory kept: {report.workdir}")
+    lines.append("RESULT: " + ("every machine booted its own clone" if report.ok
+                               else "FAILED"))
+    return "\n".join(lines)
 
 
 def _golden_disk(golden: Image, desc: str, archive: Path, workdir: Path,

@@ -7,9 +7,7 @@ kind of file, so that the whole file stays within a few minutes.
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,45 +21,6 @@ SMALL = LabCloneOptions(nodes=3, rate="1gbit", size=640 * MiB, data_bytes=24 * M
                         small_files=1500, timeout=300.0)
 
 pytestmark = pytest.mark.lab
-
-
-# Other runs on this machine (tests, `ka lab clone`) may make and remove their own loop devices,
-# namespaces and mounts meanwhile: only what this test made counts (its paths, its labs).
-LAB_NAMESPACE = re.compile(r"ka-t(\d+)[0-9a-f]{4}-")  # ka.lab.network.unique_name()
-
-
-def _loops(tmp: Path) -> set[str]:
-    return {line for line in run(["losetup", "-a"]).stdout.splitlines() if str(tmp) in line}
-
-
-def _namespaces() -> set[str]:
-    """Lab namespaces made by this process or by one that has ended (the CLI's `ka`)."""
-    out = set()
-    for line in run(["ip", "netns", "list"]).stdout.splitlines():
-        match = LAB_NAMESPACE.match(line)
-        if match is None:
-            continue
-        pid = int(match.group(1))
-        if pid == os.getpid() or not os.path.exists(f"/proc/{pid}"):
-            out.add(line)
-    return out
-
-
-def _mounts(tmp: Path) -> set[str]:
-    return {line for line in Path("/proc/self/mounts").read_text().splitlines()
-            if str(tmp) in line}
-
-
-@pytest.fixture
-def leaves_nothing(tmp_path: Path) -> Iterator[Path]:
-    """Every loop device, namespace and mount the run made is gone at its end."""
-    before = (_loops(tmp_path), _namespaces(), _mounts(tmp_path))
-    yield tmp_path / "work"
-    after = (_loops(tmp_path), _namespaces(), _mounts(tmp_path))
-    assert after[0] <= before[0], f"loop devices left: {after[0] - before[0]}"
-    assert after[1] <= before[1], f"namespaces left: {after[1] - before[1]}"
-    assert after[2] <= before[2], f"mounts left: {after[2] - before[2]}"
-    assert not (tmp_path / "work").exists()
 
 
 def _run(workdir: Path, **changes: object) -> LabCloneReport:

@@ -375,7 +375,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "bootenv build, ka pxe config/serve (dnsmasq) and ka clone --pxe; the machines PXE-boot "
         "the boot environment, get installed, reboot from their own disk and print their host "
         "name and machine-id on their serial console, which is what is verified.")
-    vm.add_argument("--vm", type=int, metavar="N", help="clone onto N virtual machines")
+    vm.add_argument("--vm", type=int, metavar="N",
+                    help="clone onto N virtual machines (instead of --nodes and --data)")
     vm.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                     help="QEMU accelerator: KVM when it works here (auto, the default) or TCG")
     vm.add_argument("--memory", type=int, default=1024, metavar="MiB",

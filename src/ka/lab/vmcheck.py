@@ -45,6 +45,8 @@ class MachineOutcome:
     marker: dict[str, str] | None        # the marker line's fields, if it was printed
     node: dict[str, Any] | None          # the golden node's summary entry for this machine
     problems: tuple[str, ...]
+    installed: bool = False              # its console showed the boot environment's success
+    gave_up: bool = False                # ... or the boot environment giving up
     console_tail: str = ""
     disk: dict[str, str] = field(default_factory=dict)  # what its disk holds after the run
 
@@ -106,6 +108,8 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
     node = summary_node(reports, mac)
     entry = pxe_entry(pxe_show, mac) or default_entry(pxe_show)
     on_disk: dict[str, str] = {}
+    installed = [i for i, line in enumerate(lines) if INSTALLED in line]
+    gave_up = any(GIVE_UP in line for line in lines)
     if expect_failure:
         if node is None or node.get("result") != "failed":
             problems.append(f"the golden node did not report its install as failed: {node}")
@@ -114,12 +118,13 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
                             f"{node.get('reason')}")
         if marker is not None:
             problems.append("it booted a clone although its install failed")
-        if not any(GIVE_UP in line for line in lines):
+        if installed:
+            problems.append("its console shows a successful install")
+        if not gave_up:
             problems.append("its console never showed the boot environment giving up")
         if entry != "ka":
             problems.append(f"it was switched to {entry!r} boot; a failed node stays on 'ka'")
     else:
-        installed = [i for i, line in enumerate(lines) if INSTALLED in line]
         if not installed:
             problems.append("its console never showed a successful install")
         if found is None or marker is None:
@@ -153,6 +158,7 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
                 problems.append(f"its fstab mounts / from {on_disk.get('fstab-root')!r}, "
                                 f"not its root UUID {on_disk.get('root-uuid')!r}")
     return MachineOutcome(name, mac, expect_failure, seconds, marker, node, tuple(problems),
+                          bool(installed), gave_up,
                           "\n".join(line for line in lines[-25:] if line.strip()), on_disk)
 
 

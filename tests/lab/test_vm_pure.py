@@ -1,0 +1,155 @@
+"""The virtual machine lab's pure parts: QEMU command lines, consoles, verdicts, the Debian
+recipe. No QEMU, no root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ka.disk.desc import parse_desc
+from ka.disk.plan import plan_layout
+from ka.lab.debian import (
+    MARKER,
+    DebianRecipe,
+    debootstrap_argv,
+    host_mirror,
+    host_suite,
+)
+from ka.lab.vm import Machine, console_lines, node_mac
+from ka.lab.vmcheck import (
+    GoldenIdentity,
+    MachineOutcome,
+    default_entry,
+    distinct_machine_ids,
+    judge_machine,
+    parse_marker,
+    pxe_entry,
+    summary_node,
+)
+from ka.lab.vmclone import vm_desc
+
+MiB = 1024 * 1024
+SHOW = ("default: ka\n"
+        "52:54:00:4b:41:01  local  (10.254.7.101 vm1)\n"
+        "52:54:00:4b:41:02  ka  (10.254.7.102 vm2)\n")
+GOLDEN = GoldenIdentity("golden", "0" * 32, "11111111-2222-3333-4444-555555555555")
+
+
+def test_macs_are_local_and_distinct() -> None:
+    assert node_mac(1) == "52:54:00:4b:41:01"
+    assert node_mac(255) == "52:54:00:4b:41:ff"
+    with pytest.raises(ValueError):
+        node_mac(0)
+
+
+def test_machine_argv(tmp_path: Path) -> None:
+    m = Machine("vm2", 2, tmp_path / "vm2.img", tmp_path / "vm2.console", memory_mib=768)
+    argv = m.argv("tcg")
+    assert argv[0] == "qemu-system-x86_64"
+    joined = " ".join(argv)
+    assert "-machine pc,accel=tcg,graphics=off" in joined
+    assert "-m 768" in joined
+    assert f"file={tmp_path / 'vm2.img'},format=raw,if=virtio" in joined
+    assert "tap,id=net0,ifname=tap2,script=no,downscript=no" in joined
+    assert "virtio-net-pci,netdev=net0,mac=52:54:00:4b:41:02" in joined
+    assert "order=nc" in joined
+    assert f"path={tmp_path / 'vm2.console'}" in joined
+    assert "-cpu host" in " ".join(m.argv("kvm"))
+
+
+def test_console_lines_drop_terminal_escapes(tmp_path: Path) -> None:
+    path = tmp_path / "console"
+    path.write_bytes(b"\x1bc\x1b[?7l\x1b[2JSeaBIOS\r\n\x1b[0;1miPXE\x1b[0m ok\r\nlast")
+    assert console_lines(path) == ["SeaBIOS", "iPXE ok", "last"]
+    assert console_lines(tmp_path / "missing") == []
+
+
+def test_marker_and_pxe_entries() -> None:
+    lines = ["boot", f"{MARKER} hostname=node01 machine-id={'a' * 32} root-uuid=u-1", "off"]
+    assert parse_marker(lines) == (1, {"hostname": "node01", "machine-id": "a" * 32,
+                                       "root-uuid": "u-1"})
+    assert parse_marker(["no marker"]) is None
+    assert pxe_entry(SHOW, "52:54:00:4B:41:01") == "local"
+    assert pxe_entry(SHOW, "52:54:00:4b:41:02") == "ka"
+    assert pxe_entry(SHOW, "52:54:00:4b:41:03") is None
+    assert default_entry(SHOW) == "ka"
+
+
+def _summary(tmp_path: Path, **node: object) -> Path:
+    (tmp_path / "summary.json").write_text(json.dumps({"nodes": [node]}))
+    return tmp_path
+
+
+def test_a_machine_that_must_fail(tmp_path: Path) -> None:
+    reports = _summary(tmp_path, name="node03", mac="52:54:00:4b:41:03", result="failed",
+                       reason="/dev/vda (256 MiB) is too small")
+    lines = ["ka: install attempt 1 of 1",
+             "ka: !!! could not install this node after 1 attempts !!!"]
+    kw = dict(expect_failure=True, reports=reports, pxe_show=SHOW, mac="52:54:00:4b:41:03",
+              seconds=1.0, workdir=tmp_path)
+    ok = judge_machine("vm3", lines, tmp_path / "vm3.img", vm_desc(), GOLDEN, **kw)
+    assert ok.ok and ok.gave_up and not ok.installed and ok.result == "failed, as it must"
+    assert ok.node is not None and ok.node["name"] == "node03"
+    # Booting a clone, or being switched to local, is wrong for it.
+    booted = judge_machine("vm3", [*lines, f"{MARKER} hostname=node03 machine-id=x root-uuid=y"],
+                           tmp_path / "vm3.img", vm_desc(), GOLDEN,
+                           **{**kw, "pxe_show": SHOW.replace("default: ka", "default: local")})
+    assert not booted.ok
+    assert any("booted a clone" in p for p in booted.problems)
+    assert any("'local'" in p for p in booted.problems)
+
+
+def test_a_machine_to_clone_that_never_booted_its_clone(tmp_path: Path) -> None:
+    reports = _summary(tmp_path, name="node01", mac="52:54:00:4b:41:01", result="ok")
+    out = judge_machine("vm1", ["ka: install succeeded; rebooting", "GRUB loading."],
+                        tmp_path / "vm1.img", vm_desc(), GOLDEN, expect_failure=False,
+                        reports=reports, pxe_show=SHOW, mac="52:54:00:4b:41:01", seconds=2.0,
+                        workdir=tmp_path)
+    assert out.installed and not out.ok and out.result == "FAILED"
+    assert any("marker" in p for p in out.problems)
+
+
+def test_summary_node_by_mac(tmp_path: Path) -> None:
+    reports = _summary(tmp_path, name="node02", mac="52:54:00:4B:41:02", result="ok")
+    assert summary_node(reports, "52:54:00:4b:41:02") == {
+        "name": "node02", "mac": "52:54:00:4B:41:02", "result": "ok"}
+    assert summary_node(reports, "52:54:00:4b:41:09") is None
+    assert summary_node(tmp_path / "nowhere", "52:54:00:4b:41:02") is None
+
+
+def test_shared_machine_ids_are_found() -> None:
+    def outcome(name: str, mid: str) -> MachineOutcome:
+        return MachineOutcome(name, "", False, 0.0, {"machine-id": mid}, None, ())
+    assert distinct_machine_ids([outcome("vm1", "a"), outcome("vm2", "b")]) == []
+    assert distinct_machine_ids([outcome("vm1", "a"), outcome("vm2", "a")]) == [
+        "vm2 and vm1 share the machine-id a"]
+
+
+def test_vm_layout_on_a_gigabyte() -> None:
+    plan = plan_layout(parse_desc(vm_desc()), 1024 * MiB)
+    sizes = [(p.number, p.size * p.sector_size // MiB, p.fs, p.mountpoint)
+             for p in plan.partitions]
+    assert sizes[0] == (1, 1, None, None)          # BIOS boot partition for GRUB's core
+    assert sizes[1][2:] == ("ext4", "/") and sizes[1][1] > 900
+    assert sizes[2] == (3, 64, "swap", None)
+
+
+def test_debian_recipe(tmp_path: Path) -> None:
+    sources = tmp_path / "debian.sources"
+    sources.write_text("Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\n"
+                       "Types: deb\nURIs: http://mirror.example/debian-security\n")
+    assert host_mirror(str(sources)) == "http://mirror.example/debian"
+    assert host_mirror(str(tmp_path / "none")) == "http://deb.debian.org/debian"
+    release = tmp_path / "os-release"
+    release.write_text('NAME="Debian GNU/Linux"\nVERSION_CODENAME=trixie\n')
+    assert host_suite(str(release)) == "trixie"
+    assert host_suite(str(tmp_path / "none")) == "bookworm"
+    recipe = DebianRecipe("bookworm", "http://mirror.example/debian")
+    assert debootstrap_argv(recipe, tmp_path / "root") == [
+        "debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
+        "bookworm", str(tmp_path / "root"), "http://mirror.example/debian"]
+    other = DebianRecipe("bookworm", "http://mirror.example/debian", ("linux-image-amd64",))
+    assert recipe.key != other.key
+    assert recipe.archive(tmp_path).name == f"golden-debian-bookworm-{recipe.key}.tar"

@@ -193,6 +193,8 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
     step(f"ka clone --pxe waits for {options.machines} machines; starting them")
     running = stack.enter_context(machines_running(lab, machines, accel))
     _watch(running, procs, options, step)
+    for r in running:
+        r.stop()  # before its disk is read back (only those still running after the timeout)
     golden_status = procs.wait_for("golden", 30.0)
     pxe_show = lab.run(0, [*ka, "pxe", "show", "--dir", str(state)], check=False).stdout
     outcomes = []
@@ -212,7 +214,7 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
 
 def vm_summary(report: VmCloneReport) -> str:
     lines = summary_lines(report.machines)
-    lines += [p for p in report.identity_problems]
+    lines += list(report.identity_problems)
     lines.append(f"machines under {report.accel.upper()}; whole run {report.seconds:.0f} s; "
                  f"ka clone exit status {report.golden_status}"
                  + ("" if report.golden_status_ok else " (not what the machines called for)"))

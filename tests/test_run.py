@@ -1,7 +1,11 @@
+import signal
+import subprocess
+import time
+
 import pytest
 
 from ka.errors import CommandError, ToolMissingError
-from ka.run import require, run
+from ka.run import reap_group, require, run, signal_group, spawn
 
 
 def test_run_captures_output_with_fixed_locale() -> None:
@@ -27,3 +31,30 @@ def test_missing_tool_names_package() -> None:
 
 def test_stdin_is_devnull_by_default() -> None:
     assert run(["cat"]).stdout == ""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_group_is_ended_whole_and_a_deaf_one_killed() -> None:
+    # The shell's background child is in the group too: ending only the shell would leave it.
+    proc = spawn(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE,
+                 start_new_session=True)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    signal_group(proc)
+    assert reap_group(proc, grace=5) == -signal.SIGTERM
+    deadline = time.monotonic() + 5
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(child)
+    deaf = spawn(["sh", "-c", "trap '' TERM; sleep 30"], start_new_session=True)
+    time.sleep(0.2)
+    signal_group(deaf)
+    assert reap_group(deaf, grace=0.5) == -signal.SIGKILL
+    signal_group(deaf)  # already ended: nothing happens

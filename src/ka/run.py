@@ -10,10 +10,12 @@ passed here as `["sh", "-c", cmd]`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -174,3 +176,20 @@ def spawn(
     return subprocess.Popen(
         argv, stdin=stdin, stdout=stdout, stderr=stderr, env=_environment(env), cwd=cwd, **kwargs
     )
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal the process group of a process started here with `start_new_session=True`
+    (its pid is the group's id), unless it has ended: it and what it started, nothing else."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+
+def reap_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
+    """Wait `grace` seconds for a signalled process, then SIGKILL its group; its status."""
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        signal_group(proc, signal.SIGKILL)
+        return proc.wait(timeout=grace)

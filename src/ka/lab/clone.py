@@ -43,6 +43,7 @@ from ka.lab.network import LabNetwork, unique_name
 from ka.lab.report import LabCloneReport, NodeOutcome, install_report, summary_table
 from ka.lab.verdict import FIXED_UP, GoldenReference, judge_node
 from ka.lab.verify import digest_tree
+from ka.run import reap_group, signal_group
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -264,16 +265,9 @@ class LabProcesses:
 
     def end_all(self) -> None:
         for proc in self.procs.values():
-            if proc.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGTERM)
+            signal_group(proc.popen)
         for proc in self.procs.values():
-            try:
-                proc.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(timeout=5)
+            reap_group(proc.popen)
             if proc.ended is None:
                 proc.ended = time.monotonic()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -138,15 +137,8 @@ class RunningMachine:
 
     def stop(self) -> None:
         """End this QEMU (and only it: its own process group, started by us)."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=5)
+        run.signal_group(self.popen)
+        run.reap_group(self.popen)
         self.poll()
 
     def lines(self) -> list[str]:

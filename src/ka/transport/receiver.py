@@ -193,7 +193,33 @@ class _Node:
                 return
 
     def _report(self, ring: SharedRing, writer: ConsumerWriter) -> None:
-        self.chan.send("pos", received=ring.end, consumed=writer.consumed, ended=ring.ended)
+        self._send("pos", received=ring.end, consumed=writer.consumed, ended=ring.ended)
+
+    def _send(self, kind: str, **fields: Any) -> None:
+        try:
+            self.chan.send(kind, **fields)
+        except OSError as e:
+            self._why_closed(e)
+
+    def _why_closed(self, error: OSError) -> None:
+        """The sender closed our connection: say why if it told us first.
+
+        An evicted or aborted node is told so just before the sender closes its connection;
+        a send of ours can fail before the control reader has handed that message on.
+        """
+        deadline = time.monotonic() + 1.0
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                kind, item = self.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            if kind == "msg" and (told := _ended_by_sender(item)) is not None:
+                raise told from error
+            if kind == "closed":
+                break
+        raise StreamCut(f"lost contact with the sender at {self.sender}: "
+                        f"{error.strerror or error}",
+                        hint="the sender stopped or the network failed; run again") from error
 
     def _loop(self, ring: SharedRing, writer: ConsumerWriter, relay: Relay,
               upstream: Upstream) -> None:
@@ -218,10 +244,10 @@ class _Node:
                 raise StreamCut(f"lost contact with the sender at {self.sender} ({item})",
                                 hint="the sender stopped or the network failed; run again")
             elif kind == "failing":
-                self.chan.send("failing", reason=item)
+                self._send("failing", reason=item)
                 self.emit(Event("consumer-failed", item))
             elif kind == "lost":
-                self.chan.send("lost", **item)
+                self._send("lost", **item)
                 self.emit(Event("upstream-lost", f"lost parent {item['parent']} at offset "
                                                  f"{item['offset']}: {item['reason']}"))
             elif kind == "attached":
@@ -238,7 +264,7 @@ class _Node:
                 last_report = now
             if writer.done.is_set() and not done_sent:
                 self._report(ring, writer)
-                self.chan.send("done", **self._done_fields(writer))
+                self._send("done", **self._done_fields(writer))
                 done_sent = True
 
     def _handle(self, msg: dict[str, Any], ring: SharedRing, writer: ConsumerWriter,
@@ -256,10 +282,8 @@ class _Node:
             relay.allow([str(s) for s in msg["sons"]])
         elif t == "drop_son":
             relay.drop(str(msg["id"]))
-        elif t == "evict":
-            raise StreamCut(f"evicted by the sender: {msg.get('reason')}")
-        elif t == "abort":
-            raise StreamCut(f"the sender aborted the session: {msg.get('reason')}")
+        elif (told := _ended_by_sender(msg)) is not None:
+            raise told
         elif t == "finish":
             return True
         return False
@@ -289,3 +313,12 @@ class _Node:
             raise ConsumerFailed(str(fields["reason"]), hint="see the consumer command's output")
         return ReceiveReport(writer.raw, fields["seconds"], writer.digest, writer.status or 0,
                              self.position, self.sender)
+
+
+def _ended_by_sender(msg: dict[str, Any]) -> StreamCut | None:
+    """The error for a message by which the sender ends this node's part, if it is one."""
+    if msg.get("t") == "evict":
+        return StreamCut(f"evicted by the sender: {msg.get('reason')}")
+    if msg.get("t") == "abort":
+        return StreamCut(f"the sender aborted the session: {msg.get('reason')}")
+    return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,23 +155,37 @@ def golden_archive(recipe: DebianRecipe, cache: Path = DEFAULT_CACHE,
     cache.mkdir(parents=True, exist_ok=True)
     build = cache / f"build-{os.getpid()}"
     root = build / "root"
+    partial = archive.with_suffix(".partial")
     try:
-        shutil.rmtree(build, ignore_errors=True)
-        root.mkdir(parents=True)
         step(f"golden Debian {recipe.suite}: debootstrap from {recipe.mirror} (once; cached)")
-        run.run(debootstrap_argv(recipe, root), timeout=1800,
-                hint="debootstrap needs the Debian mirror that apt uses; see "
-                     f"{build}/root/debootstrap/debootstrap.log")
+        _debootstrap(recipe, root)
         customise(root)
-        partial = archive.with_suffix(".partial")
         run.run(["tar", "--create", "--file", str(partial), *metadata_options(selinux=False),
                  "--one-file-system", "--sparse", "-C", str(root), "."])
         partial.rename(archive)
     finally:
         _unmount_below(root)
         shutil.rmtree(build, ignore_errors=True)
+        partial.unlink(missing_ok=True)
     step(f"golden Debian {recipe.suite}: archived in {archive}")
     return archive
+
+
+def _debootstrap(recipe: DebianRecipe, root: Path, attempts: int = 2) -> None:
+    """debootstrap into an empty `root`; a second try after a failure (a mirror's hiccup)."""
+    for attempt in range(1, attempts + 1):
+        _unmount_below(root)
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        try:
+            run.run(debootstrap_argv(recipe, root), timeout=1800,
+                    hint="debootstrap needs the Debian mirror that apt uses (--mirror to "
+                         "choose another)")
+            return
+        except KaError:
+            if attempt == attempts:
+                raise
+            time.sleep(10)
 
 
 def customise(root: Path) -> None:

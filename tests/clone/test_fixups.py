@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from ka.clone import bootloader as boot
-from ka.clone import fixups
+from ka.clone import fixups, golden
 from ka.clone.plan import ClonePlan, ExcludedDir, GoldenPartition
 from ka.run import available
 
@@ -73,6 +74,32 @@ def test_write_fstab_and_id_files(tmp_path: Path) -> None:
     assert (tmp_path / "boot/grub/grub.cfg").read_text() == f"linux /vmlinuz root=UUID={NEW} ro\n"
     assert os.stat(tmp_path / "boot/grub/grub.cfg").st_mode & 0o777 == 0o600
     assert NEW_SWAP in (tmp_path / "etc/initramfs-tools/conf.d/resume").read_text()
+
+
+def test_fstab_entries_by_hardware_path_become_uuids(tmp_path: Path) -> None:
+    # The golden's fstab names / by its disk's serial number and /srv by its bus path: links
+    # that exist only on the golden machine. The nodes get UUID= entries instead.
+    by_id = "/dev/disk/by-id/ata-GOLDEN_SSD_S3Z1NB0K-part1"
+    by_path = "/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part3"
+    links = {by_id: "/dev/sda1", by_path: "/dev/sda3"}
+    fstab = f"{by_id} / ext4 defaults 0 1\n{by_path} /srv ext4 defaults 0 2\n"
+    resolve = lambda path: links.get(path, path)  # noqa: E731
+    assert golden.device_aliases(fstab, "/dev/sda1", resolve) == (by_id,)
+    assert golden.device_aliases(fstab, "/dev/sda3", resolve) == (by_path,)
+    assert golden.device_aliases(fstab, "/dev/sda2", resolve) == ()
+    assert golden.device_aliases(fstab, None, resolve) == ()
+    base = plan(fstab)
+    parts = tuple(dataclasses.replace(p, aliases=golden.device_aliases(fstab, p.device, resolve))
+                  for p in base.partitions)
+    p = dataclasses.replace(base, partitions=parts)
+    ids = fixups.identity_map(p, NEW_IDS)
+    (tmp_path / "etc").mkdir()
+    fixups.write_fstab(str(tmp_path), p, ids)
+    assert (tmp_path / "etc/fstab").read_text() == (
+        f"UUID={NEW} / ext4 defaults 0 1\n"
+        "UUID=33333333-3333-4333-8333-333333333333 /srv ext4 defaults 0 2\n")
+    # The plan carries the aliases to the nodes.
+    assert ClonePlan.from_json(p.to_json()).partitions[0].aliases == (by_id,)
 
 
 def test_machine_id_is_new_each_time_and_dbus_link_kept(tmp_path: Path) -> None:

@@ -47,8 +47,9 @@ def identity_map(plan: ClonePlan, new: Iterable[NewIdentity]) -> IdentityMap:
             partuuids[p.partuuid] = n.partuuid
         if p.label and n.label and p.label != n.label:
             labels[p.label] = n.label
-        if p.device and n.uuid:
-            devices[p.device] = n.uuid
+        if n.uuid:
+            for path in (p.device, *p.aliases) if p.device else p.aliases:
+                devices[path] = n.uuid
     return IdentityMap(uuids, partuuids, labels, devices, frozenset(plan.excluded_refs))
 
 

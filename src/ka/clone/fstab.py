@@ -20,6 +20,7 @@ _BY_DIR = {
     "/dev/disk/by-partuuid/": "partuuid",
     "/dev/disk/by-label/": "label",
 }
+IDENTITY_DIRS = tuple(_BY_DIR)  # links named by an identity, translated as that identity
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ka import run
 from ka.clone import tarstream
 from ka.clone.bootloader import MBR_BOOT_CODE
-from ka.clone.fstab import fstab_entries
+from ka.clone.fstab import IDENTITY_DIRS, fstab_entries
 from ka.clone.hostnames import HostnameRule
 from ka.clone.plan import (
     BootloaderRequest,
@@ -201,6 +201,7 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
                 GoldenPartition(
                     disk=disk.name, number=number, fstype=fstype, mountpoint=mp,
                     label=label, uuid=ident.uuid, partuuid=ident.partuuid, device=device,
+                    aliases=device_aliases(fstab, device),
                     # Only a mounted filesystem says how much it holds; a directory's
                     # statvfs would describe whatever filesystem it happens to sit on.
                     used=used_bytes(mount.path) if mount and content == "tar" else 0,
@@ -312,6 +313,21 @@ def _golden_disks(
     return out
 
 
+def device_aliases(fstab: str, device: str | None,
+                   resolve: Callable[[str], str] = os.path.realpath) -> tuple[str, ...]:
+    """fstab device fields other than `device` that lead to it (udev's by-id, by-path links):
+    names of this machine's hardware that mean nothing on a node."""
+    if device is None:
+        return ()
+    target = resolve(device)
+    out = []
+    for spec, _mp, _fstype in fstab_entries(fstab):
+        if (spec.startswith("/dev/") and spec != device and spec not in out
+                and not spec.startswith(IDENTITY_DIRS) and resolve(spec) == target):
+            out.append(spec)
+    return tuple(out)
+
+
 def _fstab_mountpoint(fstab: str, ident: BlockIdentity, device: str | None) -> str | None:
     for spec, mp, _fstype in fstab_entries(fstab):
         key, _, value = spec.partition("=")
@@ -321,7 +337,8 @@ def _fstab_mountpoint(fstab: str, ident: BlockIdentity, device: str | None) -> s
             or (key.upper() == "LABEL" and ident.label and value == ident.label)
             or (key.upper() == "PARTUUID" and ident.partuuid
                 and value.lower() == ident.partuuid.lower())
-            or (device and spec == device)
+            or (device and spec.startswith("/dev/")
+                and os.path.realpath(spec) == os.path.realpath(device))
         ):
             return mp if mp.startswith("/") else None
     return None

@@ -39,11 +39,11 @@ class GoldenPartition:
     uuid: str | None = None  # golden filesystem UUID
     partuuid: str | None = None  # golden partition GUID / MBR id-number
     device: str | None = None  # golden device path, for fstab entries by device
+    used: int = 0  # bytes in use on the golden filesystem (0: unknown)
+    content: str = "none"  # "tar" | "raw" | "none" (formatted empty)
     # Other device paths by which the golden's fstab names it (/dev/disk/by-id/...,
     # /dev/disk/by-path/...): they name the golden's hardware, so the nodes get UUID= instead.
     aliases: tuple[str, ...] = ()
-    used: int = 0  # bytes in use on the golden filesystem (0: unknown)
-    content: str = "none"  # "tar" | "raw" | "none" (formatted empty)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ packages=(
   iproute2 kmod tar zstd acl attr libcap2-bin udpcast dnsmasq-base
   python3-venv
   pxelinux syslinux-common grub-efi-amd64-bin ipxe busybox-static cpio tftp-hpa
-  qemu-system-x86 ipxe-qemu debootstrap
+  qemu-system-x86 ipxe-qemu ovmf debootstrap
 )
 missing=()
 for p in "${packages[@]}"; do

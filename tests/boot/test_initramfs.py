@@ -6,11 +6,13 @@ import lzma
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import zstandard
 
 from ka.boot import kmodules
+from ka.boot.bootenv import add_modules, kernel_config_of
 from ka.boot.initramfs import FileTree, InitramfsError, parse_ldd, write_initramfs, write_newc
 
 CPIO = shutil.which("cpio")
@@ -157,3 +159,29 @@ def test_modules_are_stored_decompressed(tmp_path: os.PathLike[str], suffix: str
         f.write(pack(b"\x7fELF module"))
     assert kmodules.read_module(path) == b"\x7fELF module"
     assert kmodules.stored_name(f"kernel/m.ko{suffix}") == "kernel/m.ko"
+
+
+def test_the_kernels_default_fat_charsets_are_loaded(tmp_path: Path) -> None:
+    # Without udev or modprobe, vfat mounts only if the code page and I/O charset that the
+    # kernel defaults to were loaded by /init (Debian's kernel: 437 and ascii).
+    config = ('CONFIG_FAT_DEFAULT_CODEPAGE=437\nCONFIG_FAT_DEFAULT_IOCHARSET="ascii"\n'
+              "# CONFIG_NLS_ASCII is not set\n")
+    assert kmodules.fat_charset_modules(config) == ("nls_cp437", "nls_ascii")
+    assert kmodules.fat_charset_modules('CONFIG_FAT_DEFAULT_IOCHARSET="iso8859-15"') == (
+        "nls_iso8859_15",)
+    assert kmodules.fat_charset_modules("") == ()
+    assert {"vfat", "nls_cp437", "nls_ascii"} <= set(kmodules.WANTED)
+    # The crypto crc32c before what asks the crypto API for it when it loads.
+    assert kmodules.WANTED.index("crc32c_generic") < kmodules.WANTED.index("btrfs")
+    # The kernel's own .config is read beside it: a charset not in WANTED is added.
+    (tmp_path / "vmlinuz-9.9").write_bytes(b"")
+    (tmp_path / "config-9.9").write_text('CONFIG_FAT_DEFAULT_IOCHARSET="koi8-r"\n')
+    assert kernel_config_of(str(tmp_path / "vmlinuz-9.9")) == str(tmp_path / "config-9.9")
+    assert kernel_config_of(str(tmp_path / "bzImage")) is None
+    modules = tmp_path / "modules"
+    (modules / "kernel/fs/nls").mkdir(parents=True)
+    (modules / "kernel/fs/nls/nls_koi8-r.ko").write_bytes(b"\x7fELF koi8")
+    (modules / "modules.dep").write_text("kernel/fs/nls/nls_koi8-r.ko:\n")
+    tree = FileTree()
+    paths, _missing = add_modules(tree, str(modules), str(tmp_path / "config-9.9"))
+    assert paths == ("kernel/fs/nls/nls_koi8-r.ko",)

@@ -2,9 +2,10 @@
 ka boot environment, are installed by `ka clone --pxe`, reboot from their own disk into the
 golden Debian, and say on their serial console who they are.
 
-Two machines are cloned and a third, whose disk is too small, must fail, say why, and stay on
-"ka" boot. Under software emulation (no working KVM) the run takes several minutes; the golden
-Debian archive is built once by debootstrap and cached in /var/cache/ka/lab.
+Two machines are cloned, one booting by BIOS (SeaBIOS, pxelinux) and one by UEFI (OVMF, GRUB
+EFI), and a third, whose disk is too small, must fail, say why, and stay on "ka" boot. Under
+software emulation (no working KVM) the run takes several minutes; the golden Debian archive
+is built once by debootstrap and cached in /var/cache/ka/lab.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ka.lab.vm import VIRTIO_ROMS
+from ka.lab.vm import VIRTIO_ROMS, VmError, ovmf_files
 from ka.lab.vmcheck import pxe_entry
 from ka.lab.vmclone import VmCloneOptions, lab_clone_vm, vm_summary
 
@@ -35,11 +36,16 @@ def _require() -> None:
         pytest.skip("QEMU's PXE ROM is not installed (Debian package ipxe-qemu)")
     if not os.path.exists("/usr/lib/PXELINUX/pxelinux.0"):
         pytest.skip("pxelinux is not installed (scripts/setup.sh installs it)")
+    try:
+        ovmf_files()
+    except VmError:
+        pytest.skip("OVMF is not installed (Debian package ovmf)")
 
 
 def test_machines_pxe_boot_get_cloned_and_boot_their_clone(leaves_nothing_open: Path) -> None:
     _require()
-    report = lab_clone_vm(VmCloneOptions(machines=3, small=(3,), workdir=leaves_nothing_open,
+    report = lab_clone_vm(VmCloneOptions(machines=3, small=(3,), firmware="both",
+                                         workdir=leaves_nothing_open,
                                          timeout=1800.0))
     print(vm_summary(report))
     by_name = {m.name: m for m in report.machines}
@@ -47,8 +53,10 @@ def test_machines_pxe_boot_get_cloned_and_boot_their_clone(leaves_nothing_open: 
     small = by_name["vm3"]
 
     # What the serial consoles printed: the install, then the clone's own marker.
+    assert [m.firmware for m in cloned] == ["bios", "uefi"]
     names = set()
     for m in cloned:
+        assert m.marker is not None and m.marker.get("firmware") == m.firmware, m.console_tail
         assert m.installed, m.console_tail
         assert m.marker is not None, f"{m.name} never printed its marker:\n{m.console_tail}"
         assert not m.problems, m.problems

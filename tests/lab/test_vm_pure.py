@@ -17,7 +17,7 @@ from ka.lab.debian import (
     host_mirror,
     host_suite,
 )
-from ka.lab.vm import Machine, console_lines, node_mac
+from ka.lab.vm import Machine, VmError, console_lines, node_mac, ovmf_files
 from ka.lab.vmcheck import (
     GoldenIdentity,
     MachineOutcome,
@@ -28,7 +28,7 @@ from ka.lab.vmcheck import (
     pxe_entry,
     summary_node,
 )
-from ka.lab.vmclone import vm_desc
+from ka.lab.vmclone import firmware_of, vm_desc
 
 MiB = 1024 * 1024
 SHOW = ("default: ka\n"
@@ -51,12 +51,30 @@ def test_machine_argv(tmp_path: Path) -> None:
     joined = " ".join(argv)
     assert "-machine pc,accel=tcg,graphics=off" in joined
     assert "-m 768" in joined
-    assert f"file={tmp_path / 'vm2.img'},format=raw,if=virtio" in joined
+    assert f"file={tmp_path / 'vm2.img'},format=raw,if=none,id=disk0" in joined
+    # The NIC boots first, the disk second: SeaBIOS and OVMF both follow bootindex.
+    assert "virtio-blk-pci,drive=disk0,bootindex=2" in joined
     assert "tap,id=net0,ifname=tap2,script=no,downscript=no" in joined
-    assert "virtio-net-pci,netdev=net0,mac=52:54:00:4b:41:02" in joined
-    assert "order=nc" in joined
+    assert "virtio-net-pci,netdev=net0,mac=52:54:00:4b:41:02,bootindex=1" in joined
     assert f"path={tmp_path / 'vm2.console'}" in joined
+    assert "pflash" not in joined
     assert "-cpu host" in " ".join(m.argv("kvm"))
+
+
+def test_uefi_machine_has_its_own_variable_store(tmp_path: Path) -> None:
+    try:
+        code, _store = ovmf_files()
+    except VmError:
+        pytest.skip("OVMF is not installed (Debian package ovmf)")
+    m = Machine("vm2", 2, tmp_path / "vm2.img", tmp_path / "vm2.console", firmware="uefi")
+    joined = " ".join(m.argv("tcg"))
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in joined
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path / 'vm2.vars'}" in joined
+
+
+def test_firmware_of_machines() -> None:
+    assert [firmware_of(i, "both") for i in (1, 2, 3)] == ["bios", "uefi", "bios"]
+    assert firmware_of(2, "bios") == "bios" and firmware_of(1, "uefi") == "uefi"
 
 
 def test_console_lines_drop_terminal_escapes(tmp_path: Path) -> None:
@@ -132,8 +150,9 @@ def test_vm_layout_on_a_gigabyte() -> None:
     sizes = [(p.number, p.size * p.sector_size // MiB, p.fs, p.mountpoint)
              for p in plan.partitions]
     assert sizes[0] == (1, 1, None, None)          # BIOS boot partition for GRUB's core
-    assert sizes[1][2:] == ("ext4", "/") and sizes[1][1] > 900
-    assert sizes[2] == (3, 64, "swap", None)
+    assert sizes[1] == (2, 64, "vfat", "/boot/efi")  # the ESP, for UEFI machines
+    assert sizes[2][2:] == ("ext4", "/") and sizes[2][1] > 850
+    assert sizes[3] == (4, 64, "swap", None)
 
 
 def test_debian_recipe(tmp_path: Path) -> None:

@@ -89,6 +89,15 @@ def modules_for(kernel: str, modules_root: str = "/lib/modules") -> str | None:
     return None
 
 
+def kernel_config_of(kernel: str) -> str | None:
+    """/boot/config-VERSION beside /boot/vmlinuz-VERSION (Debian ships it), when it exists."""
+    name = os.path.basename(kernel)
+    if not name.startswith("vmlinuz-"):
+        return None
+    path = os.path.join(os.path.dirname(kernel), "config-" + name[len("vmlinuz-"):])
+    return path if os.path.isfile(path) else None
+
+
 def add_base(tree: FileTree, key_file: str | None) -> None:
     for d in ("/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/root", "/var/tmp", "/etc/ka"):
         tree.directory(d)
@@ -241,7 +250,8 @@ def add_libraries(tree: FileTree, native: Iterable[str]) -> None:
                 break
 
 
-def add_modules(tree: FileTree, modules_dir: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def add_modules(tree: FileTree, modules_dir: str, kernel_config: str | None = None,
+                ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     with open(os.path.join(modules_dir, "modules.dep")) as f:
         dep = kmodules.parse_modules_dep(f.read())
     builtin: list[str] = []
@@ -249,7 +259,11 @@ def add_modules(tree: FileTree, modules_dir: str) -> tuple[tuple[str, ...], tupl
     if os.path.isfile(builtin_file):
         with open(builtin_file) as f:
             builtin = f.read().split()
-    selection = kmodules.select_modules(dep, builtin)
+    wanted = list(kmodules.WANTED)
+    if kernel_config is not None and os.path.isfile(kernel_config):
+        with open(kernel_config, errors="replace") as f:
+            wanted += [m for m in kmodules.fat_charset_modules(f.read()) if m not in wanted]
+    selection = kmodules.select_modules(dep, builtin, wanted)
     # Stored under /usr/lib/modules: /lib is a symlink to usr/lib in a merged-/usr tree.
     version = os.path.basename(os.path.normpath(modules_dir))
     target_dir = f"/usr/lib/modules/{version}"
@@ -282,7 +296,7 @@ def build(output: str, kernel: str | None = None, modules_dir: str | None = None
     modules: tuple[str, ...] = ()
     missing_modules: tuple[str, ...] = ()
     if modules_dir is not None:
-        modules, missing_modules = add_modules(tree, modules_dir)
+        modules, missing_modules = add_modules(tree, modules_dir, kernel_config_of(kernel))
     os.makedirs(output, exist_ok=True)
     kernel_out = os.path.join(output, "vmlinuz")
     shutil.copyfile(kernel, kernel_out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -30,10 +31,30 @@ WANTED = (
     # libcrc32c (btrfs, xfs) asks the crypto API for crc32c when it loads, and with no udev
     # and no modprobe nobody loads one on demand ("btrfs: Unknown symbol crc32c").
     "crc32c_intel", "crc32c_generic",
-    "ext4", "xfs", "btrfs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "loop",
+    # vfat needs its default code page and I/O charset: Debian's kernel mounts with
+    # iocharset=ascii ("FAT-fs: IO charset ascii not found" fails every ESP mount).
+    "ext4", "xfs", "btrfs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8",
+    "loop",
 )
 
 _SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
+
+
+def fat_charset_modules(config: str) -> tuple[str, ...]:
+    """The nls modules a vfat mount needs by default, from the kernel's .config text.
+
+    A FAT mount without options asks for CONFIG_FAT_DEFAULT_CODEPAGE and
+    CONFIG_FAT_DEFAULT_IOCHARSET; with no modprobe to load them on demand, a kernel built with
+    other defaults than WANTED names would fail every ESP mount.
+    """
+    out = []
+    codepage = re.search(r"^CONFIG_FAT_DEFAULT_CODEPAGE=(\d+)$", config, re.M)
+    if codepage:
+        out.append(f"nls_cp{codepage.group(1)}")
+    charset = re.search(r'^CONFIG_FAT_DEFAULT_IOCHARSET="([^"]+)"$', config, re.M)
+    if charset:
+        out.append("nls_" + charset.group(1).lower().replace("-", "_"))
+    return tuple(out)
 
 
 def module_name(path: str) -> str:

@@ -373,6 +373,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                     help="clone onto N virtual machines (instead of --nodes and --data)")
     vm.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                     help="QEMU accelerator: KVM when it works here (auto, the default) or TCG")
+    vm.add_argument("--firmware", choices=("bios", "uefi", "both"), default="both",
+                    help="what the machines boot by: SeaBIOS, OVMF (UEFI), or both (odd "
+                         "machines BIOS, even ones UEFI; the default)")
     vm.add_argument("--memory", type=int, default=1024, metavar="MiB",
                     help="memory of every machine (default 1024)")
     vm.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
@@ -411,7 +414,7 @@ def _vm_handler(args: argparse.Namespace) -> int:
         raise UsageError("--vm runs with a session key only: the key is baked into the boot "
                          "environment, as the documentation recommends")
     options = VmCloneOptions(
-        machines=args.vm, size=args.size, memory_mib=args.memory,
+        machines=args.vm, size=args.size, memory_mib=args.memory, firmware=args.firmware,
         rate=None if args.rate == "none" else args.rate, accel=args.accel, cache=args.cache,
         mirror=args.mirror, keep=args.keep)
     report = lab_clone_vm(options, on_step=lambda m: print(f"ka lab clone: {m}", flush=True))

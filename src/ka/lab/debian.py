@@ -6,7 +6,8 @@ runs only unpack it. The lab's own touches:
 
 * the kernel and GRUB talk on the serial console (QEMU's ttyS0 is what the lab reads);
 * a `ka-lab-marker` service prints, once the system is up, one line with the host name, the
-  machine-id and the root filesystem's UUID, and powers the machine off: that line is how the
+  machine-id, the root filesystem's UUID and the firmware it booted by (bios or uefi), and
+  powers the machine off: that line is how the
   lab knows which system booted, and the power-off is how it knows the machine is done;
 * driver modules for hardware a lab machine does not have are left out (the kernel package
   alone is 400 MiB, mostly such drivers), which keeps every clone small;
@@ -32,10 +33,12 @@ from ka.clone.bootloader import chroot_mounts
 from ka.clone.tarstream import metadata_options
 from ka.errors import KaError
 
-RECIPE_VERSION = 2  # bump when the customisation below changes: the cache key follows it
+RECIPE_VERSION = 3  # bump when the customisation below changes: the cache key follows it
 DEFAULT_CACHE = Path("/var/cache/ka/lab")
-PACKAGES = ("linux-image-amd64", "grub-pc", "systemd-sysv", "udev", "kmod", "initramfs-tools",
-            "zstd")
+# GRUB for BIOS (grub-pc) and the modules to install it for UEFI too (grub-efi-amd64-bin):
+# a clone on a disk with both a BIOS boot partition and an ESP boots on either firmware.
+PACKAGES = ("linux-image-amd64", "grub-pc", "grub-efi-amd64-bin", "systemd-sysv", "udev", "kmod",
+            "initramfs-tools", "zstd")
 MARKER = "KA-LAB-BOOTED"
 MARKER_SCRIPT = "/usr/local/sbin/ka-lab-marker"
 MARKER_UNIT = "ka-lab-marker.service"
@@ -59,8 +62,10 @@ MARKER_SCRIPT_TEXT = f"""\
 # ka lab: say on the serial console which system this is, then power off.
 root=$(findmnt -n -o SOURCE /)
 uuid=$(blkid -s UUID -o value "$root")
+firmware=bios
+[ -d /sys/firmware/efi ] && firmware=uefi
 echo "{MARKER} hostname=$(hostname) machine-id=$(cat /etc/machine-id) root-uuid=$uuid" \\
-    > /dev/ttyS0
+    "firmware=$firmware" > /dev/ttyS0
 systemctl --no-block poweroff
 """
 

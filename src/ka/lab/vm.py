@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,8 @@ from ka.lab.network import LabNetwork, TokenBucket
 QEMU = "qemu-system-x86_64"
 MAC_PREFIX = "52:54:00:4b:41"  # locally administered (QEMU's OUI) + "KA"
 PROBE_SECONDS = 20.0
+OVMF = (("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+        ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"))
 # Where Debian's ipxe-qemu keeps the option ROM that gives virtio-net its PXE stack.
 VIRTIO_ROMS = ("/usr/lib/ipxe/qemu/efi-virtio.rom", "/usr/share/qemu/efi-virtio.rom",
                "/usr/lib/ipxe/qemu/pxe-virtio.rom", "/usr/share/qemu/pxe-virtio.rom")
@@ -53,14 +56,18 @@ def virtio_rom() -> str:
 
 @dataclass(frozen=True)
 class Machine:
-    """One lab virtual machine: its disk, its NIC, its console."""
+    """One lab virtual machine: its firmware, disk, NIC and console.
+
+    The NIC boots first and the disk second (`bootindex`, which SeaBIOS and OVMF both honour):
+    a machine boots from the network until `ka pxe` hands it over to its disk ("local").
+    """
 
     name: str
     index: int
     disk: Path
     console: Path
     memory_mib: int = 1024
-    boot_order: str = "nc"  # network first; a failed or "local" PXE boot falls to the disk
+    firmware: str = "bios"  # "bios" (SeaBIOS) or "uefi" (OVMF)
 
     @property
     def mac(self) -> str:
@@ -70,21 +77,41 @@ class Machine:
     def tap(self) -> str:
         return f"tap{self.index}"
 
+    @property
+    def uefi_vars(self) -> Path:
+        """This machine's own copy of the UEFI variable store."""
+        return self.disk.with_suffix(".vars")
+
     def argv(self, accel: str) -> list[str]:
         cpu = ["-cpu", "host"] if accel == "kvm" else ["-cpu", "max"]
+        firmware: list[str] = []
+        if self.firmware == "uefi":
+            code, _vars = ovmf_files()
+            firmware = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                        "-drive", f"if=pflash,format=raw,unit=1,file={self.uefi_vars}"]
         return [
             QEMU, "-name", self.name, "-machine", f"pc,accel={accel},graphics=off", *cpu,
-            "-m", str(self.memory_mib), "-smp", "1",
+            "-m", str(self.memory_mib), "-smp", "1", *firmware,
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
             "-chardev", f"file,id=console,path={self.console}",
             "-serial", "chardev:console",
-            "-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe",
+            "-drive", f"file={self.disk},format=raw,if=none,id=disk0,cache=unsafe",
+            "-device", "virtio-blk-pci,drive=disk0,bootindex=2",
             "-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no",
             # QEMU finds the NIC's PXE ROM (efi-virtio.rom) itself; an absolute romfile= path
             # to the same file gives a NIC without one.
-            "-device", f"virtio-net-pci,netdev=net0,mac={self.mac}",
-            "-boot", f"order={self.boot_order},reboot-timeout=1000",
+            "-device", f"virtio-net-pci,netdev=net0,mac={self.mac},bootindex=1",
+            "-boot", "reboot-timeout=1000",
         ]
+
+
+def ovmf_files() -> tuple[str, str]:
+    """OVMF's code and its pristine variable store (Debian package ovmf)."""
+    for code, store in OVMF:
+        if os.path.exists(code) and os.path.exists(store):
+            return code, store
+    raise VmError("the UEFI firmware for QEMU (OVMF) was not found",
+                  hint="install the Debian package 'ovmf'")
 
 
 def console_lines(path: Path) -> list[str]:
@@ -172,6 +199,8 @@ def machines_running(lab: LabNetwork, machines: Sequence[Machine], accel: str,
         for m in machines:
             add_tap(lab, m.tap)
             m.console.write_bytes(b"")
+            if m.firmware == "uefi":
+                shutil.copyfile(ovmf_files()[1], m.uefi_vars)
             err = m.console.with_suffix(".qemu.log")
             with open(err, "wb") as out:
                 popen = run.spawn(["ip", "netns", "exec", lab.switch_netns,

@@ -49,6 +49,7 @@ class MachineOutcome:
     gave_up: bool = False                # ... or the boot environment giving up
     console_tail: str = ""
     disk: dict[str, str] = field(default_factory=dict)  # what its disk holds after the run
+    firmware: str = "bios"
 
     @property
     def ok(self) -> bool:
@@ -101,7 +102,8 @@ def default_entry(pxe_show: str) -> str | None:
 
 def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
                   golden: GoldenIdentity, *, expect_failure: bool, reports: Path,
-                  pxe_show: str, mac: str, seconds: float, workdir: Path) -> MachineOutcome:
+                  pxe_show: str, mac: str, seconds: float, workdir: Path,
+                  firmware: str = "bios") -> MachineOutcome:
     problems: list[str] = []
     found = parse_marker(lines)
     marker = found[1] if found else None
@@ -148,6 +150,9 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
                 problems.append("it kept the golden machine-id")
             if marker.get("root-uuid") == golden.root_uuid:
                 problems.append("its root filesystem kept the golden UUID")
+            if marker.get("firmware") != firmware:
+                problems.append(f"it booted by {marker.get('firmware')!r} firmware, not "
+                                f"{firmware!r}")
             on_disk = read_disk(disk_image, desc, workdir / name)
             for key, value in (("hostname", marker.get("hostname")),
                                ("machine-id", mid), ("root-uuid", marker.get("root-uuid"))):
@@ -159,7 +164,8 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
                                 f"not its root UUID {on_disk.get('root-uuid')!r}")
     return MachineOutcome(name, mac, expect_failure, seconds, marker, node, tuple(problems),
                           bool(installed), gave_up,
-                          "\n".join(line for line in lines[-25:] if line.strip()), on_disk)
+                          "\n".join(line for line in lines[-25:] if line.strip()), on_disk,
+                          firmware)
 
 
 def read_disk(image: Path, desc: str, where: Path) -> dict[str, str]:
@@ -197,11 +203,12 @@ def distinct_machine_ids(outcomes: Sequence[MachineOutcome]) -> list[str]:
 
 
 def summary_lines(outcomes: Sequence[MachineOutcome]) -> list[str]:
-    head = f"{'machine':<8} {'mac':<18} {'result':<18} {'time s':>7}  hostname  machine-id"
+    head = (f"{'machine':<8} {'firmware':<8} {'mac':<18} {'result':<18} {'time s':>7}  "
+            "hostname  machine-id")
     out = [head, "-" * len(head)]
     for o in outcomes:
         m = o.marker or {}
-        out.append(f"{o.name:<8} {o.mac:<18} {o.result:<18} {o.seconds:>7.0f}  "
+        out.append(f"{o.name:<8} {o.firmware:<8} {o.mac:<18} {o.result:<18} {o.seconds:>7.0f}  "
                    f"{m.get('hostname', '-'):<9} {m.get('machine-id', '-')}")
     for o in outcomes:
         for p in o.problems:

@@ -67,11 +67,21 @@ AFTER_GOLDEN = 600.0  # seconds machines may still run once `ka clone` has ended
 
 
 def vm_desc() -> str:
-    """GPT with a BIOS boot partition for GRUB, the root filesystem and a little swap."""
+    """GPT for both firmwares: a BIOS boot partition for GRUB's core and an ESP (which each node
+    formats and fills by grub-install: this kernel cannot mount vfat to fill the golden's),
+    the root filesystem and a little swap."""
     return ("label gpt\n"
             "bios 1MiB\n"
+            "esp 64MiB fs=vfat mount=/boot/efi label=ESP\n"
             "linux fill fs=ext4 mount=/ label=root\n"
             "swap 64MiB label=swap\n")
+
+
+def firmware_of(index: int, firmware: str) -> str:
+    """"bios", "uefi", or for "both" BIOS on odd machines and UEFI on even ones."""
+    if firmware == "both":
+        return "bios" if index % 2 else "uefi"
+    return firmware
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class VmCloneOptions:
     machines: int = 2
     size: int = 1024 * MiB           # golden disk and every node disk, unless small
     small: tuple[int, ...] = ()      # machines given a disk too small for the golden layout
+    firmware: str = "both"           # bios, uefi, or both (odd machines BIOS, even ones UEFI)
     memory_mib: int = 1024
     rate: str | None = "1gbit"
     accel: str = "auto"              # auto (KVM when it works here), kvm or tcg
@@ -122,6 +133,8 @@ def lab_clone_vm(options: VmCloneOptions, on_step: Step | None = None) -> VmClon
                       hint="run it as root, e.g. with sudo")
     if not 1 <= options.machines <= 20:
         raise UsageError(f"--vm takes 1 to 20 machines, not {options.machines}")
+    if options.firmware not in ("bios", "uefi", "both"):
+        raise UsageError(f"unknown firmware {options.firmware!r}: use bios, uefi or both")
     if any(not 1 <= i <= options.machines for i in options.small):
         raise UsageError("a small machine's number must be one of the machines")
     for tool in ("qemu-system-x86_64", "debootstrap", "dnsmasq", "busybox"):
@@ -161,7 +174,9 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
                                          machines_only=True))
     net = lab.hosts[0].address.rsplit(".", 1)[0]
     machines = [Machine(f"vm{i}", i, workdir / f"vm{i}.img", workdir / f"vm{i}.console",
-                        memory_mib=options.memory_mib) for i in range(1, options.machines + 1)]
+                        memory_mib=options.memory_mib,
+                        firmware=firmware_of(i, options.firmware))
+                for i in range(1, options.machines + 1)]
     addresses = {m.name: f"{net}.{100 + m.index}" for m in machines}
     nodes_file = workdir / "nodes"
     nodes_file.write_text("".join(f"{m.mac} {addresses[m.name]} {m.name}\n" for m in machines))
@@ -177,7 +192,7 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
     lab.run(0, [*ka, "pxe", "config", "--interface", "eth0", "--range",
                 f"{net}.100,{net}.199", "--dir", str(state), "--bootenv", str(bootenv),
                 "--nodes", str(nodes_file), "--console", "ttyS0,115200", "--retries", "1",
-                "--bios", "pxelinux"])
+                "--bios", "pxelinux", "--uefi", "grub"])
     step(f"boot environment built; ka pxe serves {net}.0/24 from the golden host")
     procs = LabProcesses(stack)
     procs.start("dnsmasq", lab.argv(0, [*ka, "pxe", "serve", "--dir", str(state)]),
@@ -201,7 +216,7 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
     for r in running:
         outcome = judge_machine(
             r.machine.name, r.lines(), r.machine.disk, desc, identity,
-            expect_failure=r.machine.index in options.small,
+            expect_failure=r.machine.index in options.small, firmware=r.machine.firmware,
             reports=workdir / "logs" / "ka", pxe_show=pxe_show, mac=r.machine.mac,
             seconds=(r.ended or time.monotonic()) - r.started, workdir=workdir / "check")
         outcomes.append(outcome)
@@ -241,6 +256,7 @@ def _golden_disk(golden: Image, desc: str, archive: Path, workdir: Path,
                                             read_only=False))
     run.run(["tar", "--extract", "--file", str(archive), *metadata_options(selinux=False),
              "-C", str(root)])
+    (root / "boot/efi").mkdir(parents=True, exist_ok=True)
     write_fstab(root, fstab_entries(golden, expected))
     machine_id = secrets.token_hex(16)
     (root / "etc/machine-id").write_text(machine_id + "\n")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything ka, its lab and its tests need on a fresh Debian machine (run as root):
-# system packages with apt-get, Python packages in a venv at ./.venv.
+# system packages with apt-get, Python packages in a venv at ./.venv. (reiserfsprogs is left
+# out on purpose: the tests then see ka refuse a reiserfs layout, naming the package.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 packages=(
-  fdisk util-linux mount e2fsprogs xfsprogs dosfstools btrfs-progs mtools
+  fdisk util-linux mount e2fsprogs xfsprogs dosfstools btrfs-progs jfsutils mtools
   iproute2 kmod tar zstd acl attr libcap2-bin udpcast dnsmasq-base
   python3-venv
   pxelinux syslinux-common grub-efi-amd64-bin ipxe busybox-static cpio tftp-hpa

@@ -10,6 +10,7 @@ import pytest
 
 from ka.disk.desc import parse_desc
 from ka.disk.plan import plan_layout
+from ka.errors import UsageError
 from ka.lab.debian import (
     MARKER,
     DebianRecipe,
@@ -28,7 +29,7 @@ from ka.lab.vmcheck import (
     pxe_entry,
     summary_node,
 )
-from ka.lab.vmclone import firmware_of, vm_desc
+from ka.lab.vmclone import VmCloneOptions, firmware_of, lab_clone_vm, vm_desc
 
 MiB = 1024 * 1024
 SHOW = ("default: ka\n"
@@ -172,3 +173,16 @@ def test_debian_recipe(tmp_path: Path) -> None:
     other = DebianRecipe("bookworm", "http://mirror.example/debian", ("linux-image-amd64",))
     assert recipe.key != other.key
     assert recipe.archive(tmp_path).name == f"golden-debian-bookworm-{recipe.key}.tar"
+
+
+@pytest.mark.parametrize("options, words", [
+    (VmCloneOptions(machines=0), "1 to 20 machines"),
+    (VmCloneOptions(machines=21), "1 to 20 machines"),
+    (VmCloneOptions(memory_mib=256), "too little"),
+    (VmCloneOptions(firmware="coreboot"), "unknown firmware"),
+    (VmCloneOptions(machines=2, small=(3,)), "small machine"),
+])
+def test_bad_options_are_refused_before_anything_is_built(options: VmCloneOptions,
+                                                         words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        lab_clone_vm(options)

@@ -91,9 +91,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     # `ka lab clone` lives in its own module; the lab network works without it.
     try:
-        lab_clone = importlib.import_module("ka.lab.clone")
+        lab_clone = importlib.import_module("ka.lab.clone_cli")
     except ModuleNotFoundError as e:
-        if e.name != "ka.lab.clone":
+        if e.name not in ("ka.lab.clone", "ka.lab.clone_cli"):
             raise
     else:
         lab_clone.register(lab_subparsers)

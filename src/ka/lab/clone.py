@@ -9,7 +9,6 @@ or Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import secrets
@@ -22,11 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ka.errors import KaError, UsageError
 from ka.lab.checks import check_identities
-from ka.lab.debian import DEFAULT_CACHE
 from ka.lab.disks import (
     Image,
     attached_image,
@@ -40,7 +37,7 @@ from ka.lab.disks import (
 )
 from ka.lab.golden import GoldenSpec, build_tree, write_fstab
 from ka.lab.network import LabNetwork, unique_name
-from ka.lab.report import LabCloneReport, NodeOutcome, install_report, summary_table
+from ka.lab.report import LabCloneReport, NodeOutcome, install_report
 from ka.lab.verdict import FIXED_UP, GoldenReference, judge_node
 from ka.lab.verify import digest_tree
 from ka.run import reap_group, signal_group
@@ -326,101 +323,3 @@ def _extracting(pid: int) -> bool:
                 return True
             todo.append(child)
     return False
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def _size(text: str) -> int:
-    units = {"": MiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB}
-    t = text.strip().lower()
-    number = t.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = t[len(number):]
-    if unit not in units or not number:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 1GiB or 800MiB")
-    return int(float(number) * units[unit])
-
-
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    p = subparsers.add_parser(
-        "clone", help="clone a golden disk onto N lab nodes, verify every clone, tear down",
-        description=(
-            "Build a lab network and a golden disk (GPT: ESP vfat, / ext4, /var xfs, swap) "
-            "holding a tree with every kind of file a clone must keep; run `ka clone` on the "
-            "golden node and `ka install` on N nodes with blank disks; verify every clone "
-            "(tree digest with metadata, partition table, fstab UUIDs, machine-ids, host "
-            "names); print a summary; remove everything."))
-    p.add_argument("--nodes", "-n", type=int, default=3, metavar="N", help="nodes (default 3)")
-    p.add_argument("--rate", default="1gbit", metavar="RATE",
-                   help="link rate: 100mbit, 1gbit or none (default 1gbit)")
-    p.add_argument("--size", type=_size, default=1 * GiB, metavar="SIZE",
-                   help="size of every disk (default 1GiB)")
-    p.add_argument("--data", type=_size, default=128 * MiB, metavar="SIZE",
-                   help="file data in the golden tree (default 128MiB)")
-    p.add_argument("--exclude", "-x", action="append", default=[], metavar="DIR",
-                   help="directory of the golden tree not to clone (repeatable)")
-    p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the work directory (disk images, logs) for inspection")
-    vm = p.add_argument_group(
-        "virtual machines (--vm)",
-        "With --vm N the nodes are N QEMU machines instead of namespaces: the golden disk holds "
-        "a small bootable Debian (debootstrap, cached in --cache); the golden host runs ka "
-        "bootenv build, ka pxe config/serve (dnsmasq) and ka clone --pxe; the machines PXE-boot "
-        "the boot environment, get installed, reboot from their own disk and print their host "
-        "name and machine-id on their serial console, which is what is verified.")
-    vm.add_argument("--vm", type=int, metavar="N",
-                    help="clone onto N virtual machines (instead of --nodes and --data)")
-    vm.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                    help="QEMU accelerator: KVM when it works here (auto, the default) or TCG")
-    vm.add_argument("--firmware", choices=("bios", "uefi", "both"), default="both",
-                    help="what the machines boot by: SeaBIOS, OVMF (UEFI), or both (odd "
-                         "machines BIOS, even ones UEFI; the default)")
-    vm.add_argument("--memory", type=int, default=1024, metavar="MiB",
-                    help="memory of every machine (default 1024)")
-    vm.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
-                    help=f"where the golden Debian archive is kept (default {DEFAULT_CACHE})")
-    vm.add_argument("--mirror", metavar="URL",
-                    help="Debian mirror for debootstrap (default: the one apt uses)")
-    key = p.add_mutually_exclusive_group()
-    key.add_argument("--key", dest="key", action="store_true", default=True,
-                     help="run the sessions with a session key (default)")
-    key.add_argument("--no-key", dest="key", action="store_false", help="run open sessions")
-    p.set_defaults(func=handler)
-
-
-def handler(args: argparse.Namespace) -> int:
-    # A SIGTERM tears the lab down like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    if args.vm is not None:
-        return _vm_handler(args)
-    options = LabCloneOptions(
-        nodes=args.nodes, rate=None if args.rate == "none" else args.rate, size=args.size,
-        data_bytes=args.data, key=args.key, keep=args.keep, excludes=tuple(args.exclude),
-        compress=args.compress)
-    if options.data_bytes > options.size // 2:
-        raise UsageError("the golden tree's data does not fit the disk",
-                         hint="give a larger --size or a smaller --data")
-    report = lab_clone(options, on_step=lambda msg: print(f"ka lab clone: {msg}", flush=True))
-    print(summary_table(report))
-    return 0 if report.ok else 1
-
-
-
-def _vm_handler(args: argparse.Namespace) -> int:
-    from ka.lab.vmclone import VmCloneOptions, lab_clone_vm, vm_summary
-
-    if not args.key:
-        raise UsageError("--vm runs with a session key only: the key is baked into the boot "
-                         "environment, as the documentation recommends")
-    options = VmCloneOptions(
-        machines=args.vm, size=args.size, memory_mib=args.memory, firmware=args.firmware,
-        rate=None if args.rate == "none" else args.rate, accel=args.accel, cache=args.cache,
-        mirror=args.mirror, keep=args.keep)
-    report = lab_clone_vm(options, on_step=lambda m: print(f"ka lab clone: {m}", flush=True))
-    print(vm_summary(report))
-    return 0 if report.ok else 1
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

@@ -63,6 +63,7 @@ from ka.lab.vmcheck import (
 
 MiB = 1024 * 1024
 HOSTNAMES = "node{n:02d}"
+MIN_MEMORY_MIB = 512
 AFTER_GOLDEN = 600.0  # seconds machines may still run once `ka clone` has ended
 
 
@@ -128,15 +129,19 @@ Step = Callable[[str], None]
 
 
 def lab_clone_vm(options: VmCloneOptions, on_step: Step | None = None) -> VmCloneReport:
-    if os.geteuid() != 0:
-        raise KaError("the lab needs root (namespaces, loop devices, mounts, taps)",
-                      hint="run it as root, e.g. with sudo")
     if not 1 <= options.machines <= 20:
         raise UsageError(f"--vm takes 1 to 20 machines, not {options.machines}")
+    if options.memory_mib < MIN_MEMORY_MIB:
+        raise UsageError(f"--memory {options.memory_mib} MiB is too little for the boot "
+                         "environment (its initramfs holds Python and the disk tools)",
+                         hint=f"give at least {MIN_MEMORY_MIB} MiB")
     if options.firmware not in ("bios", "uefi", "both"):
         raise UsageError(f"unknown firmware {options.firmware!r}: use bios, uefi or both")
     if any(not 1 <= i <= options.machines for i in options.small):
         raise UsageError("a small machine's number must be one of the machines")
+    if os.geteuid() != 0:
+        raise KaError("the lab needs root (namespaces, loop devices, mounts, taps)",
+                      hint="run it as root, e.g. with sudo")
     for tool in ("qemu-system-x86_64", "debootstrap", "dnsmasq", "busybox"):
         run.require(tool)
     step = on_step or (lambda _m: None)

@@ -65,6 +65,8 @@ MiB = 1024 * 1024
 HOSTNAMES = "node{n:02d}"
 MIN_MEMORY_MIB = 512
 AFTER_GOLDEN = 600.0  # seconds machines may still run once `ka clone` has ended
+BOOT_DEADLINE = 600.0  # seconds for some machine to reach the boot environment's install
+BOOTED_ENV = "ka: install attempt"
 
 
 def vm_desc() -> str:
@@ -292,6 +294,7 @@ def _watch(running: list[RunningMachine], procs: LabProcesses, options: VmCloneO
     deadline = time.monotonic() + options.timeout
     said: set[str] = set()
     golden_done = False
+    boot_deadline, boot_checked = time.monotonic() + BOOT_DEADLINE, False
     while time.monotonic() < deadline:
         if not golden_done and not procs.running("golden"):
             # Nothing more will be installed: the machines get the time of a reboot and a
@@ -317,5 +320,11 @@ def _watch(running: list[RunningMachine], procs: LabProcesses, options: VmCloneO
             raise KaError("ka pxe serve ended early:\n" + tail(procs.log("dnsmasq")))
         if not pending:
             return
+        if not boot_checked and time.monotonic() > boot_deadline:
+            boot_checked = True
+            if not any(BOOTED_ENV in x for r in running for x in r.lines()):
+                step(f"no machine started the boot environment within {BOOT_DEADLINE:.0f} s "
+                     "(network boot broken?); stopping them")
+                return
         time.sleep(1.0)
     step(f"timeout after {options.timeout:.0f} s; stopping the machines still running")

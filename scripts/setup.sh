@@ -26,4 +26,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/pip install -q -e '.[test]'
+# The golden Debian of the virtual machine lab (debootstrap from apt's mirror, once; cached in
+# /var/cache/ka/lab): fetched here, with the packages, so that no test reaches beyond the lab.
+.venv/bin/ka lab debian >/dev/null
 echo "setup: ready (.venv/bin/ka)"

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ka.boot.cmdline import BootOptions
+from ka.boot.nodes import NodeEntry
+from ka.boot.pxe import PxeConfig, menu_files
+from ka.boot.state import save_state, write_text
+from ka.boot.switch import set_boot
 from ka.disk.desc import parse_desc
 from ka.disk.plan import plan_layout
 from ka.errors import UsageError
@@ -22,19 +27,16 @@ from ka.lab.vm import Machine, VmError, console_lines, node_mac, ovmf_files
 from ka.lab.vmcheck import (
     GoldenIdentity,
     MachineOutcome,
-    default_entry,
+    boot_entries,
     distinct_machine_ids,
     judge_machine,
     parse_marker,
-    pxe_entry,
     summary_node,
 )
 from ka.lab.vmclone import VmCloneOptions, firmware_of, lab_clone_vm, vm_desc
 
 MiB = 1024 * 1024
-SHOW = ("default: ka\n"
-        "52:54:00:4b:41:01  local  (10.254.7.101 vm1)\n"
-        "52:54:00:4b:41:02  ka  (10.254.7.102 vm2)\n")
+MAC1 = "52:54:00:4b:41:01"
 GOLDEN = GoldenIdentity("golden", "0" * 32, "11111111-2222-3333-4444-555555555555")
 
 
@@ -85,15 +87,26 @@ def test_console_lines_drop_terminal_escapes(tmp_path: Path) -> None:
     assert console_lines(tmp_path / "missing") == []
 
 
-def test_marker_and_pxe_entries() -> None:
-    lines = ["boot", f"{MARKER} hostname=node01 machine-id={'a' * 32} root-uuid=u-1", "off"]
+def test_marker() -> None:
+    lines = ["boot", f"{MARKER} hostname=node01 machine-id={'a' * 32} root-uuid=u-1 "
+             "firmware=uefi", "off"]
     assert parse_marker(lines) == (1, {"hostname": "node01", "machine-id": "a" * 32,
-                                       "root-uuid": "u-1"})
+                                       "root-uuid": "u-1", "firmware": "uefi"})
     assert parse_marker(["no marker"]) is None
-    assert pxe_entry(SHOW, "52:54:00:4B:41:01") == "local"
-    assert pxe_entry(SHOW, "52:54:00:4b:41:02") == "ka"
-    assert pxe_entry(SHOW, "52:54:00:4b:41:03") is None
-    assert default_entry(SHOW) == "ka"
+
+
+def test_boot_entries_are_read_from_the_pxe_state(tmp_path: Path) -> None:
+    # The state as `ka pxe config` leaves it, then one machine switched by `ka pxe set`.
+    config = PxeConfig(interface="eth0", state_dir=str(tmp_path),
+                       tftp_root=str(tmp_path / "tftp"), range=("10.9.0.100", "10.9.0.199"),
+                       bios="pxelinux", uefi="grub", boot=BootOptions(host="10.9.0.1"),
+                       nodes=(NodeEntry(MAC1, "10.9.0.101", "vm1"),))
+    for f in menu_files(config, "ka", None):
+        write_text(str(tmp_path / "tftp" / f.target), f.text)
+    save_state(config)
+    assert boot_entries(tmp_path) == ({}, "ka")
+    set_boot(config, [MAC1], "local")
+    assert boot_entries(tmp_path) == ({MAC1: "local"}, "ka")
 
 
 def _summary(tmp_path: Path, **node: object) -> Path:
@@ -106,15 +119,16 @@ def test_a_machine_that_must_fail(tmp_path: Path) -> None:
                        reason="/dev/vda (256 MiB) is too small")
     lines = ["ka: install attempt 1 of 1",
              "ka: !!! could not install this node after 1 attempts !!!"]
-    kw = dict(expect_failure=True, reports=reports, pxe_show=SHOW, mac="52:54:00:4b:41:03",
+    kw = dict(expect_failure=True, reports=reports, boot_entry="ka", mac="52:54:00:4b:41:03",
               seconds=1.0, workdir=tmp_path)
     ok = judge_machine("vm3", lines, tmp_path / "vm3.img", vm_desc(), GOLDEN, **kw)
     assert ok.ok and ok.gave_up and not ok.installed and ok.result == "failed, as it must"
+    assert ok.boot_entry == "ka"
     assert ok.node is not None and ok.node["name"] == "node03"
     # Booting a clone, or being switched to local, is wrong for it.
     booted = judge_machine("vm3", [*lines, f"{MARKER} hostname=node03 machine-id=x root-uuid=y"],
                            tmp_path / "vm3.img", vm_desc(), GOLDEN,
-                           **{**kw, "pxe_show": SHOW.replace("default: ka", "default: local")})
+                           **{**kw, "boot_entry": "local"})
     assert not booted.ok
     assert any("booted a clone" in p for p in booted.problems)
     assert any("'local'" in p for p in booted.problems)
@@ -124,7 +138,7 @@ def test_a_machine_to_clone_that_never_booted_its_clone(tmp_path: Path) -> None:
     reports = _summary(tmp_path, name="node01", mac="52:54:00:4b:41:01", result="ok")
     out = judge_machine("vm1", ["ka: install succeeded; rebooting", "GRUB loading."],
                         tmp_path / "vm1.img", vm_desc(), GOLDEN, expect_failure=False,
-                        reports=reports, pxe_show=SHOW, mac="52:54:00:4b:41:01", seconds=2.0,
+                        reports=reports, boot_entry="local", mac=MAC1, seconds=2.0,
                         workdir=tmp_path)
     assert out.installed and not out.ok and out.result == "FAILED"
     assert any("marker" in p for p in out.problems)

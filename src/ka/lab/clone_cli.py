@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
-from ka.errors import UsageError
+from ka.errors import KaError, UsageError
 from ka.lab.clone import GiB, LabCloneOptions, MiB, lab_clone
 from ka.lab.debian import DEFAULT_CACHE
 from ka.lab.report import summary_table
@@ -24,6 +25,7 @@ def _size(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    _register_debian(subparsers)
     p = subparsers.add_parser(
         "clone", help="clone a golden disk onto N lab nodes, verify every clone, tear down",
         description=(
@@ -106,3 +108,33 @@ def _vm_handler(args: argparse.Namespace) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _register_debian(subparsers: argparse._SubParsersAction[Any]) -> None:
+    d = subparsers.add_parser(
+        "debian", help="build (once) the golden Debian of `ka lab clone --vm`",
+        description=(
+            "Build the small bootable Debian that `ka lab clone --vm` clones (debootstrap from "
+            "the Debian mirror apt uses: a kernel, GRUB for BIOS and UEFI, systemd) and keep it "
+            "as an archive in --cache; print the archive's path. Nothing is done when it is "
+            "cached already. Needs root and the Debian mirror."))
+    d.add_argument("--cache", type=Path, default=DEFAULT_CACHE, metavar="DIR",
+                   help=f"where the archive is kept (default {DEFAULT_CACHE})")
+    d.add_argument("--mirror", metavar="URL",
+                   help="Debian mirror for debootstrap (default: the one apt uses)")
+    d.add_argument("--suite", metavar="NAME",
+                   help="Debian release (default: this machine's)")
+    d.set_defaults(func=_debian)
+
+
+def _debian(args: argparse.Namespace) -> int:
+    from ka.lab.debian import DebianRecipe, golden_archive, host_mirror, host_suite
+
+    if os.geteuid() != 0:
+        raise KaError("building the golden Debian needs root (debootstrap, chroot)",
+                      hint="run it as root, e.g. with sudo")
+    recipe = DebianRecipe(args.suite or host_suite(), args.mirror or host_mirror())
+    archive = golden_archive(recipe, args.cache,
+                             lambda m: print(f"ka lab debian: {m}", flush=True))
+    print(archive)
+    return 0

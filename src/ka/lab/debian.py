@@ -160,7 +160,7 @@ def golden_archive(recipe: DebianRecipe, cache: Path = DEFAULT_CACHE,
     cache.mkdir(parents=True, exist_ok=True)
     build = cache / f"build-{os.getpid()}"
     root = build / "root"
-    partial = archive.with_suffix(".partial")
+    partial = archive.with_suffix(f".{os.getpid()}.partial")  # runs may build at once
     try:
         step(f"golden Debian {recipe.suite}: debootstrap from {recipe.mirror} (once; cached)")
         _debootstrap(recipe, root)
@@ -169,8 +169,7 @@ def golden_archive(recipe: DebianRecipe, cache: Path = DEFAULT_CACHE,
                  "--one-file-system", "--sparse", "-C", str(root), "."])
         partial.rename(archive)
     finally:
-        _unmount_below(root)
-        shutil.rmtree(build, ignore_errors=True)
+        _remove_build(build)
         partial.unlink(missing_ok=True)
     step(f"golden Debian {recipe.suite}: archived in {archive}")
     return archive
@@ -179,8 +178,7 @@ def golden_archive(recipe: DebianRecipe, cache: Path = DEFAULT_CACHE,
 def _debootstrap(recipe: DebianRecipe, root: Path, attempts: int = 2) -> None:
     """debootstrap into an empty `root`; a second try after a failure (a mirror's hiccup)."""
     for attempt in range(1, attempts + 1):
-        _unmount_below(root)
-        shutil.rmtree(root, ignore_errors=True)
+        _remove_build(root)
         root.mkdir(parents=True)
         try:
             run.run(debootstrap_argv(recipe, root), timeout=1800,
@@ -249,9 +247,22 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def _unmount_below(root: Path) -> None:
-    """Unmount whatever a failed debootstrap or chroot left mounted inside `root`."""
+def _mounts_below(root: Path) -> list[str]:
     prefix = str(root.resolve()) + "/"
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        run.run(["umount", "--lazy", mount], check=False)
+    return sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True)
+
+
+def _remove_build(path: Path) -> None:
+    """Remove a build tree, after unmounting what a failed debootstrap or chroot left in it.
+
+    Never removes through a mount that is still there: with /dev or /sys bound inside, a
+    recursive removal would walk into the machine's own.
+    """
+    for mount in _mounts_below(path):
+        run.run(["umount", mount], check=False)
+    left = _mounts_below(path)
+    if left:
+        raise DebianError(f"{left[0]} is still mounted; {path} is left in place",
+                          hint=f"unmount it, then remove {path}")
+    shutil.rmtree(path, ignore_errors=True)

@@ -74,9 +74,9 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
     with mounted_tree(image, expected, where, read_only=True) as root:
         digest = digest_tree(root, prune=golden.excluded, ignore=FIXED_UP)
         tree = compare(golden.digest, digest, ignore=FIXED_UP)
-        clone_fstab = _read(root / "etc/fstab")
-        machine_id = _read(root / "etc/machine-id").strip()
-        hostname = _read(root / "etc/hostname").strip()
+        clone_fstab = read_text(root / "etc/fstab")
+        machine_id = read_text(root / "etc/machine-id").strip()
+        hostname = read_text(root / "etc/hostname").strip()
         devices = {p.number: image.partition(p.number) for p in expected}
         checks.append(check_fstab(golden.fstab, clone_fstab, expected, devices))
         report = _report(root / REPORT_PATH)
@@ -86,7 +86,7 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
             assigned_names = [assigned_names[position - 1]]
         checks.append(check_hostname(node, hostname, assigned_names))
         checks.append(check_ssh_keys(str(golden.root), str(root)))
-        hosts = _read(root / "etc/hosts")
+        hosts = read_text(root / "etc/hosts")
         named = bool(hostname) and hostname in hosts.split()
         checks.append(Check("/etc/hosts names the node", named,
                             "" if named else f"no {hostname!r} in /etc/hosts"))
@@ -111,7 +111,8 @@ def _report(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _read(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A file of a clone as text; "" when it is missing or unreadable."""
     try:
         return path.read_text(errors="replace")
     except OSError:

@@ -11,7 +11,6 @@ a clone, and it was left on "ka" boot.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Sequence
@@ -20,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from ka import disk
+from ka.boot.state import load_state
+from ka.boot.switch import boot_states
 from ka.disk.devices import blkid_probe
+from ka.errors import KaError
 from ka.lab.debian import MARKER
-from ka.lab.disks import expected_partitions, mounted
+from ka.lab.disks import Image, expected_partitions, mounted_tree
+from ka.lab.verdict import read_text
 
 INSTALLED = "ka: install succeeded; rebooting"
 GIVE_UP = "could not install this node"
@@ -50,6 +53,7 @@ class MachineOutcome:
     console_tail: str = ""
     disk: dict[str, str] = field(default_factory=dict)  # what its disk holds after the run
     firmware: str = "bios"
+    boot_entry: str | None = None        # what `ka pxe` boots it by after the run
 
     @property
     def ok(self) -> bool:
@@ -82,33 +86,26 @@ def summary_node(reports: Path, mac: str) -> dict[str, Any] | None:
     return None
 
 
-def pxe_entry(pxe_show: str, mac: str) -> str | None:
-    """What `ka pxe show` says this MAC boots ("ka" or "local"), or None if not listed."""
-    for line in pxe_show.splitlines():
-        if mac.lower() in line.lower():
-            words = line.split()
-            for word in ("local", "ka"):
-                if word in words:
-                    return word
-    return None
+def boot_entries(state_dir: Path) -> tuple[dict[str, str], str]:
+    """What `ka pxe` boots each machine with menus of its own, by MAC (lowercase, with colons),
+    and what the others boot.
 
-
-def default_entry(pxe_show: str) -> str | None:
-    for line in pxe_show.splitlines():
-        if line.lower().startswith("default"):
-            return "local" if "local" in line.split() else "ka"
-    return None
+    Read as data from the PXE state (ka.boot), the same way `ka pxe show` reads it.
+    """
+    config = load_state(str(state_dir))
+    return ({key: str(entry) for key, entry in boot_states(config).items()}, str(config.default))
 
 
 def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
                   golden: GoldenIdentity, *, expect_failure: bool, reports: Path,
-                  pxe_show: str, mac: str, seconds: float, workdir: Path,
+                  boot_entry: str | None, mac: str, seconds: float, workdir: Path,
                   firmware: str = "bios") -> MachineOutcome:
+    """`boot_entry`: what `ka pxe` now boots this machine by ("ka" or "local")."""
     problems: list[str] = []
     found = parse_marker(lines)
     marker = found[1] if found else None
     node = summary_node(reports, mac)
-    entry = pxe_entry(pxe_show, mac) or default_entry(pxe_show)
+    entry = boot_entry
     on_disk: dict[str, str] = {}
     installed = [i for i, line in enumerate(lines) if INSTALLED in line]
     gave_up = any(GIVE_UP in line for line in lines)
@@ -153,7 +150,10 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
             if marker.get("firmware") != firmware:
                 problems.append(f"it booted by {marker.get('firmware')!r} firmware, not "
                                 f"{firmware!r}")
-            on_disk = read_disk(disk_image, desc, workdir / name)
+            try:
+                on_disk = read_disk(disk_image, desc, workdir / name)
+            except (KaError, OSError) as e:
+                problems.append(f"its disk could not be read back: {e}")
             for key, value in (("hostname", marker.get("hostname")),
                                ("machine-id", mid), ("root-uuid", marker.get("root-uuid"))):
                 if on_disk.get(key) != value:
@@ -165,23 +165,26 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
     return MachineOutcome(name, mac, expect_failure, seconds, marker, node, tuple(problems),
                           bool(installed), gave_up,
                           "\n".join(line for line in lines[-25:] if line.strip()), on_disk,
-                          firmware)
+                          firmware, boot_entry)
 
 
 def read_disk(image: Path, desc: str, where: Path) -> dict[str, str]:
-    """Host name, machine-id, root UUID and fstab's / of a machine's disk, read-only."""
+    """Host name, machine-id, root UUID and fstab's / of a machine's disk, mounted read-only.
+
+    A file that is missing reads as "": the comparison with the console then says what.
+    """
     size = image.stat().st_size
-    root = next(p for p in expected_partitions(desc, size) if p.mountpoint == "/")
+    expected = expected_partitions(desc, size)
+    root = next(p for p in expected if p.mountpoint == "/")
     out: dict[str, str] = {}
-    with disk.LoopDevice(str(image)) as loop:
+    with disk.LoopDevice(str(image), read_only=True) as loop:
+        attached = Image(image, size, loop.device)
         disk.ensure_partition_nodes(loop.device, {root.number})
-        device = disk.partition_device(loop.device, root.number)
-        out["root-uuid"] = blkid_probe(device).get("UUID", "")
-        with contextlib.ExitStack() as stack:
-            tree = stack.enter_context(mounted(device, where, "ext4", "ro,noload"))
-            out["hostname"] = (tree / "etc/hostname").read_text().strip()
-            out["machine-id"] = (tree / "etc/machine-id").read_text().strip()
-            for line in (tree / "etc/fstab").read_text().splitlines():
+        out["root-uuid"] = blkid_probe(attached.partition(root.number)).get("UUID", "")
+        with mounted_tree(attached, (root,), where, read_only=True) as tree:
+            out["hostname"] = read_text(tree / "etc/hostname").strip()
+            out["machine-id"] = read_text(tree / "etc/machine-id").strip()
+            for line in read_text(tree / "etc/fstab").splitlines():
                 words = line.split()
                 if len(words) >= 2 and words[1] == "/" and not line.startswith("#"):
                     out["fstab-root"] = words[0]

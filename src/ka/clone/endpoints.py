@@ -10,13 +10,13 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from typing import IO
 
 from ka.run import spawn
-from ka.transport.endpoints import Sink, SinkBroken, Source, exit_status
+from ka.transport.endpoints import ProcessSink, Sink, Source, exit_status
 from ka.transport.errors import TransportError
 
 _STDERR_KEEP = 64 * 1024
-_PIPE_STEP = 1024 * 1024
 
 
 def _tail(f: tempfile._TemporaryFileWrapper[bytes]) -> str:
@@ -76,54 +76,35 @@ class TarSource(Source):
         self.close_quietly()
 
 
-class TarSink(Sink):
-    """Feeds a stream to `tar --extract`; exit status and stderr are kept for the report."""
+class TarSink(ProcessSink):
+    """Feeds a stream to `tar --extract`; exit status and stderr are kept for the report.
+
+    tar runs in a process group of its own like any consumer command, so a node that ends a
+    stuck extraction (a target that takes nothing) ends tar and what it started, before the
+    installer unmounts that target.
+    """
 
     def __init__(self, argv: Sequence[str]) -> None:
-        self.argv = list(argv)
-        self.description = "tar extraction"
-        self._proc: subprocess.Popen[bytes] | None = None
+        super().__init__(argv, "tar extraction")
         self._err: tempfile._TemporaryFileWrapper[bytes] | None = None
         self.stderr = ""
-        self.status: int | None = None
 
-    def open(self) -> None:
+    def _stderr(self) -> IO[bytes]:
         self._err = tempfile.NamedTemporaryFile(prefix="ka-untar-", suffix=".err")
-        self._proc = spawn(self.argv, stdin=subprocess.PIPE, stderr=self._err)
+        return self._err
 
-    def write(self, data: memoryview) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        fd = self._proc.stdin.fileno()
-        try:
-            while data:
-                n = os.write(fd, data[:_PIPE_STEP])
-                data = data[n:]
-        except OSError as e:
-            raise SinkBroken(f"tar stopped reading ({e.strerror})") from e
+    def _broken(self, e: OSError) -> str:
+        return f"tar stopped reading ({e.strerror})"
 
-    def close(self) -> tuple[int, str | None]:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return (self.status or 0), None
-        if proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        self.status = exit_status(proc.wait())
+    def _outcome(self, status: int) -> str | None:
         if self._err is not None:
             self.stderr = _tail(self._err)
             self._err.close()
             self._err = None
-        if self.status == 0:
-            return 0, None
+        if status == 0:
+            return None
         last = self.stderr.splitlines()[-1] if self.stderr else "no message"
-        return self.status, f"tar --extract exited with status {self.status}: {last}"
-
-    def abort(self) -> tuple[int, str | None]:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-        return self.close()
+        return f"tar --extract exited with status {status}: {last}"
 
 
 class DiscardSink(Sink):

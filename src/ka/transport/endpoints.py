@@ -12,9 +12,11 @@ import fcntl
 import os
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
-from ka.run import spawn
+from ka.run import signal_group, spawn
 from ka.transport.errors import TransportError
 
 PIPE_SIZE = 1024 * 1024
@@ -100,8 +102,8 @@ class CommandSource(Source):
             )
 
     def abort(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            _kill_group(self._proc)
+        if self._proc is not None:
+            signal_group(self._proc, signal.SIGKILL)
         self.close_quietly()
 
 
@@ -183,14 +185,34 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[n:]
 
 
-class CommandSink(Sink):
-    def __init__(self, command: str) -> None:
-        self.command = command
-        self.description = f"command {command!r}"
+class ProcessSink(Sink):
+    """Feeds a process's stdin: the common part of every consumer that is a program.
+
+    The process runs in a session of its own, whose process group id is the pid started
+    here, so `interrupt` ends exactly what it made (a pipeline, a sub-shell, tar's
+    --to-command): killing only the first process would leave the rest running and holding
+    the pipe, or the target, open.
+    """
+
+    def __init__(self, argv: Sequence[str], description: str) -> None:
+        self.argv = list(argv)
+        self.description = description
         self._proc: subprocess.Popen[bytes] | None = None
+        self.status: int | None = None
+
+    def _stderr(self) -> IO[bytes] | None:
+        """Where the process's stderr goes (None: ka's own)."""
+        return None
+
+    def _broken(self, e: OSError) -> str:
+        return f"the consumer command stopped reading ({e.strerror})"
+
+    def _outcome(self, status: int) -> str | None:
+        """The reason for a non-zero status, said once the process has ended."""
+        return None if status == 0 else f"consumer command exited with status {status}"
 
     def open(self) -> None:
-        self._proc = spawn(["sh", "-c", self.command], stdin=subprocess.PIPE,
+        self._proc = spawn(self.argv, stdin=subprocess.PIPE, stderr=self._stderr(),
                            start_new_session=True)
         assert self._proc.stdin is not None
         _grow_pipe(self._proc.stdin.fileno())
@@ -200,28 +222,39 @@ class CommandSink(Sink):
         try:
             _write_all(self._proc.stdin.fileno(), data)
         except OSError as e:
-            raise SinkBroken(f"the consumer command stopped reading ({e.strerror})") from e
+            raise SinkBroken(self._broken(e)) from e
 
     def close(self) -> tuple[int, str | None]:
         proc = self._proc
         if proc is None:
             return 0, None
-        if proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        status = exit_status(proc.wait())
-        reason = None if status == 0 else f"consumer command exited with status {status}"
-        return status, reason
+        if self.status is None:
+            if proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+            self.status = exit_status(proc.wait())
+        return self.status, self._outcome(self.status)
 
     def abort(self) -> tuple[int, str | None]:
         self.interrupt()
         return self.close()
 
     def interrupt(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            _kill_group(self._proc)
+        """Safe from any thread, also while `write` is blocked on a consumer that reads
+        nothing: the write then fails with EPIPE."""
+        proc = self._proc
+        if proc is not None:
+            signal_group(proc, signal.SIGKILL)
+
+
+class CommandSink(ProcessSink):
+    """A command the user gives, run by `sh -c` by design."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(["sh", "-c", command], f"command {command!r}")
+        self.command = command
 
 
 class FileSink(Sink):
@@ -275,16 +308,3 @@ class BytesSink(Sink):
     @property
     def data(self) -> bytes:
         return bytes(self._buf)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """End a user command and everything it started (a pipeline, a sub-shell).
-
-    Each command runs in a session of its own, whose process group id is the pid we
-    started, so killing that group ends exactly what this command made; killing only the
-    `sh` would leave the rest of a pipeline running and holding the pipe open.
-    """
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

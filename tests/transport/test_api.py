@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -18,6 +19,7 @@ from ka.transport import (
     ConsumerFailed,
     Event,
     FileSink,
+    FileSource,
     ReceiveOptions,
     Rejected,
     SenderNotFound,
@@ -200,3 +202,49 @@ def test_sealed_and_compressed_stream_arrives_intact() -> None:
     assert report.ok and report.bytes == len(data)
     assert [s.data == data for s in sinks] == [True, True]
     assert all(r.digest == report.digest for r in results)
+
+
+def test_a_fifo_input_delivers_what_its_writer_puts_in(tmp_path: Any) -> None:
+    # The check before the session must not open the FIFO: that would take the writer's
+    # only open, and the real open would wait for a writer that never comes again.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(3 * 1024 * 1024 + 5)  # more than a pipe holds
+    wrote: list[BaseException | None] = []
+
+    def writer() -> None:
+        try:
+            with open(fifo, "wb") as f:
+                f.write(data)
+            wrote.append(None)
+        except OSError as e:
+            wrote.append(e)
+
+    def unblock() -> None:  # bounds the test should the sender wait for a writer for ever
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=writer, daemon=True).start()
+    watchdog = threading.Timer(15, unblock)
+    watchdog.start()
+    try:
+        sinks = [BytesSink(), BytesSink()]
+        report, results = run_session(FileSource(fifo), sinks, {"nodes": 2}, [{}, {}])
+    finally:
+        watchdog.cancel()
+    assert wrote == [None]
+    assert report.ok and report.bytes == len(data)
+    assert all(s.data == data for s in sinks)
+
+
+def test_file_source_check_refuses_what_cannot_be_read_without_opening(tmp_path: Any) -> None:
+    with pytest.raises(TransportError, match="No such file"):
+        FileSource(tmp_path / "missing").check()
+    with pytest.raises(TransportError, match="is a directory"):
+        FileSource(tmp_path).check()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    checked = threading.Thread(target=FileSource(fifo).check, daemon=True)
+    checked.start()
+    checked.join(5)
+    assert not checked.is_alive(), "the check opened a FIFO that has no writer"

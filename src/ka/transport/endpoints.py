@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,8 +115,19 @@ class FileSource(Source):
         self._fd: int | None = None
 
     def check(self) -> None:
-        self.open()
-        self.close()
+        # Without opening it: opening and closing a FIFO would take its writer's only open
+        # (it then gets EPIPE and the real open blocks for ever); a tape would rewind.
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            raise TransportError(f"cannot read {self.path}: {e.strerror}",
+                                 hint="check the --input path") from e
+        if stat.S_ISDIR(st.st_mode):
+            raise TransportError(f"cannot read {self.path}: it is a directory",
+                                 hint="--input takes a file, a device or a FIFO")
+        if not os.access(self.path, os.R_OK):
+            raise TransportError(f"cannot read {self.path}: Permission denied",
+                                 hint="check the --input path and its permissions")
 
     def open(self) -> None:
         try:

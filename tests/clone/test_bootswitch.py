@@ -4,6 +4,7 @@ menu files written in a `ka pxe` state directory made by the boot layer's own co
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ka.clone.bootswitch import NodeMatch, match_node, plan_switch, switch_boot
 from ka.clone.deploy import CloneResult, NodeOutcome
 from ka.clone.report import InstallReport
 from ka.errors import KaError, UsageError
+from ka.transport.options import NodeReport, SendOptions, SessionReport
 
 BOOT = BootOptions(host="10.9.0.1")
 MAC1, MAC2, MAC3, MAC9 = (f"52:54:00:00:00:0{i}" for i in (1, 2, 3, 9))
@@ -79,17 +81,22 @@ def test_a_node_without_mac_and_not_in_the_table_matches_nothing() -> None:
     assert match_node(outcome("x", report=False), ()) is None
 
 
-def test_plan_installed_local_failed_stays_unmatched_warned() -> None:
+def test_plan_installed_local_failed_stays_unmatched_installed_fails_the_run() -> None:
     done = plan_switch("/s", [outcome("node01", mac=MAC1), outcome("node02", "failed"),
                               outcome("ghost", ip="10.9.0.50", address="10.9.0.50")],
                        TABLE, "ka", {})
     assert done.local == (NodeMatch("node01", MAC1, "node table, by its MAC"),)
-    assert done.ka == () and done.stay == ("node02",)
-    (warning,) = done.warnings
-    assert warning.startswith("ghost installed but was not switched to local boot: it reported "
-                              "no MAC address and neither its name nor its address "
-                              "(10.9.0.50) is in the node table of /s")
-    assert "ka pxe set MAC local --dir /s" in warning
+    assert done.ka == () and done.stay == ("node02",) and done.warnings == ()
+    (left,) = done.unswitched
+    assert left.node == "ghost"
+    assert left.why == ("it reported no MAC address and neither its name nor its address "
+                        "(10.9.0.50) is in the node table of /s")
+    assert left.command.startswith("ka pxe set MAC local --dir /s")
+    (error,) = done.errors
+    assert error.startswith("ghost installed but still boots ka (its next boot would install "
+                            "it again): it reported no MAC address")
+    assert "switch it with: ka pxe set MAC local --dir /s" in error
+    assert done.to_json()["installed_not_switched"] == [vars(left)]
 
 
 def test_plan_failed_node_that_would_boot_local_goes_back_to_ka() -> None:
@@ -108,8 +115,11 @@ def test_plan_failed_node_that_would_boot_local_goes_back_to_ka() -> None:
 def test_plan_a_mac_shared_with_a_failed_node_is_not_switched() -> None:
     done = plan_switch("/s", [outcome("node01", mac=MAC9), outcome("node02", "failed", mac=MAC9)],
                        (), "ka", {})
-    assert done.local == ()
-    assert "is also that of node02, which failed" in done.warnings[0]
+    assert done.local == () and done.warnings == ()
+    (left,) = done.unswitched
+    assert (left.node, left.why) == ("node01", f"its MAC {MAC9} (the MAC it reported (eth0)) "
+                                               f"is also that of node02, which failed")
+    assert left.command.startswith(f"ka pxe set {MAC9} local --dir /s")
 
 
 # --- applied to a state directory --------------------------------------------------------------
@@ -232,4 +242,39 @@ def test_clone_switches_before_release_and_reports(
     assert "  node01: local (MAC 52:54:00:00:00:01, matched by node table, by its MAC)" in \
         captured.out
     assert "  node02: failed, stays on ka" in captured.out
-    assert "ka: warning: node05 installed but was not switched to local boot" in captured.err
+    assert "  node05: installed, NOT switched, still boots ka (it reported no MAC" in captured.out
+
+
+def test_an_installed_node_left_on_ka_fails_the_clone(
+        tmp_path: Path, pxe: PxeConfig, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Every node installed, but one cannot be switched: it would be installed again at its
+    # next boot, so the run is not a success. The sessions are in memory; the rest is real.
+    reports = [InstallReport("node01", 1, "ok", None, (), (), 0.0, 1.0, interface="eth0",
+                             mac=MAC1, ip="10.9.0.11"),
+               InstallReport("node05", 2, "ok", None, (), (), 0.0, 1.0)]
+
+    def sessions(attach: bool) -> SessionReport:
+        return SessionReport(tuple(
+            NodeReport(f"10.9.0.{50 + r.position}:4000", r.node, r.position, "ok", 100, 1.0,
+                       True, 0, None, r.to_json().encode() if attach else None)
+            for r in reports), 100, 1.0, 0.1, "d" * 64)
+
+    def fake_send(source: Any, options: SendOptions, callback: Any) -> SessionReport:
+        return sessions(attach=options.session == "ka-report")
+
+    monkeypatch.setattr("ka.transport.send", fake_send)
+    logs = tmp_path / "logs"
+    assert cli.cmd_clone(_parse([*_golden(tmp_path), "--pxe", pxe.state_dir,
+                                 "--logs", str(logs)])) == 1
+    assert boot_states(pxe) == {MAC1: "local"}
+    out = capsys.readouterr().out
+    assert "2/2 node(s) cloned" in out
+    error = next(line for line in out.splitlines() if line.startswith("golden node error:"))
+    assert error.startswith("golden node error: before the release: node05 installed but "
+                            "still boots ka")
+    assert f"switch it with: ka pxe set MAC local --dir {pxe.state_dir}" in error
+    assert "  node05: installed, NOT switched, still boots ka" in out
+    summary = json.loads((logs / "ka/summary.json").read_text())
+    assert summary["errors"] == [error.removeprefix("golden node error: ")]
+    assert [u["node"] for u in summary["before_release"]["installed_not_switched"]] == ["node05"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ka.clone.deploy import SessionSettings, run_clone
+from ka.clone.deploy import ReleaseHookResult, SessionSettings, run_clone
 from ka.clone.plan import ClonePlan, GoldenDisk, GoldenPartition, Stream
 from ka.clone.report import InstallReport, StepRecord
 from ka.errors import UsageError
@@ -146,9 +146,9 @@ def test_with_a_report_session_the_hook_runs_before_the_release(tmp_path: Path) 
     plan = ClonePlan(**{**PLAN.__dict__, "nodes": 2, "reports_before_release": True})
     hooked: list[tuple[int, list[tuple[str, str, str | None]]]] = []
 
-    def before_release(outcomes: tuple[Any, ...]) -> dict[str, Any]:
+    def before_release(outcomes: tuple[Any, ...]) -> ReleaseHookResult:
         hooked.append((len(fake.calls), [(o.name, o.result, o.address) for o in outcomes]))
-        return {"switched": ["a"]}
+        return ReleaseHookResult({"switched": ["a"]})
 
     result = run_clone(plan, SessionSettings(logs_dir=str(tmp_path)), send=fake,
                        before_release=before_release)
@@ -176,7 +176,7 @@ def test_a_failing_hook_is_a_golden_error_and_the_nodes_are_still_released(
     })
     plan = ClonePlan(**{**PLAN.__dict__, "nodes": 1, "reports_before_release": True})
 
-    def broken(outcomes: tuple[Any, ...]) -> dict[str, Any]:
+    def broken(outcomes: tuple[Any, ...]) -> ReleaseHookResult:
         raise KaError("could not write a boot menu")
 
     result = run_clone(plan, SessionSettings(logs_dir=str(tmp_path)), send=fake,
@@ -184,6 +184,25 @@ def test_a_failing_hook_is_a_golden_error_and_the_nodes_are_still_released(
     assert [c.session for c in fake.calls][-1] == "t-done"
     assert result.errors == ("before the release: could not write a boot menu",)
     assert result.nodes[0].result == "ok" and not result.ok
+
+
+def test_what_the_hook_finds_wrong_fails_the_run_and_is_kept(tmp_path: Path) -> None:
+    fake = FakeSend({
+        "t-plan": session(node(None, 1)),
+        "t-fs-1": session(node("a", 1)),
+        "t-report": session(node("a", 1, attachment=install_report("a", 1))),
+        "t-done": session(node("a", 1)),
+    })
+    plan = ClonePlan(**{**PLAN.__dict__, "nodes": 1, "reports_before_release": True})
+    result = run_clone(plan, SessionSettings(logs_dir=str(tmp_path)), send=fake,
+                       before_release=lambda outcomes: ReleaseHookResult(
+                           {"left": ["a"]}, ("a still boots ka",)))
+    assert [c.session for c in fake.calls][-1] == "t-done"
+    assert result.errors == ("before the release: a still boots ka",)
+    assert result.nodes[0].result == "ok" and not result.ok
+    summary = json.loads((tmp_path / "t/summary.json").read_text())
+    assert summary["errors"] == ["before the release: a still boots ka"]
+    assert summary["before_release"] == {"left": ["a"]}
 
 
 @pytest.mark.parametrize(("changes", "port", "message"), [

@@ -10,8 +10,10 @@ match wins:
    reported, by the IP address it reported, by the address it joined from, by its name;
 2. else by the MAC it reported, as is.
 
-The table comes first so that an operator's table settles a node with several interfaces. A
-node that matches nothing is never skipped silently: it is a warning that says what to run.
+The table comes first so that an operator's table settles a node with several interfaces. An
+installed node that cannot be switched (it matches nothing, or its MAC is also a failed
+node's) is a failure of the run that says what to run: it still boots ka, and its next boot
+would install it again.
 This runs while every node still waits to be released (`BeforeRelease` of `run_clone`), so no
 node reboots before its menu says "local".
 """
@@ -40,6 +42,19 @@ class NodeMatch:
 
 
 @dataclass(frozen=True)
+class Unswitched:
+    """An installed node left on ka: its next network boot would install it again."""
+
+    node: str
+    why: str
+    command: str  # what switches it by hand
+
+    def __str__(self) -> str:
+        return (f"{self.node} installed but still boots ka (its next boot would install it "
+                f"again): {self.why}; switch it with: {self.command}")
+
+
+@dataclass(frozen=True)
 class BootSwitch:
     """What `ka clone --pxe` does (planned) or did (applied) in a `ka pxe` state directory."""
 
@@ -48,6 +63,11 @@ class BootSwitch:
     ka: tuple[NodeMatch, ...] = ()  # failed nodes that would have booted local, set back
     stay: tuple[str, ...] = ()  # failed nodes that boot ka already
     warnings: tuple[str, ...] = ()  # nodes left as they were, and what to do about them
+    unswitched: tuple[Unswitched, ...] = ()  # installed nodes still on ka: the run failed
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(str(u) for u in self.unswitched)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +75,7 @@ class BootSwitch:
             "switched_to_local": [vars(m) for m in self.local],
             "set_back_to_ka": [vars(m) for m in self.ka],
             "failed_on_ka": list(self.stay),
+            "installed_not_switched": [vars(u) for u in self.unswitched],
             "warnings": list(self.warnings),
         }
 
@@ -95,6 +116,7 @@ def plan_switch(
     installed = [o for o in outcomes if o.result == "ok"]
     failed = [o for o in outcomes if o.result != "ok"]
     warnings: list[str] = []
+    unswitched: list[Unswitched] = []
     failed_matches = {o.name: match_node(o, table) for o in failed}
     failed_macs = {m.mac: m.node for m in failed_matches.values() if m}
     local: list[NodeMatch] = []
@@ -103,16 +125,19 @@ def plan_switch(
         if m is None:
             seen = ", ".join(dict.fromkeys(
                 x for x in (o.report.ip if o.report else None, o.address) if x))
-            warnings.append(
-                f"{o.name} installed but was not switched to local boot: it reported no MAC "
-                f"address and neither its name nor its address ({seen or 'unknown'}) is in "
-                f"the node table of {state_dir}; switch it with: ka pxe set MAC local "
-                f"--dir {state_dir}, or add 'MAC IP NAME' to the node table")
+            unswitched.append(Unswitched(
+                o.name,
+                f"it reported no MAC address and neither its name nor its address "
+                f"({seen or 'unknown'}) is in the node table of {state_dir}",
+                f"ka pxe set MAC local --dir {state_dir} (MAC: the one it network-boots "
+                f"from), or add 'MAC IP NAME' to the node table"))
         elif m.mac in failed_macs:
-            warnings.append(
-                f"{o.name} installed but was not switched to local boot: its MAC {m.mac} "
-                f"({m.how}) is also that of {failed_macs[m.mac]}, which failed; check the "
-                f"node table of {state_dir}, then: ka pxe set {m.mac} local --dir {state_dir}")
+            unswitched.append(Unswitched(
+                o.name,
+                f"its MAC {m.mac} ({m.how}) is also that of {failed_macs[m.mac]}, which "
+                f"failed",
+                f"ka pxe set {m.mac} local --dir {state_dir}, once the node table of "
+                f"{state_dir} is checked"))
         elif any(x.mac == m.mac for x in local):
             other = next(x.node for x in local if x.mac == m.mac)
             warnings.append(f"{o.name} and {other} both match MAC {m.mac}: switched once; "
@@ -135,7 +160,8 @@ def plan_switch(
             stay.append(o.name)
         else:
             back.append(m)
-    return BootSwitch(state_dir, tuple(local), tuple(back), tuple(stay), tuple(warnings))
+    return BootSwitch(state_dir, tuple(local), tuple(back), tuple(stay), tuple(warnings),
+                      tuple(unswitched))
 
 
 def check_state(state_dir: str) -> PxeConfig:
@@ -186,6 +212,6 @@ def describe(config: PxeConfig, report_session: str) -> str:
         f"with their own menus, {local} of them local{note}); a failed node stays on ka (set "
         f"back to ka if it would boot local). A node is matched in the node table "
         f"({len(config.nodes)} entries) by the MAC or IP address it reports, the address it "
-        f"joins from or its name, else by the MAC it reports; one that matches nothing is a "
-        f"warning."
+        f"joins from or its name, else by the MAC it reports; an installed node that cannot "
+        f"be switched fails the run."
     )

@@ -11,11 +11,16 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from ka.boot.cli import DEFAULT_DIR as PXE_DIR
 from ka.clone import bootswitch
-from ka.clone.deploy import NodeOutcome, SessionSettings, check_settings, run_clone
+from ka.clone.deploy import (
+    NodeOutcome,
+    ReleaseHookResult,
+    SessionSettings,
+    check_settings,
+    run_clone,
+)
 from ka.clone.golden import CloneOptions, build_plan, check_disk_options
 from ka.clone.hostnames import HostnameRule, parse_pattern, parse_table
 from ka.clone.install import InstallOptions, install
@@ -55,7 +60,9 @@ their reports over in PREFIX-report, before PREFIX-done releases them; in betwee
 node that installed is switched to local boot (`ka pxe set MAC local`) and a failed node stays
 on ka. A node is matched in DIR's node table by the MAC and IP address of the interface it
 reached this machine through (it reports them), the address it joined from or its name,
-else by the MAC it reports; a node that matches nothing is a warning that says what to run.
+else by the MAC it reports. An installed node that cannot be switched (it matches nothing,
+or shares its MAC with a failed node) still boots ka: the clone then exits 1 and says which
+node and the `ka pxe set` command to run.
 """
 
 
@@ -236,12 +243,14 @@ def cmd_clone(args: argparse.Namespace) -> int:
 
     switched: list[bootswitch.BootSwitch] = []
 
-    def switch(outcomes: tuple[NodeOutcome, ...]) -> dict[str, Any]:
+    def switch(outcomes: tuple[NodeOutcome, ...]) -> ReleaseHookResult:
         assert args.pxe is not None
-        switched.append(bootswitch.switch_boot(args.pxe, outcomes))
-        table.say(f"ka: [pxe] {len(switched[0].local)} node(s) switched to local boot in "
-                  f"{args.pxe}, {len(switched[0].warnings)} warning(s); releasing the nodes")
-        return switched[0].to_json()
+        done = bootswitch.switch_boot(args.pxe, outcomes)
+        switched.append(done)
+        left = f", {len(done.unswitched)} installed node(s) NOT switched" if done.unswitched else ""
+        table.say(f"ka: [pxe] {len(done.local)} node(s) switched to local boot in {args.pxe}"
+                  f"{left}, {len(done.warnings)} warning(s); releasing the nodes")
+        return ReleaseHookResult(done.to_json(), done.errors)
 
     try:
         result = run_clone(plan, settings, table.event,

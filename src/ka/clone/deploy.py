@@ -75,11 +75,21 @@ class _Progress:
 
 
 EventSink = Callable[[str, Any], None]  # (session name, transport Event)
+
+
+@dataclass(frozen=True)
+class ReleaseHookResult:
+    """What a `BeforeRelease` hook did (kept in the result and in summary.json), and what it
+    found that fails the run (golden-side errors; the nodes are released all the same)."""
+
+    record: Mapping[str, Any]
+    errors: tuple[str, ...] = ()
+
+
 # Called with every node's outcome once the reports are in and before any node is released
-# (only when the plan has a `report_session`); returns a record of what it did, kept in the
-# result and in summary.json. A KaError it raises is a golden-side error of the clone; the
-# nodes are released all the same.
-BeforeRelease = Callable[[tuple["NodeOutcome", ...]], Mapping[str, Any]]
+# (only when the plan has a `report_session`). A KaError it raises is a golden-side error of
+# the clone; the nodes are released all the same.
+BeforeRelease = Callable[[tuple["NodeOutcome", ...]], ReleaseHookResult]
 
 
 def source_for(plan: ClonePlan, stream: Stream, root: str) -> Any:
@@ -182,10 +192,12 @@ def run_clone(
             progress.alive = sum(1 for n in reports.nodes if n.still_running)
         if before_release is not None:
             try:
-                progress.before_release = before_release(_outcomes(first, sessions[1:],
-                                                                   reports))
+                hook = before_release(_outcomes(first, sessions[1:], reports))
             except KaError as e:
                 progress.errors.append(f"before the release: {e}")
+            else:
+                progress.before_release = hook.record
+                progress.errors += [f"before the release: {x}" for x in hook.errors]
     done: Any = None
     if progress.alive:
         try:

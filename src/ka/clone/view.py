@@ -209,6 +209,8 @@ def describe_switch(done: BootSwitch) -> list[str]:
     lines += [f"  {m.node}: failed, set back to ka (MAC {m.mac}, matched by {m.how})"
               for m in done.ka]
     lines += [f"  {name}: failed, stays on ka" for name in done.stay]
+    lines += [f"  {u.node}: installed, NOT switched, still boots ka ({u.why}); run: {u.command}"
+              for u in done.unswitched]
     lines += [f"  warning: {w}" for w in done.warnings]
     if len(lines) == 1:
         lines.append("  nothing to switch")

@@ -186,6 +186,35 @@ def test_a_failing_hook_is_a_golden_error_and_the_nodes_are_still_released(
     assert result.nodes[0].result == "ok" and not result.ok
 
 
+@pytest.mark.parametrize(("error", "said"), [
+    (PermissionError(13, "Permission denied", "/var/lib/ka/pxe/state.json"),
+     "PermissionError: [Errno 13] Permission denied: '/var/lib/ka/pxe/state.json'"),
+    (IsADirectoryError(21, "Is a directory", "/var/lib/ka/pxe/nodes"),
+     "IsADirectoryError: [Errno 21] Is a directory: '/var/lib/ka/pxe/nodes'"),
+])
+def test_a_hook_failing_with_any_exception_still_releases_and_stores(
+        tmp_path: Path, error: Exception, said: str) -> None:
+    fake = FakeSend({
+        "t-plan": session(node(None, 1)),
+        "t-fs-1": session(node("a", 1)),
+        "t-report": session(node("a", 1, attachment=install_report("a", 1))),
+        "t-done": session(node("a", 1)),
+    })
+    plan = ClonePlan(**{**PLAN.__dict__, "nodes": 1, "reports_before_release": True})
+
+    def broken(outcomes: tuple[Any, ...]) -> ReleaseHookResult:
+        raise error
+
+    result = run_clone(plan, SessionSettings(logs_dir=str(tmp_path)), send=fake,
+                       before_release=broken)
+    assert [c.session for c in fake.calls] == ["t-plan", "t-fs-1", "t-report", "t-done"]
+    assert result.errors == (f"before the release: {said}",)
+    assert result.nodes[0].result == "ok" and not result.ok
+    summary = json.loads((tmp_path / "t/summary.json").read_text())
+    assert summary["errors"] == [f"before the release: {said}"]
+    assert "before_release" not in summary
+
+
 def test_what_the_hook_finds_wrong_fails_the_run_and_is_kept(tmp_path: Path) -> None:
     fake = FakeSend({
         "t-plan": session(node(None, 1)),

@@ -87,8 +87,9 @@ class ReleaseHookResult:
 
 
 # Called with every node's outcome once the reports are in and before any node is released
-# (only when the plan has a `report_session`). A KaError it raises is a golden-side error of
-# the clone; the nodes are released all the same.
+# (only when the plan has a `report_session`). Any exception it raises (a KaError, an OSError
+# reading the pxe state...) is a golden-side error of the clone; the nodes are released all
+# the same and the logs stored.
 BeforeRelease = Callable[[tuple["NodeOutcome", ...]], ReleaseHookResult]
 
 
@@ -193,8 +194,9 @@ def run_clone(
         if before_release is not None:
             try:
                 hook = before_release(_outcomes(first, sessions[1:], reports))
-            except KaError as e:
-                progress.errors.append(f"before the release: {e}")
+            except Exception as e:  # noqa: BLE001 - the nodes wait: release them, whatever broke
+                what = str(e) if isinstance(e, KaError) else f"{type(e).__name__}: {e}"
+                progress.errors.append(f"before the release: {what}")
             else:
                 progress.before_release = hook.record
                 progress.errors += [f"before the release: {x}" for x in hook.errors]

@@ -156,6 +156,36 @@ def test_switch_sets_a_failed_node_back_to_ka(pxe: PxeConfig) -> None:
     assert boot_states(pxe) == {MAC2: "ka"}
 
 
+def test_with_a_menu_edited_by_hand_every_failed_node_goes_back_to_ka(pxe: PxeConfig) -> None:
+    set_boot(pxe, [MAC1], "local")  # installed by an earlier clone
+    set_boot(pxe, [MAC3], "ka")
+    edited = os.path.join(pxe.tftp_root, "pxelinux.cfg/01-52-54-00-00-00-03")
+    Path(edited).write_text(Path(edited).read_text() + "# tried something\n")
+    with pytest.raises(UsageError):
+        boot_states(pxe)  # what a failed node boots can no longer be read back
+
+    done = switch_boot(pxe.state_dir, [outcome("node01", "failed", mac=MAC1),
+                                       outcome("node02", "failed", mac=MAC2)])
+    assert [m.mac for m in done.ka] == [MAC1, MAC2] and done.stay == ()
+    assert files(pxe)["pxelinux.cfg/01-52-54-00-00-00-01"] == pxelinux_menu(BOOT, "ka")
+    assert files(pxe)["ipxe/01-52-54-00-00-00-01.ipxe"] == ipxe_menu(BOOT, "ka")
+    assert files(pxe)["pxelinux.cfg/01-52-54-00-00-00-02"] == pxelinux_menu(BOOT, "ka")
+    (warning,) = done.warnings
+    assert warning.startswith(f"the boot menus in {pxe.state_dir} could not be read back (the "
+                              f"menus of node {MAC3} are incomplete or were changed by hand): "
+                              f"every failed node was set back to ka without checking")
+    assert f"ka pxe set {MAC3} ka|local" in warning
+
+
+def test_plan_with_unknown_menus_sets_every_failed_node_back() -> None:
+    done = plan_switch("/s", [outcome("node01", "failed", mac=MAC1),
+                              outcome("lost", "failed", report=False, address="10.9.0.77")],
+                       TABLE, "ka", None)
+    assert done.ka == (NodeMatch("node01", MAC1, "node table, by its MAC"),)
+    assert done.stay == ()
+    assert done.warnings[0].startswith("lost failed and matches no node of /s: if it boots")
+
+
 def test_missing_or_unwritable_state_is_refused_up_front(tmp_path: Path, pxe: PxeConfig) -> None:
     with pytest.raises(UsageError, match="holds no ka PXE configuration"):
         bootswitch.check_state(str(tmp_path / "nothing"))

@@ -20,6 +20,7 @@ node reboots before its menu says "local".
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -106,12 +107,14 @@ def plan_switch(
     outcomes: Sequence[NodeOutcome],
     table: Sequence[NodeEntry],
     default: Entry,
-    states: Mapping[str, Entry],
+    states: Mapping[str, Entry] | None,
 ) -> BootSwitch:
     """Which MACs go to "local" and which back to "ka" (pure: no file is read or written).
 
-    `default` and `states` (per-MAC entries) are what the nodes boot now. A MAC that both an
-    installed and a failed node match is left alone: switching it could boot a broken disk.
+    `default` and `states` (per-MAC entries) are what the nodes boot now; `states` is None
+    when the menus could not be read back, and then every failed node that matches is set
+    back to ka, whatever it boots now. A MAC that both an installed and a failed node match
+    is left alone: switching it could boot a broken disk.
     """
     installed = [o for o in outcomes if o.result == "ok"]
     failed = [o for o in outcomes if o.result != "ok"]
@@ -146,7 +149,7 @@ def plan_switch(
             local.append(m)
     back: list[NodeMatch] = []
     stay: list[str] = []
-    anything_local = default == "local" or "local" in states.values()
+    anything_local = states is None or default == "local" or "local" in states.values()
     for o in failed:
         m = failed_matches[o.name]
         if m is None:
@@ -156,7 +159,7 @@ def plan_switch(
                     f"disk, set it back with: ka pxe set MAC ka --dir {state_dir}")
             else:
                 stay.append(o.name)
-        elif states.get(m.mac, default) == "ka":
+        elif states is not None and states.get(m.mac, default) == "ka":
             stay.append(o.name)
         else:
             back.append(m)
@@ -179,11 +182,21 @@ def check_state(state_dir: str) -> PxeConfig:
 def switch_boot(state_dir: str, outcomes: Sequence[NodeOutcome]) -> BootSwitch:
     """Switch installed nodes to local boot and failed ones that would boot local back to ka."""
     config = check_state(state_dir)
+    states: dict[str, Entry] | None
+    unread: UsageError | None = None
     try:
         states = boot_states(config)
-    except UsageError:
-        states = {}  # a hand-edited menu: set_boot rewrites what it switches anyway
+    except UsageError as e:
+        # A menu edited by hand: what a failed node boots is unknown, so each one goes back
+        # to ka (set_boot rewrites what it switches anyway).
+        states, unread = None, e
     planned = plan_switch(state_dir, outcomes, config.nodes, config.default, states)
+    if unread is not None:
+        planned = dataclasses.replace(planned, warnings=(
+            f"the boot menus in {state_dir} could not be read back ({unread.message}): every "
+            f"failed node was set back to ka without checking what it booted; "
+            f"{unread.hint or 'check the menus'}",
+            *planned.warnings))
     try:
         if planned.local:
             set_boot(config, [m.mac for m in planned.local], "local")

@@ -64,6 +64,8 @@ def pxe(tmp_path: Path) -> PxeConfig:
 
 @pytest.mark.parametrize(("node", "mac", "how"), [
     (outcome("x", mac=MAC2.upper(), ip="10.9.0.11"), MAC2, "node table, by its MAC"),
+    (outcome("x", mac=MAC2.replace(":", "-"), ip="10.9.0.11"), MAC2, "node table, by its MAC"),
+    (outcome("x", mac="52-54-00-00-00-0A"), "52:54:00:00:00:0a", "the MAC it reported (eth0)"),
     (outcome("x", mac=MAC9, ip="10.9.0.11"), MAC1, "node table, by its IP 10.9.0.11"),
     (outcome("x", address="10.9.0.12"), MAC2,
      "node table, by the address it joined from 10.9.0.12"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ka.clone.deploy import ReleaseHookResult, SessionSettings, run_clone
+from ka.clone.deploy import ReleaseHookResult, SessionSettings, joined_from, run_clone
 from ka.clone.plan import ClonePlan, GoldenDisk, GoldenPartition, Stream
 from ka.clone.report import InstallReport, StepRecord
 from ka.errors import UsageError
@@ -232,6 +233,42 @@ def test_what_the_hook_finds_wrong_fails_the_run_and_is_kept(tmp_path: Path) -> 
     summary = json.loads((tmp_path / "t/summary.json").read_text())
     assert summary["errors"] == ["before the release: a still boots ka"]
     assert summary["before_release"] == {"left": ["a"]}
+
+
+@pytest.mark.parametrize(("node_id", "address"), [
+    ("10.0.0.1:4000", "10.0.0.1"),
+    ("[fd00::2]:4000", "fd00::2"),
+    ("fd00::2:4000", "fd00::2"),
+    ("[::ffff:10.9.0.12]:4000", "10.9.0.12"),  # a sender bound to :: sees IPv4 nodes so
+    ("::ffff:10.9.0.12:4000", "10.9.0.12"),
+    ("golden:4000", "golden"),
+    (":4000", None),
+])
+def test_the_address_a_node_joined_from_is_written_as_the_node_table_does(
+        node_id: str, address: str | None) -> None:
+    assert joined_from(node_id) == address
+
+
+def test_a_node_that_joined_over_ipv6_is_matched_by_its_address(tmp_path: Path) -> None:
+    from ka.boot.nodes import NodeEntry
+    from ka.clone.bootswitch import match_node
+
+    def at(node_id: str, n: NodeReport) -> NodeReport:
+        return dataclasses.replace(n, node=node_id)
+
+    fake = FakeSend({
+        "t-plan": session(at("[::ffff:10.9.0.12]:4000", node(None, 1)),
+                          at("[fd00::7]:4000", node(None, 2))),
+        "t-fs-1": session(node("a", 1), node("b", 2)),
+        "t-done": session(node("a", 1, attachment=install_report("a", 1)),
+                          node("b", 2, attachment=install_report("b", 2))),
+    })
+    result = run_clone(ClonePlan(**{**PLAN.__dict__, "nodes": 2}),
+                       SessionSettings(logs_dir=str(tmp_path)), send=fake)
+    assert [o.address for o in result.nodes] == ["10.9.0.12", "fd00::7"]
+    table = (NodeEntry("52:54:00:00:00:02", "10.9.0.12", "node02"),)
+    matched = match_node(result.nodes[0], table)
+    assert matched is not None and matched.mac == "52:54:00:00:00:02"
 
 
 @pytest.mark.parametrize(("changes", "port", "message"), [

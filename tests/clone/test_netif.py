@@ -29,6 +29,19 @@ def test_parse_ip_json() -> None:
         ["52:54:00:ab:cd:01"], ["10.9.0.11", "fe80::1", "10.7.0.2"])
 
 
+@pytest.mark.parametrize(("address", "mac"), [
+    ("52:54:00:AB:CD:01", "52:54:00:ab:cd:01"),
+    (" 52:54:00:ab:cd:02\n", "52:54:00:ab:cd:02"),
+    ("00:00:00:00:00:00", None),  # a link without a MAC of its own
+    ("0.0.0.0", None),  # a tunnel
+    ("80:00:02:08:fe:80:00:00:00:00:00:00:00:11:22:33:44:55:66:77", None),  # InfiniBand
+    ("", None),
+])
+def test_an_interface_mac_is_written_as_the_node_table_writes_it(address: str,
+                                                                  mac: str | None) -> None:
+    assert netif._link_mac(address) == mac
+
+
 def test_source_address_is_the_kernels_route_choice() -> None:
     # Connecting a UDP socket sends nothing: no packet leaves the machine.
     assert netif.source_address("127.0.0.1") == "127.0.0.1"

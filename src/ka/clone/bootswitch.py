@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ka.boot.menus import Entry
-from ka.boot.nodes import NodeEntry
+from ka.boot.nodes import NodeEntry, normalize_mac
 from ka.boot.pxe import PxeConfig
 from ka.boot.state import load_state
 from ka.boot.switch import boot_states, set_boot
@@ -84,7 +84,7 @@ class BootSwitch:
 def match_node(outcome: NodeOutcome, table: Sequence[NodeEntry]) -> NodeMatch | None:
     """How `ka pxe` knows this node, or None (see the module's docstring for the order)."""
     r = outcome.report
-    mac = r.mac.lower() if r and r.mac else None
+    mac = normalize_mac(r.mac) if r and r.mac else None
     lookups: list[tuple[str, str | None, str]] = [
         ("its MAC", mac, "mac"),
         ("its IP", r.ip if r else None, "ip"),

@@ -13,6 +13,7 @@ released: nothing reboots before the golden node has acted on them.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -241,7 +242,7 @@ def _outcomes(first: Any, later: Sequence[tuple[str, Any]], handover: Any
     out: list[NodeOutcome] = []
     for n in sorted(first.nodes, key=lambda x: x.position):
         r = reports.get(n.position)
-        address = n.node.rpartition(":")[0] or None
+        address = joined_from(n.node)
         if n.state != "ok":
             out.append(NodeOutcome(n.name or n.node, n.position, "failed",
                                    f"plan session: {n.reason or n.state}", address=address))
@@ -254,6 +255,20 @@ def _outcomes(first: Any, later: Sequence[tuple[str, Any]], handover: Any
     for name in unreadable:
         out.append(NodeOutcome(name, 0, "failed", "its install report was unreadable"))
     return tuple(out)
+
+
+def joined_from(node_id: str) -> str | None:
+    """The address of a transport node id ("10.0.0.1:4000", "[fd00::1]:4000"), as the node
+    table of `ka pxe` writes one: no brackets, an IPv4-mapped IPv6 address as IPv4 (a sender
+    bound to "::" sees IPv4 nodes so)."""
+    host = node_id.rpartition(":")[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host or None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def store_logs(

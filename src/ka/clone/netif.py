@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ka import run
+from ka.boot.nodes import normalize_mac
 
 SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's (primary) IPv4 address
 ARPHRD_LOOPBACK = 772  # /sys/class/net/IF/type of a loopback interface
@@ -58,7 +59,7 @@ def parse_ip_json(links: Sequence[Mapping[str, Any]]) -> list[Interface]:
     out = []
     for link in links:
         loopback = link.get("link_type") == "loopback"
-        mac = None if loopback else _mac(str(link.get("address") or ""))
+        mac = None if loopback else _link_mac(str(link.get("address") or ""))
         addresses = tuple(str(a["local"]) for a in link.get("addr_info", []) if a.get("local"))
         out.append(Interface(str(link.get("ifname") or ""), mac, addresses, loopback))
     return out
@@ -72,7 +73,7 @@ def _from_sysfs(sys_net: str = "/sys/class/net") -> list[Interface]:
         return out
     for name in names:
         loopback = _read(os.path.join(sys_net, name, "type")) == str(ARPHRD_LOOPBACK)
-        mac = None if loopback else _mac(_read(os.path.join(sys_net, name, "address")))
+        mac = None if loopback else _link_mac(_read(os.path.join(sys_net, name, "address")))
         ip = _ipv4_of(name)
         out.append(Interface(name, mac, (ip,) if ip else (), loopback))
     return out
@@ -137,16 +138,11 @@ def _host(peer: str) -> str:
         return peer.rpartition(":")[0].strip("[]") if ":" in peer else peer
 
 
-def _mac(text: str) -> str | None:
-    text = text.strip().lower()
-    parts = text.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts) or text == "00:00:00:00:00:00":
-        return None
-    try:
-        bytes.fromhex(text.replace(":", ""))
-    except ValueError:
-        return None
-    return text
+def _link_mac(text: str) -> str | None:
+    """An interface's MAC as the node table writes it; None for a link without one (all
+    zeros, or no Ethernet-style address: a tunnel, a WireGuard link)."""
+    mac = normalize_mac(text.strip())
+    return None if mac == "00:00:00:00:00:00" else mac
 
 
 def _read(path: str) -> str:

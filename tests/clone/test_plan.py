@@ -81,6 +81,18 @@ def test_bad_plans_are_refused(mutate, message: str) -> None:  # type: ignore[no
     assert message in str(e.value)
 
 
+def test_a_plan_of_an_older_ka_is_refused_with_the_version_message() -> None:
+    # Version 1 had no report session and no partition aliases: a node reading such a plan
+    # (or an old node reading ours) must say "version", not "unknown fields".
+    data = json.loads(sample_plan().to_json())
+    assert data["version"] == 2
+    data["version"] = 1
+    with pytest.raises(PlanError) as e:
+        ClonePlan.from_json(json.dumps(data))
+    assert e.value.message == "clone plan version 1 is not supported (this ka reads version 2)"
+    assert e.value.hint == "run the same ka version on the golden node and on the nodes"
+
+
 def test_garbage_is_refused() -> None:
     with pytest.raises(PlanError):
         ClonePlan.from_json(b"\x00\x01 not json")

@@ -17,7 +17,10 @@ from typing import Any
 from ka.clone.hostnames import HostnameRule
 from ka.errors import KaError
 
-PLAN_VERSION = 1
+# Raised whenever a field changes what the nodes must do, so that a node of another ka
+# refuses the plan with a clear message instead of an unknown field (or, worse, ignoring it).
+# 2: the report session before the release (reports_before_release), partition aliases.
+PLAN_VERSION = 2
 PLAN_KIND = "ka-clone-plan"
 
 

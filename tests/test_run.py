@@ -23,6 +23,24 @@ def test_failure_shows_command_status_and_stderr() -> None:
     assert "sh -c" in str(err)
 
 
+def test_failure_shows_the_tail_of_stdout_when_stderr_is_empty() -> None:
+    # mkfs.jfs, for one, says why it refuses on stdout only.
+    with pytest.raises(CommandError) as info:
+        run(["sh", "-c", "seq 1 30; echo 'Partition must be at least 16 megabytes.'; exit 22"])
+    err = info.value
+    assert err.stderr == "" and err.stdout.endswith("16 megabytes.\n")
+    assert str(err).splitlines() == [
+        "command failed with status 22: sh -c 'seq 1 30; echo '\"'\"'Partition must be at "
+        "least 16 megabytes.'\"'\"'; exit 22'",
+        *map(str, range(22, 31)), "Partition must be at least 16 megabytes."]
+
+
+def test_stderr_comes_before_stdout_when_a_command_says_both() -> None:
+    with pytest.raises(CommandError) as info:
+        run(["sh", "-c", "echo progress; echo broke >&2; exit 1"])
+    assert str(info.value).splitlines()[1:] == ["broke"]
+
+
 def test_missing_tool_names_package() -> None:
     with pytest.raises(ToolMissingError) as info:
         require("definitely-not-a-ka-tool")

@@ -35,7 +35,9 @@ class UsageError(KaError):
 
 
 class CommandError(KaError):
-    """An external command failed; carries the argv, its status and the tail of its stderr."""
+    """An external command failed; carries the argv, its status and the tail of what it said:
+    its stderr, or its stdout when its stderr is empty (mkfs.jfs, for one, explains its
+    refusals on stdout only)."""
 
     def __init__(
         self,
@@ -43,13 +45,16 @@ class CommandError(KaError):
         returncode: int,
         stderr: str = "",
         *,
+        stdout: str = "",
         hint: str | None = None,
         node: str | None = None,
     ) -> None:
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr
-        tail = "\n".join(stderr.strip().splitlines()[-10:])
+        self.stdout = stdout
+        said = stderr if stderr.strip() else stdout
+        tail = "\n".join(said.strip().splitlines()[-10:])
         message = f"command failed with status {returncode}: {shlex.join(argv)}"
         if tail:
             message += f"\n{tail}"

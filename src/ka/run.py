@@ -2,7 +2,8 @@
 
 argv lists only (never a shell string formatted here), a fixed locale, stdin from /dev/null
 unless given, a `+ cmd` debug line, and on failure a `CommandError` that shows the
-copy-pasteable command, its exit status and the tail of its stderr.
+copy-pasteable command, its exit status and the tail of its stderr (of its stdout when it
+said nothing on stderr).
 
 Commands that a *user* gives (`ka send --command`) run through `sh -c` by design; they are
 passed here as `["sh", "-c", cmd]`.
@@ -151,7 +152,7 @@ def run(
     out = (proc.stdout or b"").decode(errors="replace")
     err = (proc.stderr or b"").decode(errors="replace")
     if check and proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, err, node=node, hint=hint)
+        raise CommandError(argv, proc.returncode, err, stdout=out, node=node, hint=hint)
     return Result(argv, proc.returncode, out, err)
 
 

@@ -295,10 +295,9 @@ def apply_plan(
                 continue
             result = run(step.argv, input=step.input, check=False)
             if result.returncode != 0:
-                # Some mkfs (mkfs.jfs) say why they failed on stdout only.
-                said = result.stderr if result.stderr.strip() else result.stdout
                 hint = _mount_hint(step.argv[2]) if step.argv[0] == "mount" else None
-                raise CommandError(result.argv, result.returncode, said, hint=hint)
+                raise CommandError(result.argv, result.returncode, result.stderr,
+                                   stdout=result.stdout, hint=hint)
             if step.argv[0] == "mount":
                 mounted.append(step.argv[-1])
     except BaseException:

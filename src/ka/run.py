@@ -187,10 +187,16 @@ def signal_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> No
             os.killpg(proc.pid, sig)
 
 
-def reap_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
-    """Wait `grace` seconds for a signalled process, then SIGKILL its group; its status."""
+def reap_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int | None:
+    """Wait `grace` seconds for a signalled process, then SIGKILL its group; its status, or
+    None if even SIGKILL has not ended it after another `grace` (stuck in the kernel): the
+    caller goes on ending the others instead of failing on this one."""
     try:
         return proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         signal_group(proc, signal.SIGKILL)
+    try:
         return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log.warning("pid %d did not end after SIGKILL within %g s", proc.pid, grace)
+        return None

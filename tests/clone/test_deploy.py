@@ -165,6 +165,17 @@ def test_with_a_report_session_the_hook_runs_before_the_release(tmp_path: Path) 
     assert summary["nodes"][0]["address"] == "10.0.0.1"
 
 
+def one_node_reporting_before_release() -> tuple[FakeSend, ClonePlan]:
+    """One node "a" that installs and hands its report over before the release."""
+    fake = FakeSend({
+        "t-plan": session(node(None, 1)),
+        "t-fs-1": session(node("a", 1)),
+        "t-report": session(node("a", 1, attachment=install_report("a", 1))),
+        "t-done": session(node("a", 1)),
+    })
+    return fake, ClonePlan(**{**PLAN.__dict__, "nodes": 1, "reports_before_release": True})
+
+
 @pytest.mark.parametrize(("error", "said"), [
     (KaError("could not write a boot menu"), "could not write a boot menu"),
     (PermissionError(13, "Permission denied", "/var/lib/ka/pxe/state.json"),
@@ -174,13 +185,7 @@ def test_with_a_report_session_the_hook_runs_before_the_release(tmp_path: Path) 
 ])
 def test_a_failing_hook_is_a_golden_error_and_the_nodes_are_still_released(
         tmp_path: Path, error: Exception, said: str) -> None:
-    fake = FakeSend({
-        "t-plan": session(node(None, 1)),
-        "t-fs-1": session(node("a", 1)),
-        "t-report": session(node("a", 1, attachment=install_report("a", 1))),
-        "t-done": session(node("a", 1)),
-    })
-    plan = ClonePlan(**{**PLAN.__dict__, "nodes": 1, "reports_before_release": True})
+    fake, plan = one_node_reporting_before_release()
 
     def broken(outcomes: tuple[Any, ...]) -> ReleaseHookResult:
         raise error
@@ -196,13 +201,7 @@ def test_a_failing_hook_is_a_golden_error_and_the_nodes_are_still_released(
 
 
 def test_what_the_hook_finds_wrong_fails_the_run_and_is_kept(tmp_path: Path) -> None:
-    fake = FakeSend({
-        "t-plan": session(node(None, 1)),
-        "t-fs-1": session(node("a", 1)),
-        "t-report": session(node("a", 1, attachment=install_report("a", 1))),
-        "t-done": session(node("a", 1)),
-    })
-    plan = ClonePlan(**{**PLAN.__dict__, "nodes": 1, "reports_before_release": True})
+    fake, plan = one_node_reporting_before_release()
     result = run_clone(plan, SessionSettings(logs_dir=str(tmp_path)), send=fake,
                        before_release=lambda outcomes: ReleaseHookResult(
                            {"left": ["a"]}, ("a still boots ka",)))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ka.lab.debian import DEFAULT_CACHE, DebianRecipe, host_mirror, host_suite
-from ka.lab.vm import VIRTIO_ROMS, VmError, ovmf_files
+from ka.lab.vm import VmError, ovmf_files, virtio_rom
 from ka.lab.vmclone import VmCloneOptions, lab_clone_vm, vm_summary
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -33,14 +33,13 @@ def _require() -> None:
         if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
             pytest.skip(f"{tool} is not installed (Debian package {package}; "
                         "scripts/setup.sh installs it)")
-    if not any(os.path.exists(p) for p in VIRTIO_ROMS):
-        pytest.skip("QEMU's PXE ROM is not installed (Debian package ipxe-qemu)")
     if not os.path.exists("/usr/lib/PXELINUX/pxelinux.0"):
         pytest.skip("pxelinux is not installed (scripts/setup.sh installs it)")
-    try:
-        ovmf_files()
-    except VmError:
-        pytest.skip("OVMF is not installed (Debian package ovmf)")
+    for firmware_file in (virtio_rom, ovmf_files):
+        try:
+            firmware_file()
+        except VmError as e:
+            pytest.skip(f"{e} ({e.hint})")
     # The golden Debian comes from the Debian mirror: setup fetches it, never this test.
     if not DebianRecipe(host_suite(), host_mirror()).archive(DEFAULT_CACHE).exists():
         pytest.skip("the golden Debian is not built: run `ka lab debian` (scripts/setup.sh "

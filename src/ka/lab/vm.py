@@ -152,7 +152,7 @@ def kvm_works(kernel: str, workdir: Path) -> bool:
 class RunningMachine:
     machine: Machine
     popen: subprocess.Popen[bytes]
-    stderr: Path
+    qemu_log: Path  # what QEMU itself said (beside the machine's console)
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
 

@@ -20,6 +20,7 @@ LAYER_CLIS = (
     "ka.transport.cli",
     "ka.disk.cli",
     "ka.clone.cli",
+    "ka.image.cli",
     "ka.boot.cli",
     "ka.lab.cli",
 )

@@ -257,8 +257,9 @@ def test_clone_switches_before_release_and_reports(
         capsys: pytest.CaptureFixture[str]) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_run_clone(plan: Any, settings: Any, on_event: Any, before_release: Any
-                       ) -> CloneResult:
+    def fake_run_clone(plan: Any, settings: Any, on_event: Any, before_release: Any,
+                       sources: Any) -> CloneResult:
+        assert sources is None  # a live clone: the streams come from the golden tree
         seen["plan"] = plan
         nodes = (outcome("node01", mac=MAC1, ip="10.9.0.11"),
                  outcome("node02", "failed", mac=MAC2, ip="10.9.0.12"),

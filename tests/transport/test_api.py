@@ -7,7 +7,9 @@ import os
 import threading
 from typing import Any
 
+import blake3
 import pytest
+import zstandard
 from transport_cluster import free_port
 
 from ka.errors import ToolMissingError
@@ -16,7 +18,9 @@ from ka.transport import (
     BytesSource,
     CommandSink,
     CommandSource,
+    CompressedSource,
     ConsumerFailed,
+    DigestMismatch,
     Event,
     FileSink,
     FileSource,
@@ -248,3 +252,44 @@ def test_file_source_check_refuses_what_cannot_be_read_without_opening(tmp_path:
     checked.start()
     checked.join(5)
     assert not checked.is_alive(), "the check opened a FIFO that has no writer"
+
+
+class _Chunks(CompressedSource):
+    """Chunks compressed ahead of time, as an image's stream file gives them."""
+
+    def __init__(self, raw: list[bytes], digest: bytes | None = None) -> None:
+        cctx = zstandard.ZstdCompressor(level=3)
+        self._frames = [(cctx.compress(c), len(c)) for c in raw]
+        self.digest = digest if digest is not None else blake3.blake3(b"".join(raw)).digest()
+        self.description = "test chunks"
+        self.taken = 0
+
+    def next_chunk(self) -> tuple[bytes, int] | None:
+        if self.taken == len(self._frames):
+            return None
+        self.taken += 1
+        return self._frames[self.taken - 1]
+
+
+def test_a_compressed_source_is_sent_as_stored_and_decompressed_on_every_node() -> None:
+    raw = [os.urandom(100_000) + bytes(156_144), b"x" * 5000, os.urandom(77)]
+    sinks = [BytesSink() for _ in range(3)]
+    source = _Chunks(raw)
+    report, results = run_session(source, sinks, {"nodes": 3, "key": b"k"},
+                                  [{"key": b"k"} for _ in range(3)])
+    assert report.ok and source.taken == 3
+    assert report.digest == blake3.blake3(b"".join(raw)).hexdigest()
+    for sink, res in zip(sinks, results, strict=True):
+        assert sink.data == b"".join(raw)
+        assert res.digest == report.digest
+
+
+def test_a_compressed_source_whose_recorded_digest_differs_fails_on_every_node() -> None:
+    """A stream file changed after its digest was recorded: no node reports success."""
+    raw = [os.urandom(50_000), os.urandom(50_000)]
+    sinks = [BytesSink() for _ in range(2)]
+    report, results = run_session(_Chunks(raw, digest=bytes(32)), sinks, {"nodes": 2},
+                                  [{}, {}])
+    assert not report.ok
+    assert all(isinstance(r, DigestMismatch) for r in results), results
+    assert all(not n.digest_ok for n in report.nodes)

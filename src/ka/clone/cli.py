@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ka.boot.cli import DEFAULT_DIR as PXE_DIR
 from ka.clone import bootswitch
@@ -25,7 +26,7 @@ from ka.clone.golden import CloneOptions, build_plan, check_disk_options
 from ka.clone.hostnames import HostnameRule, parse_pattern, parse_table
 from ka.clone.install import InstallOptions, install
 from ka.clone.mapping import parse_disk_options
-from ka.clone.plan import BootloaderRequest
+from ka.clone.plan import BootloaderRequest, ClonePlan
 from ka.clone.status import STATUS_PORT, StatusService, console
 from ka.clone.view import (
     LiveTable,
@@ -37,6 +38,7 @@ from ka.clone.view import (
     summary,
 )
 from ka.errors import UsageError
+from ka.image.store import DEFAULT_STORE
 
 DEFAULT_PORT = 30765
 
@@ -75,30 +77,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-n", "--nodes", type=int, required=True, help="number of nodes")
-    p.add_argument("-x", "--exclude", action="append", default=[], metavar="DIR",
-                   help="leave DIR's content out; the nodes re-create it empty (repeatable)")
-    p.add_argument("-X", "--exclude-disk", action="append", default=[], metavar="DISK",
-                   help="leave a golden disk out; its fstab entries are commented out")
-    p.add_argument("-m", "--mbr", action="append", default=[], metavar="DRIVE",
-                   help="copy DRIVE's MBR boot code (440 bytes, never the table)")
-    p.add_argument("-M", "--mbr-file", nargs=2, action="append", default=[],
-                   metavar=("DRIVE", "FILE"), help="install FILE's first 440 bytes as boot code")
-    p.add_argument("-D", "--raw", action="append", default=[], metavar="PARTITION",
-                   help="copy a partition byte for byte (sda3, /dev/sda3 or DRIVE:N)")
-    p.add_argument("-p", "--desc", nargs="+", action="append", default=[],
-                   metavar="DRIVE FILE", help="layout of DRIVE on the nodes (also DRIVE=FILE)")
-    p.add_argument("-d", "--release-delay", type=int, metavar="TENTHS",
-                   help="release the nodes one every TENTHS/10 s at the end")
-    p.add_argument("-r", "--bootloader", default="auto", metavar="'grub|none [OPTS]'",
-                   help="grub: install it (fail when the clone lacks it); none: skip; "
-                        "default auto: when the clone has it. OPTS go to the initramfs tool")
-    p.add_argument("--root", default="/", help="the golden tree (default /)")
+    add_selection_options(p)
+    image = p.add_argument_group(
+        "deploying an image (--image)",
+        "Send a captured image (`ka image capture`) instead of this machine's tree: the "
+        "selection options above then have no meaning (-r still overrides the bootloader).")
+    image.add_argument("--image", metavar="DIR|NAME",
+                       help="the image directory, or NAME in the --store")
+    image.add_argument("--store", default=DEFAULT_STORE, metavar="DIR",
+                       help=f"where a bare image NAME is looked for ({DEFAULT_STORE})")
+    image.add_argument("--unauthenticated-image", action="store_true",
+                       help="with --key-file, accept an image captured without a key")
     p.add_argument("--hostnames", metavar="FILE|PATTERN",
                    help="node names: a pattern like node{n:02d} or a file of "
                         "'MAC|IP|POSITION NAME' lines")
     p.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"),
                    help="session key (default $KA_KEY_FILE); without one the sessions are open")
-    p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams once")
     p.add_argument("--session-prefix", default="ka", metavar="P", help="session names (ka)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help="port of the plan session; the next sessions use the next ports")
@@ -154,6 +148,53 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.set_defaults(func=cmd_console)
 
 
+def add_selection_options(p: argparse.ArgumentParser) -> None:
+    """What to read from the golden machine: shared by `ka clone` and `ka image capture`,
+    with the same meaning (the original's letters)."""
+    p.add_argument("-x", "--exclude", action="append", default=[], metavar="DIR",
+                   help="leave DIR's content out; the nodes re-create it empty (repeatable)")
+    p.add_argument("-X", "--exclude-disk", action="append", default=[], metavar="DISK",
+                   help="leave a golden disk out; its fstab entries are commented out")
+    p.add_argument("-m", "--mbr", action="append", default=[], metavar="DRIVE",
+                   help="copy DRIVE's MBR boot code (440 bytes, never the table)")
+    p.add_argument("-M", "--mbr-file", nargs=2, action="append", default=[],
+                   metavar=("DRIVE", "FILE"), help="install FILE's first 440 bytes as boot code")
+    p.add_argument("-D", "--raw", action="append", default=[], metavar="PARTITION",
+                   help="copy a partition byte for byte (sda3, /dev/sda3 or DRIVE:N)")
+    p.add_argument("-p", "--desc", nargs="+", action="append", default=[],
+                   metavar="DRIVE FILE", help="layout of DRIVE on the nodes (also DRIVE=FILE)")
+    p.add_argument("-d", "--release-delay", type=int, metavar="TENTHS",
+                   help="release the nodes one every TENTHS/10 s at the end")
+    p.add_argument("-r", "--bootloader", default=None, metavar="'grub|none [OPTS]'",
+                   help="grub: install it (fail when the clone lacks it); none: skip; "
+                        "default auto: when the clone has it. OPTS go to the initramfs tool")
+    p.add_argument("--root", default=None, help="the golden tree (default /)")
+    p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams once")
+
+
+SELECTION = (("exclude", "--exclude"), ("exclude_disk", "--exclude-disk"), ("mbr", "--mbr"),
+             ("mbr_file", "--mbr-file"), ("raw", "--raw"), ("desc", "--desc"),
+             ("root", "--root"), ("compress", "--compress"))
+
+
+def selection_options(args: argparse.Namespace, *, nodes: int, prefix: str = "ka",
+                      reports_before_release: bool = False) -> CloneOptions:
+    return CloneOptions(
+        nodes=nodes,
+        root=args.root or "/",
+        prefix=prefix,
+        excludes=tuple(args.exclude),
+        exclude_disks=tuple(args.exclude_disk),
+        mbr=tuple(args.mbr),
+        mbr_files={d: f for d, f in args.mbr_file},
+        raws=tuple(args.raw),
+        descs=_descs(args.desc),
+        bootloader=_bootloader(args.bootloader or "auto"),
+        compress=args.compress,
+        reports_before_release=reports_before_release,
+    )
+
+
 # --- ka clone -------------------------------------------------------------------------------
 
 
@@ -198,38 +239,30 @@ def read_key(path: str | None) -> bytes | None:
 def cmd_clone(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         raise UsageError("--nodes must be at least 1")
-    opts = CloneOptions(
-        nodes=args.nodes,
-        root=args.root,
-        prefix=args.session_prefix,
-        excludes=tuple(args.exclude),
-        exclude_disks=tuple(args.exclude_disk),
-        mbr=tuple(args.mbr),
-        mbr_files={d: f for d, f in args.mbr_file},
-        raws=tuple(args.raw),
-        descs=_descs(args.desc),
-        release_delay=args.release_delay,
-        bootloader=_bootloader(args.bootloader),
-        hostnames=_hostnames(args.hostnames),
-        compress=args.compress,
-        reports_before_release=args.pxe is not None,
-    )
+    opts = dataclasses.replace(
+        selection_options(args, nodes=args.nodes, prefix=args.session_prefix,
+                          reports_before_release=args.pxe is not None),
+        release_delay=args.release_delay, hostnames=_hostnames(args.hostnames))
     # Checked before anything is sent: a state that cannot be switched is found out now,
     # not after the nodes are installed.
     pxe = bootswitch.check_state(args.pxe) if args.pxe is not None else None
-    plan = build_plan(opts)
-    check_disk_options(opts, plan)
     settings = SessionSettings(
-        root=args.root, port=args.port, key=read_key(args.key_file),
+        root=args.root or "/", port=args.port, key=read_key(args.key_file),
         join_timeout=args.join_timeout, stall_timeout=args.stall_timeout, bind=args.bind,
         logs_dir=args.logs,
     )
+    sources = None
+    if args.image is not None:
+        plan, sources = _image_plan(args, settings.key)
+    else:
+        plan = build_plan(opts)
+        check_disk_options(opts, plan)
     check_settings(plan, settings)
     if args.dry_run:
         if args.json:
             print(plan.to_json(), end="")
         else:
-            print(describe_plan(plan, settings), end="")
+            print(describe_plan(plan, settings, sources), end="")
             if pxe is not None:
                 assert plan.report_session is not None
                 print(f"\nnetwork boot (--pxe): {bootswitch.describe(pxe, plan.report_session)}")
@@ -254,7 +287,8 @@ def cmd_clone(args: argparse.Namespace) -> int:
 
     try:
         result = run_clone(plan, settings, table.event,
-                           before_release=switch if args.pxe is not None else None)
+                           before_release=switch if args.pxe is not None else None,
+                           sources=sources)
     finally:
         table.close()
     if args.json:
@@ -267,6 +301,34 @@ def cmd_clone(args: argparse.Namespace) -> int:
         for warning in done.warnings:
             print(f"ka: warning: {warning}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _image_plan(args: argparse.Namespace, key: bytes | None) -> tuple[ClonePlan, Any]:
+    """The plan and stream sources of `--image`, once the image has passed every check
+    (manifest, its MAC, every stream file's size and hash): nothing of a damaged image
+    is ever sent."""
+    from ka.image.deploy import Deployment, image_plan, image_sources
+    from ka.image.store import open_image
+
+    defaults: dict[str, Any] = {"exclude": [], "exclude_disk": [], "mbr": [], "mbr_file": [],
+                                "raw": [], "desc": [], "root": None, "compress": None}
+    for dest, flag in SELECTION:
+        if getattr(args, dest) != defaults[dest]:
+            raise UsageError(f"{flag} has no meaning with --image: the image was captured "
+                             "with its own selection",
+                             hint="give it to `ka image capture` instead")
+    print(f"ka: checking image {args.image} (every stream file's digest)", file=sys.stderr)
+    directory, manifest = open_image(args.image, key, store=args.store,
+                                     allow_unauthenticated=args.unauthenticated_image)
+    print(f"ka: image {manifest.name}: captured {manifest.created} on "
+          f"{manifest.source_host}, {len(manifest.streams)} stream file(s), "
+          f"{manifest.stored_bytes / 1e6:.1f} MB stored for {manifest.raw_bytes / 1e6:.1f} MB"
+          + ("" if manifest.authenticated else ", not authenticated"), file=sys.stderr)
+    plan = image_plan(directory, manifest, Deployment(
+        prefix=args.session_prefix, nodes=args.nodes, hostnames=_hostnames(args.hostnames),
+        release_delay=args.release_delay, reports_before_release=args.pxe is not None,
+        bootloader=_bootloader(args.bootloader) if args.bootloader else None))
+    return plan, image_sources(directory, manifest, plan)
 
 
 # --- ka install -----------------------------------------------------------------------------

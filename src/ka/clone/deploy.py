@@ -149,7 +149,10 @@ def run_clone(
     on_event: EventSink | None = None,
     send: Callable[..., Any] | None = None,
     before_release: BeforeRelease | None = None,
+    sources: Callable[[Stream], Any] | None = None,
 ) -> CloneResult:
+    """Run every session of `plan`; each stream comes from `sources` (an image's stream
+    files) or, by default, from the golden tree at `settings.root`."""
     from ka.transport import BytesSource
     from ka.transport import send as transport_send
 
@@ -170,7 +173,7 @@ def run_clone(
     if progress.alive == 0:
         raise CloneFailed("no node received the plan", hint=_reasons(first))
     for stream in plan.streams:
-        source = source_for(plan, stream, settings.root)
+        source = sources(stream) if sources else source_for(plan, stream, settings.root)
         try:
             report = one(stream.session, source, progress.alive)
         except KaError as e:

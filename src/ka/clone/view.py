@@ -8,15 +8,18 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ka.clone import tarstream
 from ka.clone.bootswitch import BootSwitch
 from ka.clone.deploy import CloneResult, SessionSettings, node_json, source_for
-from ka.clone.plan import ClonePlan
+from ka.clone.plan import ClonePlan, Stream
+from ka.transport import CompressedSource
 
 
-def describe_plan(plan: ClonePlan, settings: SessionSettings) -> str:
+def describe_plan(plan: ClonePlan, settings: SessionSettings,
+                  sources: Callable[[Stream], Any] | None = None) -> str:
     last = plan.session_port(plan.sessions[-1], settings.port)
     lines = [f"clone plan (version {plan.version}) for {plan.nodes} node(s), "
              f"sessions {', '.join(plan.sessions)} on ports {settings.port}-{last} in turn"]
@@ -33,8 +36,10 @@ def describe_plan(plan: ClonePlan, settings: SessionSettings) -> str:
                      f"used={p.used >> 20} MiB")
     lines.append("\nstreams:")
     for s in plan.streams:
-        src = source_for(plan, s, settings.root)
+        src = sources(s) if sources else source_for(plan, s, settings.root)
         what = shlex.join(src.argv) if hasattr(src, "argv") else f"read {src.path}"
+        if isinstance(src, CompressedSource):
+            what = f"send the compressed frames of the {src.description} as stored"
         lines.append(f"  {s.session}: {s.kind} -> {s.disk}:{s.number} {s.mountpoint or ''}")
         lines.append(f"    golden: {what}")
         if s.kind == "tar":

@@ -62,6 +62,25 @@ class Source:
             pass
 
 
+
+class CompressedSource(Source):
+    """A source whose chunks were compressed ahead of time (a stream file of an image).
+
+    The sender frames each chunk as it is, flagged zstd, and never compresses again; the
+    nodes forward the compressed frames and decompress only for their own consumer. The
+    whole-stream digest is the one recorded when the chunks were made: the sender cannot
+    compute it without decompressing, and every node checks its own against it.
+    """
+
+    digest: bytes = b""  # BLAKE3 of the decompressed stream
+
+    def read_into(self, buf: memoryview) -> int:
+        raise TransportError(f"{self.description} yields compressed chunks, not bytes")
+
+    def next_chunk(self) -> tuple[bytes, int] | None:
+        """The next chunk as (zstd frame, decompressed length); None at the end."""
+        raise NotImplementedError
+
 def _fill(fd: int, buf: memoryview) -> int:
     got = 0
     while got < len(buf):

@@ -9,7 +9,7 @@ import blake3
 import zstandard
 
 from ka.errors import KaError, UsageError
-from ka.transport.endpoints import Source
+from ka.transport.endpoints import CompressedSource, Source
 from ka.transport.errors import TransportError
 from ka.transport.frame import (
     DATA,
@@ -83,6 +83,9 @@ class Producer:
 
     def _produce(self) -> None:
         self._source.open()
+        if isinstance(self._source, CompressedSource):
+            self._produce_stored(self._source)
+            return
         buf = bytearray(self._chunk)
         view = memoryview(buf)
         digest = blake3.blake3()
@@ -106,8 +109,24 @@ class Producer:
             self._ring.put(frame)
             offset += len(frame)
         self._source.close()  # raises if the producer command failed: no END then
-        self.digest = digest.hexdigest()
-        eos = EndOfStream(self.raw, offset, digest.digest())
+        self._end(offset, digest.digest())
+
+    def _produce_stored(self, source: CompressedSource) -> None:
+        """Frame chunks compressed ahead of time as they are (see CompressedSource)."""
+        offset = 0
+        while (chunk := source.next_chunk()) is not None:
+            payload, raw_length = chunk
+            self.raw += raw_length
+            frame = encode_frame(self._key, DATA, payload, offset=offset, raw_length=raw_length,
+                                 flags=FLAG_ZSTD, sealed_with=self._seal_key)
+            self._ring.put(frame)
+            offset += len(frame)
+        source.close()
+        self._end(offset, source.digest)
+
+    def _end(self, offset: int, digest: bytes) -> None:
+        self.digest = digest.hex()
+        eos = EndOfStream(self.raw, offset, digest)
         self._ring.put(encode_frame(self._key, END, eos.encode(), offset=offset,
                                     raw_length=0), last=True)
         self.eof_at = time.monotonic()

@@ -94,3 +94,26 @@ def test_command_line_prints_the_summary_and_leaves_nothing(leaves_nothing: Path
     assert [line.split()[:2] for line in result.stdout.splitlines()
             if line.startswith("node1 ")] == [["node1", "ok"]]
     assert set(os.listdir("/var/tmp")) <= before
+
+
+def test_from_an_image_the_golden_disk_deleted_every_clone_verified(
+        leaves_nothing: Path) -> None:
+    report = _run(leaves_nothing, image=True)
+    assert report.golden_status == 0, report.golden_log_tail
+    assert "--image" in report.clone_argv and "--root" not in report.clone_argv
+    assert report.capture is not None and report.capture[1] > 0
+    assert not (leaves_nothing / "golden.img").exists()  # deployed from the image alone
+    for node in ("node1", "node2", "node3"):
+        _verified(report, node)
+    assert report.identities.ok, report.identities.detail
+    assert report.ok
+
+
+def test_an_image_that_does_not_fit_a_node_fails_that_node_alone(leaves_nothing: Path) -> None:
+    report = _run(leaves_nothing, nodes=2, image=True, node_sizes=((1, 256 * MiB),))
+    small = report.node("node1")
+    assert small.status not in (0, None)
+    assert any(word in small.log_tail.lower() for word in ("too small", "does not fit")), \
+        small.log_tail
+    _verified(report, "node2")
+    assert report.golden_status != 0

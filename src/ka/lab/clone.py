@@ -36,6 +36,7 @@ from ka.lab.disks import (
     mounted_tree,
 )
 from ka.lab.golden import GoldenSpec, build_tree, write_fstab
+from ka.lab.image import capture_golden
 from ka.lab.network import LabNetwork, unique_name
 from ka.lab.report import LabCloneReport, NodeOutcome, install_report
 from ka.lab.verdict import FIXED_UP, GoldenReference, judge_node
@@ -68,6 +69,7 @@ class LabCloneOptions:
     timeout: float = 900.0                    # whole clone, seconds
     workdir: Path | None = None
     extra_clone_args: tuple[str, ...] = ()
+    image: bool = False                       # capture the golden, delete it, deploy the image
 
     def node_size(self, index: int) -> int:
         return dict(self.node_sizes).get(index, self.size)
@@ -102,10 +104,12 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     (workdir / "golden.desc").write_text(desc)
     golden_expected = expected_partitions(desc, options.size)
     step(f"golden disk: {options.size // MiB} MiB, GPT: ESP vfat, / ext4, /var xfs, swap")
-    golden = stack.enter_context(attached_image(workdir / "golden.img", options.size))
+    # Its own stack: with --image the golden disk is gone before the nodes start.
+    golden_stack = stack.enter_context(contextlib.ExitStack())
+    golden = golden_stack.enter_context(attached_image(workdir / "golden.img", options.size))
     format_golden(golden, desc)
-    root = stack.enter_context(mounted_tree(golden, golden_expected, workdir / "golden",
-                                            read_only=False))
+    root = golden_stack.enter_context(mounted_tree(golden, golden_expected, workdir / "golden",
+                                                   read_only=False))
     spec = GoldenSpec(data_bytes=options.data_bytes, small_files=options.small_files)
     tree = build_tree(root, spec)
     esp = next(p for p in golden_expected if p.fstype == "vfat")
@@ -119,21 +123,33 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
         esp_device=golden.partition(esp.number), excluded=excluded, raw_esp=options.raw_esp)
     step(f"golden tree: {tree.files} files, {tree.data_bytes / MiB:.0f} MiB of data, "
          f"kinds: {', '.join(sorted(tree.kinds))}")
+    key_file = workdir / "session.key"
+    if options.key:
+        key_file.write_bytes(secrets.token_bytes(32))
+        key_file.chmod(0o600)
+    drive = os.path.basename(golden.device)
+    captured = None
+    if options.image:
+        captured = capture_golden(
+            workdir, root, drive, workdir / "golden.desc",
+            [golden.partition(esp.number)] if options.raw_esp else [], options.excludes,
+            key_file if options.key else None, options.compress, reference)
+        reference = captured.reference
+        golden_stack.close()
+        step(f"golden captured in {captured.seconds:.1f} s into {captured.directory.name}/: "
+             f"{captured.raw_bytes / MiB:.0f} MiB stored in {captured.stored_bytes / MiB:.0f} "
+             "MiB; the golden disk is detached and deleted")
 
     images: dict[int, Image] = {}
     for i in range(1, options.nodes + 1):
         images[i] = stack.enter_context(
             attached_image(workdir / f"node{i}.img", options.node_size(i)))
-    key_file = workdir / "session.key"
-    if options.key:
-        key_file.write_bytes(secrets.token_bytes(32))
-        key_file.chmod(0o600)
 
     lab = stack.enter_context(LabNetwork(options.nodes, rate=options.rate, name=unique_name()))
     step(f"lab network up: golden + {options.nodes} nodes, links {options.rate or 'unshaped'}")
     prefix = f"lab{os.getpid()}"
-    drive = os.path.basename(golden.device)
-    clone_argv = _clone_argv(options, prefix, drive, workdir, golden, esp.number, key_file, root)
+    clone_argv = _clone_argv(options, prefix, drive, workdir, golden, esp.number, key_file, root,
+                             captured.directory if captured else None)
     procs = LabProcesses(stack)
     t0 = time.monotonic()
     for i, image in images.items():
@@ -177,17 +193,21 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
             procs.log("golden")), identities=identities, seconds=time.monotonic() - started,
         clone_seconds=clone_seconds, data_bytes=tree.data_bytes, files=tree.files,
         rate=options.rate, workdir=str(workdir) if options.keep else None,
-        clone_argv=tuple(clone_argv))
+        clone_argv=tuple(clone_argv),
+        capture=None if captured is None else (captured.seconds, captured.stored_bytes,
+                                               captured.raw_bytes))
 
 
 def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path, golden: Image,
-                esp_number: int, key_file: Path, root: Path) -> list[str]:
+                esp_number: int, key_file: Path, root: Path, image: Path | None) -> list[str]:
     argv = [sys.executable, "-m", "ka", "clone", "--nodes", str(options.nodes),
-            "--root", str(root), "--desc", f"{drive}={workdir / 'golden.desc'}",
             "--hostnames", HOSTNAMES, "--session-prefix", prefix,
             "--logs", str(workdir / "logs"), "--join-timeout", str(JOIN_TIMEOUT)]
     if options.key:
         argv += ["--key-file", str(key_file)]
+    if image is not None:  # the selection was made at capture
+        return [*argv, "--image", str(image), *options.extra_clone_args]
+    argv += ["--root", str(root), "--desc", f"{drive}={workdir / 'golden.desc'}"]
     if options.raw_esp:
         argv += ["--raw", golden.partition(esp_number)]
     for path in options.excludes:

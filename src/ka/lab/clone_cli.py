@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--exclude", "-x", action="append", default=[], metavar="DIR",
                    help="directory of the golden tree not to clone (repeatable)")
     p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams")
+    p.add_argument("--image", action="store_true",
+                   help="capture the golden disk into an image (`ka image capture`), detach and "
+                        "delete the golden disk, then deploy the image (`ka clone --image`)")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (disk images, logs) for inspection")
     vm = p.add_argument_group(
@@ -77,11 +80,13 @@ def handler(args: argparse.Namespace) -> int:
     # A SIGTERM tears the lab down like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     if args.vm is not None:
+        if args.image:
+            raise UsageError("--image is for namespace nodes, not with --vm")
         return _vm_handler(args)
     options = LabCloneOptions(
         nodes=args.nodes, rate=None if args.rate == "none" else args.rate, size=args.size,
         data_bytes=args.data, key=args.key, keep=args.keep, excludes=tuple(args.exclude),
-        compress=args.compress)
+        compress=args.compress, image=args.image)
     if options.data_bytes > options.size // 2:
         raise UsageError("the golden tree's data does not fit the disk",
                          hint="give a larger --size or a smaller --data")

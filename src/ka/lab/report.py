@@ -96,6 +96,7 @@ class LabCloneReport:
     rate: str | None
     workdir: str | None
     clone_argv: tuple[str, ...]
+    capture: tuple[float, int, int] | None = None  # --image: seconds, stored and raw bytes
 
     @property
     def ok(self) -> bool:
@@ -118,6 +119,10 @@ def summary_table(report: LabCloneReport) -> str:
     lines.append(f"golden tree: {report.files} files, {report.data_bytes / MiB:.0f} MiB; "
                  f"links {report.rate or 'unshaped'}; clone {report.clone_seconds:.1f} s, "
                  f"whole run {report.seconds:.1f} s; ka clone exit status {report.golden_status}")
+    if report.capture is not None:
+        seconds, stored, raw = report.capture
+        lines.append(f"deployed from an image: captured in {seconds:.1f} s, {raw / MiB:.0f} MiB "
+                     f"of streams stored in {stored / MiB:.0f} MiB ({stored / max(raw, 1):.0%})")
     lines.append(report.identities.describe())
     for n in report.nodes:
         if n.verdict is not None and not n.verdict.ok:

@@ -292,3 +292,48 @@ def test_live_table_shows_each_nodes_step(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().err == (
         "ka: [t-fs-1] produced 10.0 MB; node01 extract / 4MB 2.0MB/s active ETA 0:03, "
         "node02 next stream 10MB 0.0MB/s done\n")
+
+
+def test_the_plan_session_may_start_with_the_nodes_present_after_a_wait() -> None:
+    from ka.clone.deploy import session_options
+
+    settings = SessionSettings(wait_timeout=30.0, min_nodes=2, join_timeout=7)
+    first = session_options(PLAN, settings, PLAN.plan_session, 3)
+    assert (first.wait_timeout, first.min_nodes, first.nodes) == (30.0, 2, 3)
+    later = session_options(PLAN, settings, PLAN.streams[0].session, 2)
+    assert (later.wait_timeout, later.min_nodes) == (7, 1)
+    default = session_options(PLAN, SessionSettings(), PLAN.plan_session, 3)
+    assert (default.wait_timeout, default.min_nodes) == (None, None)  # waits for all 3
+
+
+def test_clone_options_wait_timeout_and_min_nodes_are_checked(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ka.cli import main
+
+    assert main(["clone", "--min-nodes", "2", "--nodes", "3", "--dry-run"]) == 2
+    assert "--min-nodes needs --wait-timeout" in capsys.readouterr().err
+    assert main(["clone", "--dry-run"]) == 2
+    assert "--nodes is required" in capsys.readouterr().err
+    assert main(["clone", "--nodes", "1", "--serve"]) == 2
+    assert "--serve needs --image" in capsys.readouterr().err
+    assert main(["clone", "--nodes", "1", "--until", "3"]) == 2
+    assert "need --serve" in capsys.readouterr().err
+
+
+def test_install_without_prefix_or_host_looks_for_the_default_prefix() -> None:
+    from ka.cli import build_parser
+
+    args = build_parser().parse_args(["install"])
+    assert args.session_prefix is None and args.host is None
+    from ka.clone.install import Installer, InstallOptions
+
+    seen: list[str] = []
+
+    def receive(sink: Any, options: Any) -> Any:
+        seen.append(options.session)
+        raise TransportError("stop here")
+
+    installer = Installer(InstallOptions(prefix=None, host=None), receive=receive)
+    with pytest.raises(KaError):
+        installer.run()
+    assert seen == ["ka-plan"]

@@ -78,3 +78,12 @@ def test_hosts_line_is_added_when_missing_and_old_name_replaced() -> None:
     text = "127.0.0.1 localhost\n10.0.0.1 golden other\n"
     assert hosts_line_update(text, "golden", "n2") == (
         "127.0.0.1 localhost\n127.0.1.1\tn2\n10.0.0.1 n2 other\n")
+
+
+def test_a_later_wave_counts_on_from_its_first_position() -> None:
+    import dataclasses
+
+    rule = dataclasses.replace(parse_pattern("node{n:02d}"), first=4)
+    assert assign_hostname(rule, 1) == "node04" and assign_hostname(rule, 3) == "node06"
+    table = dataclasses.replace(parse_table("5 five\n"), first=5)
+    assert assign_hostname(table, 1) == "five"

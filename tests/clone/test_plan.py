@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -82,17 +83,26 @@ def test_bad_plans_are_refused(mutate, message: str) -> None:  # type: ignore[no
 
 
 def test_a_plan_of_an_older_ka_is_refused_with_the_version_message() -> None:
-    # Version 1 had no report session and no partition aliases: a node reading such a plan
-    # (or an old node reading ours) must say "version", not "unknown fields".
+    # Version 2 had no later_port (version 1 no report session, no partition aliases): a
+    # node reading such a plan (or an old node reading ours) must say "version", not
+    # "unknown fields".
     data = json.loads(sample_plan().to_json())
-    assert data["version"] == 2
-    data["version"] = 1
+    assert data["version"] == 3
+    data["version"] = 2
     with pytest.raises(PlanError) as e:
         ClonePlan.from_json(json.dumps(data))
-    assert e.value.message == "clone plan version 1 is not supported (this ka reads version 2)"
+    assert e.value.message == "clone plan version 2 is not supported (this ka reads version 3)"
     assert e.value.hint == "run the same ka version on the golden node and on the nodes"
 
 
 def test_garbage_is_refused() -> None:
     with pytest.raises(PlanError):
         ClonePlan.from_json(b"\x00\x01 not json")
+
+
+def test_later_sessions_may_count_from_a_port_of_their_own() -> None:
+    plan = dataclasses.replace(sample_plan(), later_port=41000)
+    assert plan.session_port(plan.plan_session, 30765) == 30765
+    assert [plan.session_port(x, 30765) for x in plan.sessions[1:]] == list(
+        range(41000, 41000 + len(plan.sessions) - 1))
+    assert ClonePlan.from_json(plan.to_json()).later_port == 41000

@@ -117,3 +117,44 @@ def test_an_image_that_does_not_fit_a_node_fails_that_node_alone(leaves_nothing:
         small.log_tail
     _verified(report, "node2")
     assert report.golden_status != 0
+
+
+def _waves(report: LabCloneReport) -> dict[str, list[tuple[int, str]]]:
+    assert report.served is not None, report.golden_log_tail
+    out: dict[str, list[tuple[int, str]]] = {}
+    for row in report.served["nodes"]:
+        out.setdefault(row["node"], []).append((row["wave"], row["result"]))
+    return out
+
+
+def test_serve_installs_a_late_node_and_a_killed_node_again_until_enough(
+        leaves_nothing: Path) -> None:
+    """node3 arrives after the first wave's filesystem session started; node2 is killed
+    during its install and starts again; --until 3 ends the run once all three are in."""
+    report = _run(leaves_nothing, image=True, serve=True, late_node=3, kill_node=2,
+                  restart_killed=True)
+    assert report.golden_status == 0, report.golden_log_tail
+    for node in ("node1", "node2", "node3"):
+        _verified(report, node)
+    names = {o.node: o.verdict.hostname for o in report.nodes if o.verdict}
+    assert len(set(names.values())) == 3, names  # waves count names on
+    waves = _waves(report)
+    first = {w for rows in waves.values() for w, _r in rows if w == 1}
+    assert first == {1}
+    assert waves[names["node3"]][-1][0] > 1, waves  # the late node: a later wave
+    # node2's first attempt failed in wave 1 under the name it then had; its second, in a
+    # later wave, installed it.
+    assert any(r == "failed" for rows in waves.values() for _w, r in rows), waves
+    assert waves[names["node2"]][-1][1] == "ok" and waves[names["node2"]][-1][0] > 1, waves
+    assert report.served is not None and report.served["ok"] is True
+    assert sum(1 for rows in waves.values() for _w, r in rows if r == "ok") == 3
+    assert report.ok
+
+
+def test_serve_ends_on_sigterm_with_a_summary_and_a_failure_status(
+        leaves_nothing: Path) -> None:
+    report = _run(leaves_nothing, nodes=2, image=True, serve=True, term_golden=True)
+    assert report.golden_status not in (0, None)
+    assert "interrupted" in report.golden_log_tail, report.golden_log_tail
+    assert report.served is not None and report.served["interrupted"] is True
+    assert report.served["ok"] is False

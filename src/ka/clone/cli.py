@@ -38,6 +38,7 @@ from ka.clone.view import (
     summary,
 )
 from ka.errors import UsageError
+from ka.image.deploy import image_sources
 from ka.image.store import DEFAULT_STORE
 
 DEFAULT_PORT = 30765
@@ -76,7 +77,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=CLONE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-n", "--nodes", type=int, required=True, help="number of nodes")
+    p.add_argument("-n", "--nodes", type=int,
+                   help="number of nodes (with --serve: of one wave, at most; default 1000)")
+    p.add_argument("--wait-timeout", type=float, metavar="S",
+                   help="start with the nodes present after S s (at least --min-nodes) "
+                        "instead of waiting for all --nodes")
+    p.add_argument("--min-nodes", type=int, metavar="M",
+                   help="with --wait-timeout: how many nodes must have come (default 1)")
     add_selection_options(p)
     image = p.add_argument_group(
         "deploying an image (--image)",
@@ -88,6 +95,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help=f"where a bare image NAME is looked for ({DEFAULT_STORE})")
     image.add_argument("--unauthenticated-image", action="store_true",
                        help="with --key-file, accept an image captured without a key")
+    image.add_argument("--serve", action="store_true",
+                       help="keep serving: install the nodes that come, wave after wave, "
+                            "until --until or SIGINT/SIGTERM (a failed node that boots again "
+                            "is installed again)")
+    image.add_argument("--batch-wait", type=float, metavar="S",
+                       help="with --serve: start a wave S s after its first node (default: "
+                            "at once), to gather more nodes into it")
+    image.add_argument("--until", type=int, metavar="N",
+                       help="with --serve: end once N nodes are installed (exit 0 when "
+                            "they are; a node's failed attempt is in the summary, and exit 1 "
+                            "after SIGINT/SIGTERM or a golden-side error)")
     p.add_argument("--hostnames", metavar="FILE|PATTERN",
                    help="node names: a pattern like node{n:02d} or a file of "
                         "'MAC|IP|POSITION NAME' lines")
@@ -114,8 +132,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="become a clone: receive, partition, extract, fix up (run on each node)",
         description="Receive a `ka clone` plan and install it on this machine's disks.",
     )
-    where = q.add_mutually_exclusive_group(required=True)
-    where.add_argument("--session-prefix", metavar="P", help="find the sessions P-plan... by name")
+    where = q.add_mutually_exclusive_group()
+    where.add_argument("--session-prefix", metavar="P",
+                       help="find the sessions P-plan... by name (default: ka, as `ka clone`)")
     where.add_argument("--host", metavar="ADDR", help="contact the golden node directly")
     q.add_argument("--disk", action="append", default=[], metavar="DRIVE=DEV",
                    help="put golden disk DRIVE on DEV (default: free disks in order and size)")
@@ -237,8 +256,23 @@ def read_key(path: str | None) -> bytes | None:
 
 
 def cmd_clone(args: argparse.Namespace) -> int:
+    if args.serve and args.image is None:
+        raise UsageError("--serve needs --image",
+                         hint="capture the golden first: ka image capture --output DIR")
+    if not args.serve and (args.batch_wait is not None or args.until is not None):
+        raise UsageError("--batch-wait and --until need --serve")
+    if args.nodes is None:
+        if not args.serve:
+            raise UsageError("--nodes is required (how many nodes to wait for)",
+                             hint="or --wait-timeout S to start with those present after S s")
+        args.nodes = 1000
     if args.nodes < 1:
         raise UsageError("--nodes must be at least 1")
+    if args.min_nodes is not None and args.wait_timeout is None:
+        raise UsageError("--min-nodes needs --wait-timeout")
+    if args.serve and args.wait_timeout is not None:
+        raise UsageError("--wait-timeout has no meaning with --serve",
+                         hint="use --batch-wait to gather nodes into a wave")
     opts = dataclasses.replace(
         selection_options(args, nodes=args.nodes, prefix=args.session_prefix,
                           reports_before_release=args.pxe is not None),
@@ -249,11 +283,13 @@ def cmd_clone(args: argparse.Namespace) -> int:
     settings = SessionSettings(
         root=args.root or "/", port=args.port, key=read_key(args.key_file),
         join_timeout=args.join_timeout, stall_timeout=args.stall_timeout, bind=args.bind,
-        logs_dir=args.logs,
+        logs_dir=args.logs, wait_timeout=args.wait_timeout,
+        min_nodes=args.min_nodes or (1 if args.wait_timeout is not None else None),
     )
     sources = None
     if args.image is not None:
-        plan, sources = _image_plan(args, settings.key)
+        directory, manifest, plan = _image_plan(args, settings.key)
+        sources = image_sources(directory, manifest, plan)
     else:
         plan = build_plan(opts)
         check_disk_options(opts, plan)
@@ -272,6 +308,10 @@ def cmd_clone(args: argparse.Namespace) -> int:
     if settings.key is None:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)
+    if args.serve:
+        from ka.image.serve_cli import run_serve
+
+        return run_serve(args, settings, plan, directory, manifest)
     table = LiveTable(expected_bytes(plan), session_steps(plan))
 
     switched: list[bootswitch.BootSwitch] = []
@@ -303,11 +343,11 @@ def cmd_clone(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _image_plan(args: argparse.Namespace, key: bytes | None) -> tuple[ClonePlan, Any]:
+def _image_plan(args: argparse.Namespace, key: bytes | None) -> tuple[Path, Any, ClonePlan]:
     """The plan and stream sources of `--image`, once the image has passed every check
     (manifest, its MAC, every stream file's size and hash): nothing of a damaged image
     is ever sent."""
-    from ka.image.deploy import Deployment, image_plan, image_sources
+    from ka.image.deploy import Deployment, image_plan
     from ka.image.store import open_image
 
     defaults: dict[str, Any] = {"exclude": [], "exclude_disk": [], "mbr": [], "mbr_file": [],
@@ -328,7 +368,7 @@ def _image_plan(args: argparse.Namespace, key: bytes | None) -> tuple[ClonePlan,
         prefix=args.session_prefix, nodes=args.nodes, hostnames=_hostnames(args.hostnames),
         release_delay=args.release_delay, reports_before_release=args.pxe is not None,
         bootloader=_bootloader(args.bootloader) if args.bootloader else None))
-    return plan, image_sources(directory, manifest, plan)
+    return directory, manifest, plan
 
 
 # --- ka install -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,13 @@ class SessionSettings:
     stall_timeout: float = 5.0
     bind: str = "0.0.0.0"
     logs_dir: str = "ka-logs"
+    logs_name: str | None = None  # the run's directory in logs_dir (default: the prefix)
+    # The plan session: start with whoever came after `wait_timeout` if at least
+    # `min_nodes` did (default: wait for every node), or `gather` s after the first came.
+    wait_timeout: float | None = None
+    min_nodes: int | None = None
+    gather: float | None = None
+    stop: threading.Event | None = None  # set: every session of the run ends at once
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,9 @@ def session_options(plan: ClonePlan, settings: SessionSettings, name: str, nodes
         key=settings.key,
         stall_timeout=settings.stall_timeout,
         bind=settings.bind,
-        min_nodes=None if first else 1,
-        wait_timeout=None if first else settings.join_timeout,
+        min_nodes=settings.min_nodes if first else 1,
+        wait_timeout=settings.wait_timeout if first else settings.join_timeout,
+        gather=settings.gather if first else None,
         compress=plan.compress if any(s.session == name for s in plan.streams) else None,
         release_delay=(plan.release_delay / 10 if plan.release_delay else None)
         if name == plan.done_session else None,
@@ -153,68 +162,93 @@ def run_clone(
 ) -> CloneResult:
     """Run every session of `plan`; each stream comes from `sources` (an image's stream
     files) or, by default, from the golden tree at `settings.root`."""
-    from ka.transport import BytesSource
-    from ka.transport import send as transport_send
-
     check_settings(plan, settings)
-    send_fn = send or transport_send
-    sessions: list[tuple[str, Any]] = []
+    run = CloneRun(plan, settings, on_event, send)
+    return run.finish(run.plan_session(), before_release, sources)
 
-    def one(name: str, source: Any, nodes: int) -> Any:
-        options = session_options(plan, settings, name, nodes)
+
+class CloneRun:
+    """The sessions of one plan, in order: `plan_session`, then `finish` (which a serving
+    golden node runs in a thread of its own while it gathers the next wave)."""
+
+    def __init__(self, plan: ClonePlan, settings: SessionSettings,
+                 on_event: EventSink | None = None, send: Callable[..., Any] | None = None
+                 ) -> None:
+        from ka.transport import send as transport_send
+
+        self.plan, self.settings, self.on_event = plan, settings, on_event
+        self.send_fn = send or transport_send
+        self.sessions: list[tuple[str, Any]] = []
+
+    def one(self, name: str, source: Any, nodes: int,
+            stop: threading.Event | None = None) -> Any:
+        options = session_options(self.plan, self.settings, name, nodes)
+        on_event = self.on_event
         callback = (lambda ev: on_event(name, ev)) if on_event else None
-        report = send_fn(source, options, callback)
-        sessions.append((name, report))
+        stop = stop or self.settings.stop
+        report = self.send_fn(source, options, callback, **({"stop": stop} if stop else {}))
+        self.sessions.append((name, report))
         return report
 
-    progress = _Progress(alive=plan.nodes)
-    first = one(plan.plan_session, BytesSource(plan.to_json().encode()), plan.nodes)
-    progress.alive = sum(1 for n in first.nodes if n.state == "ok")
-    if progress.alive == 0:
-        raise CloneFailed("no node received the plan", hint=_reasons(first))
-    for stream in plan.streams:
-        source = sources(stream) if sources else source_for(plan, stream, settings.root)
-        try:
-            report = one(stream.session, source, progress.alive)
-        except KaError as e:
-            # The nodes saw the stream cut and go on as relays; keep going so that every
-            # node still reaches the final session and reports.
-            progress.errors.append(f"{stream.session}: {e}")
-            continue
-        progress.alive = sum(1 for n in report.nodes if n.still_running)
-        if getattr(source, "stderr", ""):
-            progress.warnings.append(f"{stream.session}: tar said: {source.stderr[-2000:]}")
-        if progress.alive == 0:
-            break
-    reports: Any = None
-    if progress.alive and plan.report_session:
-        try:
-            reports = one(plan.report_session, BytesSource(b"ka clone reports\n"),
-                          progress.alive)
-        except KaError as e:
-            progress.errors.append(f"{plan.report_session}: {e}")
-        else:
-            progress.alive = sum(1 for n in reports.nodes if n.still_running)
-        if before_release is not None:
+    def plan_session(self, stop: threading.Event | None = None) -> Any:
+        from ka.transport import BytesSource
+
+        plan = self.plan
+        first = self.one(plan.plan_session, BytesSource(plan.to_json().encode()), plan.nodes,
+                         stop)
+        if not any(n.state == "ok" for n in first.nodes):
+            raise CloneFailed("no node received the plan", hint=_reasons(first))
+        return first
+
+    def finish(self, first: Any, before_release: BeforeRelease | None = None,
+               sources: Callable[[Stream], Any] | None = None) -> CloneResult:
+        from ka.transport import BytesSource
+
+        plan, settings, one = self.plan, self.settings, self.one
+        progress = _Progress(alive=sum(1 for n in first.nodes if n.state == "ok"))
+        for stream in plan.streams:
+            source = sources(stream) if sources else source_for(plan, stream, settings.root)
             try:
-                hook = before_release(_outcomes(first, sessions[1:], reports))
-            except Exception as e:  # noqa: BLE001 - the nodes wait: release them, whatever broke
-                what = str(e) if isinstance(e, KaError) else f"{type(e).__name__}: {e}"
-                progress.errors.append(f"before the release: {what}")
+                report = one(stream.session, source, progress.alive)
+            except KaError as e:
+                # The nodes saw the stream cut and go on as relays; keep going so that every
+                # node still reaches the final session and reports.
+                progress.errors.append(f"{stream.session}: {e}")
+                continue
+            progress.alive = sum(1 for n in report.nodes if n.still_running)
+            if getattr(source, "stderr", ""):
+                progress.warnings.append(f"{stream.session}: tar said: {source.stderr[-2000:]}")
+            if progress.alive == 0:
+                break
+        reports: Any = None
+        if progress.alive and plan.report_session:
+            try:
+                reports = one(plan.report_session, BytesSource(b"ka clone reports\n"),
+                              progress.alive)
+            except KaError as e:
+                progress.errors.append(f"{plan.report_session}: {e}")
             else:
-                progress.before_release = hook.record
-                progress.errors += [f"before the release: {x}" for x in hook.errors]
-    done: Any = None
-    if progress.alive:
-        try:
-            done = one(plan.done_session, BytesSource(b"ka clone done\n"), progress.alive)
-        except KaError as e:
-            progress.errors.append(f"{plan.done_session}: {e}")
-    outcomes = _outcomes(first, sessions[1:], reports if plan.report_session else done)
-    logs = store_logs(settings.logs_dir, plan, sessions, outcomes, progress.errors,
-                      progress.warnings, progress.before_release)
-    return CloneResult(tuple(sessions), outcomes, logs, tuple(progress.errors),
-                       tuple(progress.warnings), progress.before_release)
+                progress.alive = sum(1 for n in reports.nodes if n.still_running)
+            if before_release is not None:
+                try:
+                    hook = before_release(_outcomes(first, self.sessions[1:], reports))
+                except Exception as e:  # noqa: BLE001 - the nodes wait: release them, whatever broke
+                    what = str(e) if isinstance(e, KaError) else f"{type(e).__name__}: {e}"
+                    progress.errors.append(f"before the release: {what}")
+                else:
+                    progress.before_release = hook.record
+                    progress.errors += [f"before the release: {x}" for x in hook.errors]
+        done: Any = None
+        if progress.alive:
+            try:
+                done = one(plan.done_session, BytesSource(b"ka clone done\n"), progress.alive)
+            except KaError as e:
+                progress.errors.append(f"{plan.done_session}: {e}")
+        outcomes = _outcomes(first, self.sessions[1:], reports if plan.report_session else done)
+        logs = store_logs(settings.logs_dir, plan, self.sessions, outcomes, progress.errors,
+                          progress.warnings, progress.before_release, settings.logs_name)
+        return CloneResult(tuple(self.sessions), outcomes, logs, tuple(progress.errors),
+                           tuple(progress.warnings), progress.before_release)
 
 
 def _outcomes(first: Any, later: Sequence[tuple[str, Any]], handover: Any
@@ -282,9 +316,11 @@ def store_logs(
     errors: Sequence[str],
     warnings: Sequence[str] = (),
     before_release: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> str:
-    """One JSON file per node plus a summary, in BASE/PREFIX/ (the original's store_log)."""
-    directory = Path(base, plan.prefix)
+    """One JSON file per node plus a summary, in BASE/PREFIX/ (the original's store_log), or
+    BASE/NAME/."""
+    directory = Path(base, name or plan.prefix)
     directory.mkdir(parents=True, exist_ok=True)
     for o in outcomes:
         if o.report is not None:

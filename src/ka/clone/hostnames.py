@@ -22,6 +22,8 @@ class HostnameRule:
 
     pattern: str | None = None
     table: tuple[tuple[str, str], ...] = ()
+    # The n of position 1: the waves of a serving golden node count on from the last one.
+    first: int = 1
 
 
 def parse_pattern(pattern: str) -> HostnameRule:
@@ -89,6 +91,7 @@ def assign_hostname(
     """
     if rule is None:
         return None
+    position += rule.first - 1
     ip_list = [str(ipaddress.ip_address(i)) for i in ips]
     if rule.pattern is not None:
         return rule.pattern.format(n=position, ip=ip_list[0] if ip_list else "")

@@ -20,7 +20,9 @@ from ka.errors import KaError
 # Raised whenever a field changes what the nodes must do, so that a node of another ka
 # refuses the plan with a clear message instead of an unknown field (or, worse, ignoring it).
 # 2: the report session before the release (reports_before_release), partition aliases.
-PLAN_VERSION = 2
+# 3: later_port (the sessions after the plan may sit on ports of their own: the waves of
+#    `ka clone --serve` run side by side).
+PLAN_VERSION = 3
 PLAN_KIND = "ka-clone-plan"
 
 
@@ -110,6 +112,8 @@ class ClonePlan:
     # so that the golden node can act on them (`ka clone --pxe`) before any node reboots.
     reports_before_release: bool = False
     notes: tuple[str, ...] = ()  # what the golden node wants the operator to know
+    # The port of the first session after the plan; None: the plan's port + 1.
+    later_port: int | None = None
     version: int = PLAN_VERSION
 
     @property
@@ -136,9 +140,13 @@ class ClonePlan:
         Sessions follow each other, and a node that finished one early must never reach the
         one still closing (the transport lets a late node catch up at the tail, so it would
         get the same stream again): one port per session makes that impossible, with
-        discovery by name or with an explicit --host alike.
+        discovery by name or with an explicit --host alike. With `later_port`, the sessions
+        after the plan count from there instead.
         """
-        return base + self.sessions.index(session)
+        index = self.sessions.index(session)
+        if index == 0 or self.later_port is None:
+            return base + index
+        return self.later_port + index - 1
 
     def partitions_of(self, disk: str) -> tuple[GoldenPartition, ...]:
         return tuple(p for p in self.partitions if p.disk == disk)

@@ -36,7 +36,7 @@ from ka.lab.disks import (
     mounted_tree,
 )
 from ka.lab.golden import GoldenSpec, build_tree, write_fstab
-from ka.lab.image import capture_golden
+from ka.lab.image import ServeScript, capture_golden, read_serve_record
 from ka.lab.network import LabNetwork, unique_name
 from ka.lab.report import LabCloneReport, NodeOutcome, install_report
 from ka.lab.verdict import FIXED_UP, GoldenReference, judge_node
@@ -70,6 +70,10 @@ class LabCloneOptions:
     workdir: Path | None = None
     extra_clone_args: tuple[str, ...] = ()
     image: bool = False                       # capture the golden, delete it, deploy the image
+    serve: bool = False                       # ... with `ka clone --serve --until NODES`
+    late_node: int | None = None              # --serve: start it once node1 extracts
+    restart_killed: bool = False              # --serve: start kill_node again once killed
+    term_golden: bool = False                 # --serve: SIGTERM the golden once node1 extracts
 
     def node_size(self, index: int) -> int:
         return dict(self.node_sizes).get(index, self.size)
@@ -151,6 +155,7 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     clone_argv = _clone_argv(options, prefix, drive, workdir, golden, esp.number, key_file, root,
                              captured.directory if captured else None)
     procs = LabProcesses(stack)
+    node_argv: dict[str, list[str]] = {}
     t0 = time.monotonic()
     for i, image in images.items():
         target = workdir / f"node{i}" / "target"
@@ -160,17 +165,27 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
                 "--find-timeout", str(JOIN_TIMEOUT * 2)]
         if options.key:
             argv += ["--key-file", str(key_file)]
-        procs.start(f"node{i}", lab.argv(i, argv), workdir / f"node{i}.log")
-    step(f"ka install started on {options.nodes} nodes; ka clone on the golden node")
+        node_argv[f"node{i}"] = lab.argv(i, argv)
+        if i != options.late_node:
+            procs.start(f"node{i}", node_argv[f"node{i}"], workdir / f"node{i}.log")
+    step(f"ka install started on {len(procs.procs)} nodes; ka clone on the golden node")
     procs.start("golden", lab.argv(0, clone_argv), workdir / "golden.log")
+    script = ServeScript(options.late_node, options.kill_node if options.restart_killed
+                         else None, options.term_golden, node_argv, step)
     killed = procs.wait(t0 + options.timeout,
-                        f"node{options.kill_node}" if options.kill_node else None)
+                        f"node{options.kill_node}" if options.kill_node else None,
+                        tick=script.tick if options.serve else None)
     clone_seconds = time.monotonic() - t0
     golden_status = procs.status("golden")
     step(f"ka clone exited with status {golden_status} after {clone_seconds:.1f} s")
+    served = read_serve_record(workdir / "logs" / prefix) if options.serve else None
 
     outcomes = []
     assigned = [HOSTNAMES.format(n=n) for n in range(1, options.nodes + 1)]
+    if served is not None:
+        # Every wave's plan session counts names on, failed attempts included: the names
+        # are the ones the golden node gave the nodes it installed.
+        assigned = [r["node"] for r in served.get("nodes", []) if r.get("result") == "ok"]
     for i, image in images.items():
         name = f"node{i}"
         status = procs.status(name)
@@ -180,8 +195,9 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
         if status == 0:
             step(f"verifying {name}")
             expected = expected_partitions(desc, image.size)
+            # Waves count positions of their own: a served node's name is any of the names.
             verdict = judge_node(name, image, expected, reference, assigned,
-                                 workdir / name / "check")
+                                 workdir / name / "check", by_position=not options.serve)
         outcomes.append(NodeOutcome(
             node=name, status=status, killed=name == killed, seconds=procs.seconds(name),
             report=report, log_tail=tail(log), verdict=verdict))
@@ -195,7 +211,8 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
         rate=options.rate, workdir=str(workdir) if options.keep else None,
         clone_argv=tuple(clone_argv),
         capture=None if captured is None else (captured.seconds, captured.stored_bytes,
-                                               captured.raw_bytes))
+                                               captured.raw_bytes),
+        served=served)
 
 
 def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path, golden: Image,
@@ -206,7 +223,9 @@ def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path
     if options.key:
         argv += ["--key-file", str(key_file)]
     if image is not None:  # the selection was made at capture
-        return [*argv, "--image", str(image), *options.extra_clone_args]
+        serve = ["--serve", "--until", str(options.nodes), "--batch-wait", "2"] \
+            if options.serve else []
+        return [*argv, "--image", str(image), *serve, *options.extra_clone_args]
     argv += ["--root", str(root), "--desc", f"{drive}={workdir / 'golden.desc'}"]
     if options.raw_esp:
         argv += ["--raw", golden.partition(esp_number)]
@@ -249,14 +268,18 @@ class LabProcesses:
                                      cwd=log.parent)
         self.procs[name] = _Proc(popen, log, time.monotonic())
 
-    def wait(self, deadline: float, kill: str | None) -> str | None:
-        """Wait for every process until `deadline`; SIGKILL `kill` once it extracts.
+    def wait(self, deadline: float, kill: str | None,
+             tick: Callable[[LabProcesses], None] | None = None) -> str | None:
+        """Wait for every process until `deadline`; SIGKILL `kill` once it extracts; `tick`
+        may start more processes on the way.
 
         Once the golden node is done, nodes still running get a grace period, not more: no
         session will come for them.
         """
         killed = None
         while time.monotonic() < deadline:
+            if tick is not None:
+                tick(self)
             running = False
             for proc in self.procs.values():
                 if proc.ended is None and proc.popen.poll() is not None:

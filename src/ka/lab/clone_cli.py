@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--image", action="store_true",
                    help="capture the golden disk into an image (`ka image capture`), detach and "
                         "delete the golden disk, then deploy the image (`ka clone --image`)")
+    p.add_argument("--serve", action="store_true",
+                   help="with --image: deploy with `ka clone --serve --until N`, the last node "
+                        "arriving only once the first wave's filesystem session has started")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (disk images, logs) for inspection")
     vm = p.add_argument_group(
@@ -86,7 +89,8 @@ def handler(args: argparse.Namespace) -> int:
     options = LabCloneOptions(
         nodes=args.nodes, rate=None if args.rate == "none" else args.rate, size=args.size,
         data_bytes=args.data, key=args.key, keep=args.keep, excludes=tuple(args.exclude),
-        compress=args.compress, image=args.image)
+        compress=args.compress, image=args.image or args.serve, serve=args.serve,
+        late_node=args.nodes if args.serve and args.nodes > 1 else None)
     if options.data_bytes > options.size // 2:
         raise UsageError("the golden tree's data does not fit the disk",
                          hint="give a larger --size or a smaller --data")

@@ -97,6 +97,7 @@ class LabCloneReport:
     workdir: str | None
     clone_argv: tuple[str, ...]
     capture: tuple[float, int, int] | None = None  # --image: seconds, stored and raw bytes
+    served: dict[str, Any] | None = None  # --serve: the golden's serve.json
 
     @property
     def ok(self) -> bool:
@@ -123,6 +124,10 @@ def summary_table(report: LabCloneReport) -> str:
         seconds, stored, raw = report.capture
         lines.append(f"deployed from an image: captured in {seconds:.1f} s, {raw / MiB:.0f} MiB "
                      f"of streams stored in {stored / MiB:.0f} MiB ({stored / max(raw, 1):.0%})")
+    if report.served is not None:
+        waves = ", ".join(f"{r['node']} {r['result']} in wave {r['wave']}"
+                          for r in report.served.get("nodes", []))
+        lines.append(f"served in waves (ka clone --serve): {waves}")
     lines.append(report.identities.describe())
     for n in report.nodes:
         if n.verdict is not None and not n.verdict.ok:

@@ -67,7 +67,8 @@ class NodeVerdict:
 
 
 def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
-               golden: GoldenReference, assigned_names: Sequence[str], where: Path) -> NodeVerdict:
+               golden: GoldenReference, assigned_names: Sequence[str], where: Path,
+               by_position: bool = True) -> NodeVerdict:
     expected = tuple(expected)
     image.partition_nodes()
     checks = [check_partition_table(image.device, expected)]
@@ -81,7 +82,7 @@ def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
         checks.append(check_fstab(golden.fstab, clone_fstab, expected, devices))
         report = _report(root / REPORT_PATH)
         position = (report or {}).get("position")
-        if isinstance(position, int) and 1 <= position <= len(assigned_names):
+        if by_position and isinstance(position, int) and 1 <= position <= len(assigned_names):
             # The name is the one of the node's position in the plan session.
             assigned_names = [assigned_names[position - 1]]
         checks.append(check_hostname(node, hostname, assigned_names))

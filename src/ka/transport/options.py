@@ -24,6 +24,7 @@ class SendOptions:
     release_delay: float | None = None
     min_nodes: int | None = None
     wait_timeout: float | None = None
+    gather: float | None = None  # start this long after the first node joined
     stall_timeout: float = 5.0
     ring_size: int = 64 * 1024 * 1024
     node_order: tuple[str, ...] | None = None

@@ -59,8 +59,12 @@ def validate(options: SendOptions) -> None:
 
 
 def send(source: Source, options: SendOptions,
-         on_event: Callable[[Event], None] | None = None) -> SessionReport:
-    """Broadcast `source` to the nodes of a session; see ka.transport for the contract."""
+         on_event: Callable[[Event], None] | None = None,
+         stop: threading.Event | None = None) -> SessionReport:
+    """Broadcast `source` to the nodes of a session; see ka.transport for the contract.
+
+    Setting `stop` ends the session at once (its nodes are told, the call raises
+    TransportError): how a serving golden node ends a run that is waiting or sending."""
     validate(options)
     emit = on_event or (lambda e: None)
     level = compression_level(options.compress)
@@ -96,7 +100,7 @@ def send(source: Source, options: SendOptions,
                             seal_key(root, salt) if sealed else None)
         session = Session(options, ring, relay, producer, emit, salt if sealed else None)
         try:
-            return _run(session, inbox, options)
+            return _run(session, inbox, options, stop)
         finally:
             if session.started and not producer.done.is_set():
                 producer.abort()
@@ -154,10 +158,15 @@ def _read(node: str, chan: Channel, inbox: _Inbox) -> None:
         inbox.put("msg", node, msg)
 
 
-def _run(session: Session, inbox: _Inbox, options: SendOptions) -> SessionReport:
+def _run(session: Session, inbox: _Inbox, options: SendOptions,
+         stop: threading.Event | None) -> SessionReport:
     started = time.monotonic()
     last_ping = 0.0
     while True:
+        if stop is not None and stop.is_set():
+            for ns in session.nodes.values():
+                ns.send("abort", reason="the golden node is ending the run")
+            raise TransportError("stopped: the golden node is ending the run")
         try:
             kind, node, item = inbox.queue.get(timeout=0.1)
         except queue.Empty:

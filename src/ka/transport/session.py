@@ -61,6 +61,7 @@ class Session:
         self.nodes: dict[str, NodeState] = {}
         self.started = False
         self.go = False
+        self.first_join: float | None = None
         self.plan = ChainPlan.build([], options.arity)
         self.epoch = 0
         self.start_time = 0.0
@@ -111,6 +112,8 @@ class Session:
         if late:
             self._add_late(state, now)
             return state
+        if self.first_join is None:
+            self.first_join = now
         self.emit(Event("joined", f"{name or node_id} joined ({len(self.nodes)}/"
                                   f"{self.options.nodes})", node=node_id))
         if msg.get("start_now"):
@@ -122,7 +125,10 @@ class Session:
         count = len(self.nodes)
         waited = self.options.wait_timeout is not None and now - opened >= self.options.wait_timeout
         minimum = self.options.min_nodes or 1
-        if count >= self.options.nodes or (self.go and count >= 1) or (waited and count >= minimum):
+        gathered = (self.options.gather is not None and self.first_join is not None
+                    and now - self.first_join >= self.options.gather)
+        if (count >= self.options.nodes or ((self.go or gathered) and count >= 1)
+                or (waited and count >= minimum)):
             self.start(now)
         elif waited:
             for ns in self.nodes.values():

@@ -258,6 +258,9 @@ def cmd_clone(args: argparse.Namespace) -> int:
         plan = build_plan(opts)
         check_disk_options(opts, plan)
     check_settings(plan, settings)
+    if not args.dry_run or args.json:  # the text of --dry-run ends with them already
+        for note in plan.notes:
+            print(f"ka: note: {note}", file=sys.stderr)
     if args.dry_run:
         if args.json:
             print(plan.to_json(), end="")
@@ -267,8 +270,6 @@ def cmd_clone(args: argparse.Namespace) -> int:
                 assert plan.report_session is not None
                 print(f"\nnetwork boot (--pxe): {bootswitch.describe(pxe, plan.report_session)}")
         return 0
-    for note in plan.notes:
-        print(f"ka: note: {note}", file=sys.stderr)
     if settings.key is None:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)

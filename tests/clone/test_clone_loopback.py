@@ -193,7 +193,7 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
     ]
     watcher = start_ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30", *keyed],
                   tmp / "console.log", procs)
-    logs = tmp / "ka-logs"
+    logs = tmp / "logs"
     pxe = _pxe_state(tmp / "pxe")
     clone = start_ka(["clone", "--nodes", "3", "--root", str(mnt), "--port", str(port),
                  "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",

@@ -310,7 +310,7 @@ def test_reports_go_to_var_log_ka_by_default_and_the_end_says_where(
     seen: list[str] = []
 
     def fake_run_clone(plan: ClonePlan, settings: SessionSettings, on_event: Any,
-                       before_release: Any) -> CloneResult:
+                       **_kw: Any) -> CloneResult:
         seen.append(settings.logs_dir)
         # Stored where a test may write, under the directory the command line chose.
         base = tmp_path / "stored" / settings.logs_dir.lstrip("/")

@@ -1,10 +1,11 @@
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from ka.errors import CommandError, ToolMissingError
+from ka.errors import CommandError, ToolMissingError, first_error_line
 from ka.run import reap_group, require, run, signal_group, spawn
 
 
@@ -76,3 +77,41 @@ def test_a_group_is_ended_whole_and_a_deaf_one_killed() -> None:
     signal_group(deaf)
     assert reap_group(deaf, grace=0.5) == -signal.SIGKILL
     signal_group(deaf)  # already ended: nothing happens
+
+
+# What GNU tar says when the target fills up, after a warning, and its epilogue.
+TAR_DISK_FULL = """\
+tar: Ignoring unknown extended header keyword 'LIBARCHIVE.xattr.user.origin'
+tar: ./var/lib/images/disk-image.raw: Wrote only 4608 of 10240 bytes
+tar: ./usr/share/doc/pkg001/file00.txt: Cannot open: No space left on device
+tar: Exiting with failure status due to previous errors
+"""
+
+
+def test_the_first_error_line_names_the_cause() -> None:
+    assert first_error_line(TAR_DISK_FULL) == (
+        "tar: ./var/lib/images/disk-image.raw: Wrote only 4608 of 10240 bytes")
+    assert first_error_line("tar: x: Cannot write: No space left on device\n"
+                            "tar: Error is not recoverable: exiting now\n") == (
+        "tar: x: Cannot write: No space left on device")
+    # nothing but an epilogue: that is all there is to show
+    assert first_error_line("tar: Exiting with failure status due to previous errors\n") == (
+        "tar: Exiting with failure status due to previous errors")
+    assert first_error_line("\n  \n") == ""
+    assert first_error_line("mke2fs 1.47.0 (5-Feb-2023)\n"
+                            "mkfs.ext4: Device size reported to be zero.\n") == (
+        "mkfs.ext4: Device size reported to be zero.")
+
+
+def test_a_failed_command_keeps_its_cause_and_its_whole_tail(tmp_path: Path) -> None:
+    said = tmp_path / "tar.err"
+    said.write_text(TAR_DISK_FULL)
+    with pytest.raises(CommandError) as info:
+        run(["sh", "-c", f"cat {said} >&2; exit 2"])
+    err = info.value
+    assert err.cause == "tar: ./var/lib/images/disk-image.raw: Wrote only 4608 of 10240 bytes"
+    assert str(err).splitlines()[1:] == TAR_DISK_FULL.splitlines()
+    # stdout only (mkfs.jfs): the message comes after the progress, so the last line
+    with pytest.raises(CommandError) as info:
+        run(["sh", "-c", "seq 1 3; echo 'Partition must be at least 16 megabytes.'; exit 22"])
+    assert info.value.cause == "Partition must be at least 16 megabytes."

@@ -6,7 +6,30 @@ Every layer below the CLI raises a `KaError` (or a subclass) that says what fail
 
 from __future__ import annotations
 
+import re
 import shlex
+
+# Lines a tool writes before the real cause, after it or beside it, that say nothing of it:
+# a version banner (mke2fs), tar's epilogue, its "child returned" echo of a filter's failure,
+# and its harmless warnings.
+_NOT_A_CAUSE = re.compile(
+    r"^[\w.-]+ v?\d+(\.\d+)+( \(.*\))?$"
+    r"|Exiting with failure status due to previous errors"
+    r"|Error is not recoverable: exiting now"
+    r"|Child returned status \d+"
+    r"|Removing leading .* from (member|hard link target) names"
+    r"|Ignoring unknown extended header keyword"
+    r"|time stamp .* is .* in the future"
+)
+
+
+def first_error_line(said: str) -> str:
+    """The line of a failed tool's output that names the cause: its first line that is not
+    an epilogue or a warning (tar: `Cannot write: No space left on device`, not `Exiting
+    with failure status due to previous errors`); the last line when every line is such."""
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    return next((line for line in lines if not _NOT_A_CAUSE.search(line)),
+                lines[-1] if lines else "")
 
 
 class KaError(Exception):
@@ -54,6 +77,10 @@ class CommandError(KaError):
         self.stderr = stderr
         self.stdout = stdout
         said = stderr if stderr.strip() else stdout
+        # The line that names the cause, for a one-line reason (the message keeps the tail):
+        # stderr's first error; on stdout, errors come after the progress, so its last line.
+        self.cause = (first_error_line(stderr) if stderr.strip()
+                      else (stdout.strip().splitlines() or [""])[-1])
         tail = "\n".join(said.strip().splitlines()[-10:])
         message = f"command failed with status {returncode}: {shlex.join(argv)}"
         if tail:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,35 +11,20 @@ from ka.clone.install import Installer, InstallOptions
 from ka.clone.mapping import DiskAssignment
 from ka.clone.plan import BootloaderRequest, ClonePlan, GoldenDisk, GoldenPartition
 
-pytestmark = pytest.mark.root
+from .support import BUSYBOX, recording_tools
 
-BUSYBOX = shutil.which("busybox")
-RECORDER = """#!/bin/sh
-# Record the call, and what the chroot offers, for the test to read.
-{{ echo "$0 $*"; test -e /proc/self/status && echo proc; test -c /dev/null && echo dev;
-   test -d /sys/kernel && echo sys; }} >> /calls.log
-{body}
-"""
+pytestmark = pytest.mark.root
 
 
 def _clone(tmp_path: Path) -> Path:
-    assert BUSYBOX
     root = tmp_path / "clone"
-    for d in ("bin", "usr/sbin", "boot/grub", "lib/modules/6.1.0-test", "dev", "proc", "sys"):
+    for d in ("boot/grub", "lib/modules/6.1.0-test", "dev", "proc", "sys"):
         (root / d).mkdir(parents=True)
-    shutil.copy(BUSYBOX, root / "bin/busybox")
-    for tool in ("sh", "test", "echo", "cat"):
-        os.symlink("busybox", root / "bin" / tool)
-    tools = {
+    return recording_tools(root, {
         "update-initramfs": "",
         "grub-install": "",
         "grub-mkconfig": 'echo "# generated" > "$2"',
-    }
-    for name, body in tools.items():
-        path = root / "usr/sbin" / name
-        path.write_text(RECORDER.format(body=body))
-        path.chmod(0o755)
-    return root
+    })
 
 
 @pytest.mark.skipif(BUSYBOX is None, reason="busybox (busybox-static) is not installed")

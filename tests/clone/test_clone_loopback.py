@@ -16,12 +16,9 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import stat
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +26,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ka.run import available, run
+
+from .support import end_all, free_port, start_ka, wait_all
 
 if TYPE_CHECKING:
     from ka.boot.pxe import PxeConfig
@@ -45,12 +44,6 @@ GOLDEN_DESC = (
 TIMEOUT = 120
 # vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW (13): a file capability.
 CAP_NET_RAW = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _read(dev: str, size: int) -> bytes:
@@ -152,13 +145,7 @@ def rig(tmp_path: Path) -> Iterator[dict[str, object]]:
             t.mkdir()
             stack.callback(lambda t=t: unmount_tree(str(t)) if t.exists() else None)
 
-        def stop_all() -> None:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
-
-        stack.callback(stop_all)
+        stack.callback(end_all, procs)
         yield {"golden": golden, "mnt": mnt,
                "nodes": [images["n1"].device, images["n2"].device, images["n3"].device],
                "targets": targets, "procs": procs, "tmp": tmp_path}
@@ -184,16 +171,6 @@ def _pxe_state(state: Path) -> PxeConfig:
     return config
 
 
-def _ka(
-    argv: list[str], log: Path, procs: list[subprocess.Popen[bytes]]
-) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        p = subprocess.Popen([sys.executable, "-m", "ka", *argv], stdout=out,
-                             stderr=subprocess.STDOUT, start_new_session=True)
-    procs.append(p)
-    return p
-
-
 def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None:
     tmp: Path = rig["tmp"]  # type: ignore[assignment]
     golden: str = rig["golden"]  # type: ignore[assignment]
@@ -201,34 +178,30 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
     nodes: list[str] = rig["nodes"]  # type: ignore[assignment]
     targets: list[Path] = rig["targets"]  # type: ignore[assignment]
     procs: list[subprocess.Popen[bytes]] = rig["procs"]  # type: ignore[assignment]
-    port = _free_port()
+    port = free_port()
     drive = os.path.basename(golden)
-    status_port = _free_port()
+    status_port = free_port()
     key = tmp / "session.key"
     key.write_bytes(os.urandom(32))
     keyed = ["--key-file", str(key)]
     installs = [
-        _ka(["install", "--host", "127.0.0.1", "--port", str(port), "--disk", f"{drive}={dev}",
+        start_ka(["install", "--host", "127.0.0.1", "--port", str(port), "--disk", f"{drive}={dev}",
              "--target", str(t), "--find-timeout", "30",
              "--status-port", str(status_port if i == 1 else 0), *keyed],
             tmp / f"node{i}.log", procs)
         for i, (dev, t) in enumerate(zip(nodes, targets, strict=True), 1)
     ]
-    watcher = _ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30", *keyed],
+    watcher = start_ka(["console", f"127.0.0.1:{status_port}", "--connect-timeout", "30", *keyed],
                   tmp / "console.log", procs)
-    logs = tmp / "ka-logs"
+    logs = tmp / "logs"
     pxe = _pxe_state(tmp / "pxe")
-    clone = _ka(["clone", "--nodes", "3", "--root", str(mnt), "--port", str(port),
+    clone = start_ka(["clone", "--nodes", "3", "--root", str(mnt), "--port", str(port),
                  "--bind", "127.0.0.1", "--hostnames", "node{n:02d}", "--exclude", "/tmp",
                  "--logs", str(logs), "--session-prefix", "t", "--join-timeout", "60",
                  "--compress", "zstd", "--pxe", pxe.state_dir, "--raw", f"{drive}:2",
                  *keyed],
                 tmp / "golden.log", procs)
-    for p in [clone, *installs, watcher]:
-        try:
-            p.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
+    wait_all([clone, *installs, watcher], TIMEOUT)
     names = ("golden", "node1", "node2", "node3")
     texts = {name: (tmp / f"{name}.log").read_text() for name in names}
     assert clone.returncode == 1, texts  # one node failed

@@ -337,3 +337,55 @@ def test_install_without_prefix_or_host_looks_for_the_default_prefix() -> None:
     with pytest.raises(KaError):
         installer.run()
     assert seen == ["ka-plan"]
+
+
+def test_reports_go_to_var_log_ka_by_default_and_the_end_says_where(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from ka.clone import cli
+    from ka.clone.deploy import CloneResult, NodeOutcome, store_logs
+
+    root = tmp_path / "golden"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/fstab").write_text("LABEL=root / ext4 defaults 0 1\n")
+    desc = tmp_path / "sda.desc"
+    desc.write_text("label gpt\nlinux fill fs=ext4 mount=/ label=root\n")
+    seen: list[str] = []
+
+    def fake_run_clone(plan: ClonePlan, settings: SessionSettings, on_event: Any,
+                       **_kw: Any) -> CloneResult:
+        seen.append(settings.logs_dir)
+        # Stored where a test may write, under the directory the command line chose.
+        base = tmp_path / "stored" / settings.logs_dir.lstrip("/")
+        outcomes = (NodeOutcome("node01", 1, "ok", None),)
+        return CloneResult((), outcomes, store_logs(str(base), plan, (), outcomes, ()))
+
+    monkeypatch.setattr(cli, "run_clone", fake_run_clone)
+    parser = argparse.ArgumentParser(prog="ka")
+    cli.register(parser.add_subparsers(dest="command"))
+    argv = ["clone", "-n", "1", "--root", str(root), "--desc", f"sda={desc}",
+            "--session-prefix", "p"]
+    assert cli.cmd_clone(parser.parse_args(argv)) == 0
+    assert cli.cmd_clone(parser.parse_args([*argv, "--logs", "/srv/clone-logs"])) == 0
+    assert cli.cmd_clone(parser.parse_args([*argv, "--json"])) == 0
+    assert seen == ["/var/log/ka", "/srv/clone-logs", "/var/log/ka"]
+    out, err = capsys.readouterr()
+    stored = tmp_path / "stored/var/log/ka/p"
+    assert (f"1/1 node(s) cloned; node reports in {stored}/ (summary.json and one file per "
+            "node)") in out
+    assert f"node reports in {tmp_path}/stored/srv/clone-logs/p/" in out
+    assert json.loads((stored / "summary.json").read_text())["nodes"][0]["name"] == "node01"
+    assert f"ka: node reports in {stored}/" in err  # --json: stdout is the JSON alone
+
+
+def test_a_logs_directory_that_cannot_be_made_is_refused_before_any_session(
+        tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("not a directory\n")
+    fake = FakeSend({})
+    with pytest.raises(UsageError, match=f"cannot make the logs directory {taken}/t") as e:
+        run_clone(PLAN, SessionSettings(logs_dir=str(taken)), send=fake)
+    assert e.value.hint is not None and "--logs DIR" in e.value.hint
+    assert fake.calls == []

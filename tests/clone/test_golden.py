@@ -116,15 +116,78 @@ def test_mbr_file_must_hold_the_boot_code(tree: Path) -> None:
     assert plan.disks[0].boot_code == (bytes(range(256)) * 2)[:440]
 
 
-def test_unreadable_mbr_file_and_unknown_excluded_disk_are_usage_errors(tree: Path) -> None:
+def test_unreadable_mbr_file_is_a_usage_error(tree: Path) -> None:
     desc = {"vda": str(tree.parent / "golden.desc")}
     with pytest.raises(UsageError, match="--mbr-file vda .*/missing.bin: No such file"):
         build_plan(CloneOptions(nodes=1, root=str(tree), descs=desc,
                                 mbr_files={"vda": str(tree.parent / "missing.bin")}))
-    with pytest.raises(UsageError, match="--exclude-disk ka-no-such-disk: no such disk") as e:
-        build_plan(CloneOptions(nodes=1, root=str(tree), descs=desc,
-                                exclude_disks=("/dev/ka-no-such-disk",)))
-    assert e.value.hint == "disks of the golden tree: none"
+
+
+def test_excluding_a_disk_that_is_not_there_is_a_note(tree: Path) -> None:
+    # The original's own example: -X sdb on a machine that may have no sdb.
+    (tree / "etc/fstab").write_text("LABEL=root / ext4 defaults 0 1\n"
+                                    "/dev/ka-no-such-disk1 /data ext4 defaults 0 2\n")
+    plan = build_plan(CloneOptions(nodes=1, root=str(tree), exclude_disks=("/dev/ka-no-such-disk",),
+                                   descs={"vda": str(tree.parent / "golden.desc")}))
+    assert [n for n in plan.notes if "ka-no-such-disk" in n] == [
+        "--exclude-disk ka-no-such-disk: no such disk on this machine, nothing to leave out "
+        "(disks of the golden tree: none)"]
+    assert plan.excluded_disks == ("ka-no-such-disk",)
+    # its fstab entries still name no cloned disk: commented out on the nodes, not refused
+    assert plan.excluded_refs == ("/dev/ka-no-such-disk1",)
+    assert [s.mountpoint for s in plan.streams] == ["/", "/var", "/boot/efi"]
+
+
+# The KA method document's own desc: sizes and types, no filesystem, no mount point.
+SEED_DESC = "linux 3500\nextended fill\nlogical swap 500\nlogical linux fill\n"
+
+
+def test_the_documents_desc_on_a_plain_directory_is_refused(tree: Path) -> None:
+    (tree.parent / "desc").write_text(SEED_DESC)
+    opts = CloneOptions(nodes=1, root=str(tree), descs={"sda": str(tree.parent / "desc")},
+                        exclude_disks=("sdb",), bootloader=BootloaderRequest(
+                            "grub", ("--with=jfs", "--with=ata_piix")))
+    with pytest.raises(UsageError, match="copies nothing") as e:
+        build_plan(opts)
+    assert "fstab mounts / (LABEL=root)" in e.value.message
+    assert e.value.hint is not None and "fs= and mount=" in e.value.hint
+    assert "mounted golden disk" in e.value.hint
+    (tree / "etc/fstab").unlink()  # no fstab: still nothing to copy
+    with pytest.raises(UsageError, match="copies nothing") as e:
+        build_plan(opts)
+    assert "fstab mounts" not in e.value.message
+
+
+def test_dry_run_refuses_a_plan_that_copies_nothing(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ka.cli import main
+
+    (tree.parent / "desc").write_text(SEED_DESC)
+    argv = ["clone", "--root", str(tree), "-n", "1", "-p", "sda", str(tree.parent / "desc"),
+            "-X", "ka-no-such-disk", "-r", "grub --with=jfs --with=ata_piix", "--dry-run"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "copies nothing" in err and "fs= and mount=" in err
+    # With the filesystems in the desc, the same command plans a copy, and says (on stderr,
+    # with --json) that the excluded disk is not there.
+    (tree.parent / "desc").write_text(
+        "linux 3500 fs=ext3 mount=/\nextended fill\nlogical swap 500\n"
+        "logical linux fill fs=ext3 mount=/var\n")
+    assert main([*argv, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert '"session": "ka-fs-1"' in out
+    assert "ka: note: --exclude-disk ka-no-such-disk: no such disk on this machine" in err
+
+
+def test_a_filesystem_of_the_fstab_left_out_of_the_layout_is_refused(tree: Path) -> None:
+    (tree / "etc/fstab").write_text("LABEL=root / ext4 defaults 0 1\n"
+                                    "LABEL=home /home ext4 defaults 0 2\n"
+                                    "tmpfs /run/shm tmpfs defaults 0 0\n")
+    with pytest.raises(UsageError, match=r"fstab mounts /home \(LABEL=home\), but no "
+                                         "partition of the layout holds it"):
+        build_plan(CloneOptions(nodes=1, root=str(tree),
+                                descs={"vda": str(tree.parent / "golden.desc")}))
 
 
 def test_raw_stream_size_must_be_readable(tmp_path: Path) -> None:

@@ -213,3 +213,64 @@ def test_a_tar_error_fails_the_node_with_tars_own_words(tmp_path) -> None:  # ty
     step = next(s for s in report.steps if s.name == "extract /")
     assert step.result == "failed"
     assert step.detail.startswith("tar said: ") and "not look like a tar archive" in step.detail
+
+
+def test_a_full_disk_fails_the_node_with_tars_first_error(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # tar's last line ("Exiting with failure status due to previous errors") hides the cause;
+    # the reason shows the first error, the step's detail keeps all that tar said.
+    from ka.clone import install
+    from ka.transport import ConsumerFailed
+
+    said = tmp_path / "tar.err"
+    said.write_text(
+        "tar: ./var/lib/images/disk-image.raw: Wrote only 4608 of 10240 bytes\n"
+        "tar: ./usr/share/doc/pkg001/file00.txt: Cannot open: No space left on device\n"
+        "tar: Exiting with failure status due to previous errors\n")
+    # A tar that takes the whole stream, then says what GNU tar says on a full disk.
+    monkeypatch.setattr(install.tarstream, "extract_argv", lambda dest, selinux: [
+        "sh", "-c", f"cat > /dev/null; cat {said} >&2; exit 2"])
+    plan = ClonePlan(**{**PLAN.__dict__, "streams": PLAN.streams[:1]})
+    payloads = {"t-plan": plan.to_json().encode(), "t-fs-1": b"x" * 10240, "t-done": b""}
+
+    def transport(sink: Any, options: ReceiveOptions) -> ReceiveReport:
+        data = payloads[options.session or ""]
+        sink.open()
+        sink.write(memoryview(data))
+        status, reason = sink.close()
+        if status:
+            raise ConsumerFailed(f"the consumer failed: {reason}")
+        return ReceiveReport(len(data), 0.01, "d" * 64, 0, 1, "127.0.0.1:1")
+
+    node = Installer(InstallOptions(prefix="t", target=str(tmp_path)), receive=transport)
+    node._prepare_disks = lambda plan: None  # type: ignore[method-assign]
+    report = node.run()
+    assert report.result == "failed"
+    assert report.reason == (
+        "the consumer failed: tar --extract exited with status 2: "
+        "tar: ./var/lib/images/disk-image.raw: Wrote only 4608 of 10240 bytes")
+    step = next(s for s in report.steps if s.name == "extract /")
+    assert step.result == "failed"
+    assert step.detail == "tar said: " + said.read_text().strip()
+
+
+def test_a_failed_command_is_reported_with_its_first_error() -> None:
+    from ka.clone.install import _attempt
+    from ka.clone.report import InstallLog
+    from ka.errors import CommandError
+
+    error = CommandError(["mkfs.ext4", "-F", "/dev/sda1"], 1,
+                         "mke2fs 1.47.0 (5-Feb-2023)\n"
+                         "mkfs.ext4: Device size reported to be zero.\n")
+    log = InstallLog()
+
+    def format_disk() -> None:
+        with log.step("format /dev/sda1"):
+            raise error
+
+    # mke2fs prints its version banner first: the cause is the line after it.
+    reason = _attempt(format_disk)
+    assert reason == ("command failed with status 1: mkfs.ext4 -F /dev/sda1: "
+                      "mkfs.ext4: Device size reported to be zero.")
+    assert log.steps[0].detail == str(error)  # the whole tail stays in the report
+    assert "Device size reported to be zero" in log.steps[0].detail

@@ -147,3 +147,51 @@ def test_mmcblk_mbr_disk_with_logical_partitions() -> None:
         "logical linux fill fs=ext4 mount=/mnt/card label=root\n"
     )
     assert parse_desc(desc).to_desc() == desc
+
+
+def _machine(monkeypatch: pytest.MonkeyPatch, disks: Sequence[str], readable: Sequence[str]
+             ) -> None:
+    """A machine with `disks` (lsblk), of which only `readable` give sfdisk their table."""
+    def run(argv: Sequence[str], **kwargs: object) -> Result:
+        if argv[0] == "lsblk":
+            devices = [{"name": d, "path": f"/dev/{d}", "type": "disk", "size": 8 * GIB}
+                       for d in disks]
+            return Result(list(argv), 0, json.dumps({"blockdevices": devices}), "")
+        if argv[:2] == ["sfdisk", "--json"] and argv[2] in readable:
+            return Result(list(argv), 0, json.dumps(SFDISK[argv[2]]), "")
+        if argv[:2] == ["sfdisk", "--json"]:
+            return Result(list(argv), 1, "", f"sfdisk: cannot open {argv[2]}: Permission denied\n")
+        raise AssertionError(f"unexpected command {argv}")
+
+    monkeypatch.setattr(probe_module, "run", run)
+
+
+@pytest.mark.usefixtures("tools")
+@pytest.mark.parametrize("disks", [[], ["nvme0n1", "mmcblk0"]], ids=["no disk", "unreadable"])
+def test_probe_of_the_machine_fails_when_no_disk_is_described(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], disks: list[str]
+) -> None:
+    from ka.cli import main
+
+    _machine(monkeypatch, disks, readable=())
+    assert main(["desc", "probe"]) == 1
+    out, err = capsys.readouterr()
+    assert "no disk could be described" in err and "ka desc probe /dev/sda" in err
+    if disks:  # what each disk said is kept, in the comments and in the error
+        assert "# /dev/nvme0n1: 65536 MiB, 512-byte sectors; cannot be read: sfdisk: cannot " \
+               "open /dev/nvme0n1: Permission denied" in out
+        assert "/dev/mmcblk0 cannot be read" in err
+    else:
+        assert out == "" and "this machine shows no disk" in err
+
+
+@pytest.mark.usefixtures("tools")
+def test_probe_of_the_machine_succeeds_when_one_disk_is_described(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ka.cli import main
+
+    _machine(monkeypatch, ["nvme0n1", "mmcblk0"], readable=("/dev/mmcblk0",))
+    assert main(["desc", "probe"]) == 0
+    out = capsys.readouterr().out
+    assert "cannot be read" in out and "logical linux fill fs=ext4 mount=/mnt/card" in out

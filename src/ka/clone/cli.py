@@ -16,6 +16,7 @@ from typing import Any
 from ka.boot.cli import DEFAULT_DIR as PXE_DIR
 from ka.clone import bootswitch
 from ka.clone.deploy import (
+    DEFAULT_LOGS,
     NodeOutcome,
     ReleaseHookResult,
     SessionSettings,
@@ -55,7 +56,8 @@ PREFIX-plan on P, PREFIX-fs-1.. (tar of each filesystem), PREFIX-raw-1.. (--raw
 partitions), PREFIX-done (release barrier, node reports) on the next ones; nodes find them by
 name (`ka install --session-prefix`) or by address (`ka install --host`, same --port). MBR
 boot code (--mbr/--mbr-file) travels inside the plan. Node reports are stored in
---logs/PREFIX/NODE.json with a summary.json. Exit status: 0 when every node installed
+--logs/PREFIX/NODE.json with a summary.json (--logs: /var/log/ka by default); the
+summary's last line says where. Exit status: 0 when every node installed
 (stream digests checked, every step succeeded), 1 when any node failed.
 
 --pxe [DIR] (DIR: the `ka pxe` state directory, default /var/lib/ka/pxe): the nodes hand
@@ -118,8 +120,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--join-timeout", type=float, default=900.0, metavar="S",
                    help="after the plan, start a session with the nodes present after S s")
     p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S")
-    p.add_argument("--logs", default="ka-logs", metavar="DIR",
-                   help="where node reports are stored (DIR/PREFIX/NODE.json)")
+    p.add_argument("--logs", default=DEFAULT_LOGS, metavar="DIR",
+                   help=f"where node reports are stored: DIR/PREFIX/NODE.json and "
+                        f"summary.json (default {DEFAULT_LOGS})")
     p.add_argument("--pxe", nargs="?", const=PXE_DIR, metavar="DIR",
                    help="switch each node that installed to local boot in the `ka pxe` "
                         f"state DIR ({PXE_DIR}) before releasing it; failed nodes stay on ka")
@@ -294,6 +297,9 @@ def cmd_clone(args: argparse.Namespace) -> int:
         plan = build_plan(opts)
         check_disk_options(opts, plan)
     check_settings(plan, settings)
+    if not args.dry_run or args.json:  # the text of --dry-run ends with them already
+        for note in plan.notes:
+            print(f"ka: note: {note}", file=sys.stderr)
     if args.dry_run:
         if args.json:
             print(plan.to_json(), end="")
@@ -303,8 +309,6 @@ def cmd_clone(args: argparse.Namespace) -> int:
                 assert plan.report_session is not None
                 print(f"\nnetwork boot (--pxe): {bootswitch.describe(pxe, plan.report_session)}")
         return 0
-    for note in plan.notes:
-        print(f"ka: note: {note}", file=sys.stderr)
     if settings.key is None:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)
@@ -333,6 +337,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
         table.close()
     if args.json:
         print(json.dumps(result_json(result), indent=2))
+        print(f"ka: node reports in {result.logs}/", file=sys.stderr)
     else:
         print(summary(result))
         for done in switched:

@@ -33,6 +33,10 @@ class CloneFailed(KaError):
     exit_code = 1
 
 
+# Where a root tool keeps what it did, and admins look: not the directory it was started from.
+DEFAULT_LOGS = "/var/log/ka"
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     root: str = "/"
@@ -41,7 +45,7 @@ class SessionSettings:
     join_timeout: float = 900.0  # later sessions start with whoever came after this long
     stall_timeout: float = 5.0
     bind: str = "0.0.0.0"
-    logs_dir: str = "ka-logs"
+    logs_dir: str = DEFAULT_LOGS  # node reports go to LOGS_DIR/PREFIX/
     logs_name: str | None = None  # the run's directory in logs_dir (default: the prefix)
     # The plan session: start with whoever came after `wait_timeout` if at least
     # `min_nodes` did (default: wait for every node), or `gather` s after the first came.
@@ -163,6 +167,8 @@ def run_clone(
     """Run every session of `plan`; each stream comes from `sources` (an image's stream
     files) or, by default, from the golden tree at `settings.root`."""
     check_settings(plan, settings)
+    # Before any node partitions its disk: the reports must have somewhere to go.
+    logs_directory(settings.logs_dir, settings.logs_name or plan.prefix)
     run = CloneRun(plan, settings, on_event, send)
     return run.finish(run.plan_session(), before_release, sources)
 
@@ -320,8 +326,7 @@ def store_logs(
 ) -> str:
     """One JSON file per node plus a summary, in BASE/PREFIX/ (the original's store_log), or
     BASE/NAME/."""
-    directory = Path(base, name or plan.prefix)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = logs_directory(base, name or plan.prefix)
     for o in outcomes:
         if o.report is not None:
             safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in o.name) or "node"
@@ -337,6 +342,21 @@ def store_logs(
         summary["before_release"] = dict(before_release)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return str(directory)
+
+
+def logs_directory(base: str, prefix: str) -> Path:
+    """BASE/PREFIX, made if missing; a UsageError when it cannot be."""
+    directory = Path(base, prefix)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot make the logs directory {directory}: {e.strerror}",
+                         hint="run as root, or keep the reports elsewhere with --logs DIR"
+                         ) from e
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the node reports to {directory}",
+                         hint="run as root, or keep the reports elsewhere with --logs DIR")
+    return directory
 
 
 def node_json(o: NodeOutcome) -> dict[str, Any]:

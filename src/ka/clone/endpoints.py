@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import IO
 
+from ka.errors import first_error_line
 from ka.run import spawn
 from ka.transport.endpoints import ProcessSink, Sink, Source, exit_status
 from ka.transport.errors import TransportError
@@ -103,8 +104,9 @@ class TarSink(ProcessSink):
             self._err = None
         if status == 0:
             return None
-        last = self.stderr.splitlines()[-1] if self.stderr else "no message"
-        return f"tar --extract exited with status {status}: {last}"
+        # The first error names the cause; the whole of stderr is in the step's detail.
+        cause = first_error_line(self.stderr) or "no message"
+        return f"tar --extract exited with status {status}: {cause}"
 
 
 class DiscardSink(Sink):

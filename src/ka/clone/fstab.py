@@ -164,13 +164,19 @@ def substitute_ids(text: str, pairs: Mapping[str, str]) -> tuple[str, int]:
 
 def fstab_entries(text: str) -> list[tuple[str, str, str]]:
     """(spec, mountpoint, fstype) of every entry; octal escapes in the mount point decoded."""
-    entries = []
+    return [(spec, mp, fstype) for spec, mp, fstype, _options in fstab_rows(text)]
+
+
+def fstab_rows(text: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(spec, mountpoint, fstype, options) of every entry ("defaults" when none is given)."""
+    rows = []
     for line in text.splitlines():
         fields = line.split()
         if not fields or fields[0].startswith("#") or len(fields) < 3:
             continue
-        entries.append((fields[0], _unescape(fields[1]), fields[2]))
-    return entries
+        options = tuple(fields[3].split(",")) if len(fields) > 3 else ("defaults",)
+        rows.append((fields[0], _unescape(fields[1]), fields[2], options))
+    return rows
 
 
 def _unescape(value: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from ka import run
 from ka.clone import tarstream
 from ka.clone.bootloader import MBR_BOOT_CODE
+from ka.clone.coverage import check_copies
 from ka.clone.fstab import IDENTITY_DIRS, fstab_entries
 from ka.clone.hostnames import HostnameRule
 from ka.clone.plan import (
@@ -153,10 +154,12 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
     excluded = {short(d) for d in opts.exclude_disks}
     tree_disks = sorted({d for d, _n in by_partition})
     for name in sorted(excluded):
+        # Harmless (the original's own example excludes an sdb that a machine may lack); its
+        # /dev/NAME fstab entries are still commented out, as they name no cloned disk.
         if name not in tree_disks and not Path(SYS_BLOCK, name).exists():
-            raise UsageError(f"--exclude-disk {name}: no such disk on this machine",
-                             hint="disks of the golden tree: " + (", ".join(tree_disks)
-                                                                   or "none"))
+            notes.append(f"--exclude-disk {name}: no such disk on this machine, nothing to "
+                         "leave out (disks of the golden tree: "
+                         + (", ".join(tree_disks) or "none") + ")")
     disks = _golden_disks(opts, mounts, by_partition, excluded, notes)
     partitions: list[GoldenPartition] = []
     finished: list[GoldenDisk] = []
@@ -225,7 +228,7 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
     excluded_dirs = _excluded_dirs(root, opts.excludes, notes)
     streams = _streams(opts.prefix, partitions, excluded_dirs, opts.excludes)
     hostname_file = Path(root, "etc/hostname")
-    return ClonePlan(
+    plan = ClonePlan(
         prefix=opts.prefix,
         nodes=opts.nodes,
         disks=tuple(finished),
@@ -244,6 +247,8 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
         notes=tuple(notes),
         reports_before_release=opts.reports_before_release,
     )
+    check_copies(plan, opts.root)
+    return plan
 
 
 def _golden_disks(

@@ -27,7 +27,7 @@ from ka.clone.plan import ClonePlan, Stream
 from ka.clone.report import InstallLog, InstallReport
 from ka.disk.desc import parse_desc
 from ka.disk.plan import plan_layout
-from ka.errors import KaError
+from ka.errors import CommandError, KaError
 
 REPORT_PATH = "var/log/ka-install.json"
 DETAIL_LIMIT = 4000
@@ -408,5 +408,10 @@ def _attempt(action: Callable[[], None]) -> str | None:
 
 
 def _one_line(e: KaError) -> str:
+    """The node's reason: the error's first line and, for a failed command, the first line
+    in which the command named the cause (the whole output is in the step's detail)."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    first = text[0] if text else type(e).__name__
+    if isinstance(e, CommandError) and e.cause and e.cause not in first:
+        return f"{first}: {e.cause}"
+    return first

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 
 from ka.clone.netif import Uplink
+from ka.errors import CommandError
 
 REPORT_VERSION = 1
 
@@ -143,6 +144,10 @@ class InstallLog:
 
 
 def _reason(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
+    """A failed step's detail: a failed command's whole message (its command line, status and
+    the tail of its output: the node's reason has only its first error), else the first line."""
+    text = str(e).strip()
+    if isinstance(e, CommandError) and text:
+        return text
     return text.splitlines()[0] if text else type(e).__name__
 

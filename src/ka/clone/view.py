@@ -203,7 +203,8 @@ def summary(result: CloneResult) -> str:
     for e in result.errors:
         lines.append(f"golden node error: {e}")
     ok = sum(1 for o in result.nodes if o.result == "ok")
-    lines.append(f"\n{ok}/{len(result.nodes)} node(s) cloned; reports in {result.logs}")
+    lines.append(f"\n{ok}/{len(result.nodes)} node(s) cloned; node reports in {result.logs}/ "
+                 "(summary.json and one file per node)")
     return "\n".join(lines)
 
 

@@ -144,6 +144,14 @@ def _probe(args: argparse.Namespace) -> int:
             raise KaError(f"cannot write {args.output}: {e.strerror}") from e
     else:
         sys.stdout.write(text)
+    if not any(r.readable for r in reports):
+        # Only comments were printed: a script taking them for a desc would apply nothing.
+        raise KaError(
+            "no disk could be described" + (
+                ": " + "; ".join(f"{r.device} {r.note}" for r in reports) if reports
+                else ": this machine shows no disk"),
+            hint="run as root, or name the disk: ka desc probe /dev/sda",
+        )
     return 0
 
 

@@ -34,6 +34,7 @@ class DiskReport:
     sector_size: int
     layout: Layout
     note: str | None = None  # why the layout is empty, when it is
+    readable: bool = True  # False: its table could not be read, the layout says nothing
 
 
 def list_disks() -> list[str]:
@@ -78,7 +79,8 @@ def _probe_one(disk: str, by_source: dict[str, str], strict: bool) -> DiskReport
                 f"cannot read the partition table of {disk}: {reason}",
                 hint="run as root; a disk may also be locked by the system",
             )
-        return DiskReport(disk, size, sector, empty, f"cannot be read: {reason}")
+        return DiskReport(disk, size, sector, empty, f"cannot be read: {reason}",
+                          readable=False)
     table = json.loads(result.stdout)["partitiontable"]
     label: TableLabel = "gpt" if table["label"] == "gpt" else "dos"
     if table["label"] not in ("gpt", "dos"):

@@ -260,8 +260,8 @@ class LabProcesses:
         self.stack.callback(self.end_all)
 
     def start(self, name: str, argv: list[str], log: Path) -> None:
-        # In the work directory: whatever a process writes to its current directory (the
-        # golden node keeps the nodes' logs there) stays with the run.
+        # In the work directory: whatever a process writes to its current directory stays
+        # with the run.
         with open(log, "wb") as out:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True,

@@ -26,7 +26,7 @@ MiB = 1024 * 1024
 
 # Read-only mount options that never write to the disk (no journal replay) and accept a
 # filesystem whose UUID is already mounted (a clone of the golden disk may share it).
-READ_ONLY = {"ext4": "ro,noload", "xfs": "ro,norecovery,nouuid"}
+READ_ONLY = {"ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,norecovery,nouuid"}
 MIN_VAR = 320 * MiB   # mkfs.xfs refuses filesystems under 300 MB
 
 

@@ -43,6 +43,7 @@ class GoldenReference:
     esp_device: str
     excluded: tuple[str, ...]      # relative paths whose contents are not cloned
     raw_esp: bool
+    ignore: tuple[str, ...] = ()   # more paths the clone may change (beside FIXED_UP)
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,14 @@ class NodeVerdict:
 
 def judge_node(node: str, image: Image, expected: Sequence[ExpectedPartition],
                golden: GoldenReference, assigned_names: Sequence[str], where: Path,
-               by_position: bool = True) -> NodeVerdict:
+               label: str = "gpt", by_position: bool = True) -> NodeVerdict:
     expected = tuple(expected)
     image.partition_nodes()
-    checks = [check_partition_table(image.device, expected)]
+    checks = [check_partition_table(image.device, expected, label)]
+    ignore = FIXED_UP + golden.ignore
     with mounted_tree(image, expected, where, read_only=True) as root:
-        digest = digest_tree(root, prune=golden.excluded, ignore=FIXED_UP)
-        tree = compare(golden.digest, digest, ignore=FIXED_UP)
+        digest = digest_tree(root, prune=golden.excluded, ignore=ignore)
+        tree = compare(golden.digest, digest, ignore=ignore)
         clone_fstab = read_text(root / "etc/fstab")
         machine_id = read_text(root / "etc/machine-id").strip()
         hostname = read_text(root / "etc/hostname").strip()

@@ -18,6 +18,7 @@ from typing import Any
 
 from ka import run
 from ka.errors import KaError
+from ka.keys import check_key
 from ka.transport import auth
 from ka.transport.channel import Channel, initiate, respond
 from ka.transport.errors import ProtocolError
@@ -42,13 +43,15 @@ class StatusService:
 
     def __init__(self, node: str, key: bytes | None, *, port: int = STATUS_PORT,
                  bind: str = "0.0.0.0", allow_exec: bool = False) -> None:
+        check_key(key)
         if allow_exec and key is None:
             raise KaError("--allow-exec needs a session key (--key-file)",
                           hint="without a key anyone on the network could run commands")
         self.node = node
         self.current = ""
         self._root = status_key(key)
-        self._allow_exec = allow_exec
+        # Never with the open-session key, which anyone can derive (checked again per request).
+        self._allow_exec = allow_exec and key is not None
         self._lines: deque[tuple[int, str]] = deque(maxlen=BACKLOG)
         self._seq = 0  # lines ever logged; the deque forgets the oldest
         self._cond = threading.Condition()

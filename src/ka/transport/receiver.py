@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ka.errors import UsageError
+from ka.keys import check_key
 from ka.transport import auth
 from ka.transport.channel import Channel, KeyMismatch, initiate
 from ka.transport.discovery import find_sender
@@ -44,6 +45,7 @@ def receive(
         raise UsageError("the attachment is larger than 1 MiB")
     if not 0 < options.port < 65536:
         raise UsageError("--port must be between 1 and 65535")
+    check_key(options.key)
     if options.find_timeout < 0:
         raise UsageError("--find-timeout must not be negative")
     root = session_key(options.key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ka.errors import UsageError
+from ka.keys import check_key
 from ka.transport import auth
 from ka.transport.channel import Channel, KeyMismatch, respond, shut
 from ka.transport.discovery import DiscoveryResponder
@@ -54,6 +55,7 @@ def validate(options: SendOptions) -> None:
         raise UsageError("--stall-timeout must be positive")
     if not 0 < options.port < 65536:
         raise UsageError("--port must be between 1 and 65535")
+    check_key(options.key)
     if options.encrypt and options.key is None:
         raise UsageError("encryption needs a key", hint="give --key-file")
 

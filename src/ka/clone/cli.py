@@ -39,6 +39,7 @@ from ka.clone.view import (
 from ka.errors import UsageError
 from ka.image.store import DEFAULT_STORE
 from ka.keys import add_key_option, key_from_args
+from ka.transport.view import printable
 
 DEFAULT_PORT = 30765
 
@@ -290,7 +291,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
             print("\n".join(describe_switch(done)))
     for done in switched:
         for warning in done.warnings:
-            print(f"ka: warning: {warning}", file=sys.stderr)
+            print(printable(f"ka: warning: {warning}"), file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -382,7 +383,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     if args.exec is not None and key is None:
         raise UsageError("--exec needs a session key (--key-file)",
                          hint="a node never runs a command for a console without its key")
-    reply = console(host, port, key, lambda line: print(line, flush=True),
+    reply = console(host, port, key, lambda line: print(printable(line), flush=True),
                     exec_argv=args.exec, connect_timeout=args.connect_timeout)
     if args.exec is None:
         return 0

@@ -7,6 +7,7 @@ ProtocolError, which callers turn into "drop this connection".
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import select
@@ -120,7 +121,8 @@ class Channel:
             raise ProtocolError(f"control message of {length} bytes")
         body = recv_exact(self.sock, length + auth.MSG_MAC_LEN)
         payload, mac = body[:length], body[length:]
-        if mac != auth.message_mac(self._key, self._in_dir, self._in_seq, payload):
+        if not hmac.compare_digest(mac, auth.message_mac(self._key, self._in_dir, self._in_seq,
+                                                         payload)):
             raise ProtocolError("control message failed authentication")
         self._in_seq += 1
         try:

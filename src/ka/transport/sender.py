@@ -20,7 +20,7 @@ from ka.transport.channel import Channel, KeyMismatch, respond, shut
 from ka.transport.discovery import DiscoveryResponder
 from ka.transport.endpoints import Source
 from ka.transport.errors import ProtocolError, TransportError
-from ka.transport.frame import PREFIX, seal_key, session_key, subkey
+from ka.transport.frame import PREFIX, chunk_key, seal_key, session_key
 from ka.transport.health import HEARTBEAT, Progress
 from ka.transport.options import CHUNK_SIZE, Event, SendOptions, SessionReport
 from ka.transport.producer import Producer, compression_level
@@ -94,9 +94,9 @@ def send(source: Source, options: SendOptions,
                    data={"port": options.port, "session": options.session}))
         salt = os.urandom(16)
         sealed = options.key is not None and options.encrypt is not False
-        producer = Producer(source, ring, subkey(root, b"chunk"), CHUNK_SIZE, level,
-                            seal_key(root, salt) if sealed else None)
-        session = Session(options, ring, relay, producer, emit, salt if sealed else None)
+        producer = Producer(source, ring, chunk_key(root, salt), CHUNK_SIZE, level,
+                            seal_key(root, salt) if sealed else None, session_id=salt)
+        session = Session(options, ring, relay, producer, emit, salt)
         try:
             return _run(session, inbox, options)
         finally:

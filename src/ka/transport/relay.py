@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 
 from ka.transport import auth
-from ka.transport.channel import Channel, respond, shut
+from ka.transport.channel import HANDSHAKE_TIMEOUT, Channel, respond, shut
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import END, frame_kind
+from ka.transport.gate import Gate, accept_loop
 from ka.transport.ring import RetentionRing
 
 WAIT_STEP = 0.25
@@ -189,7 +190,9 @@ class Relay:
         self._closed = False
         self.listener = listener
         self.port: int = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept_loop, name="relay-accept", daemon=True).start()
+        threading.Thread(target=accept_loop, name="relay-accept", daemon=True, args=(
+            listener, self._greet, self._serve, lambda: self._closed, self._note, Gate(),
+            "relay-son")).start()
 
     def allow(self, tickets: dict[str, str]) -> None:
         """Feed these sons (id -> the ticket the sender gave each of them for us)."""
@@ -218,22 +221,15 @@ class Relay:
         for feed in feeds:
             feed.drop()
 
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                sock, peer = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(
-                target=self._serve, args=(sock, peer), name="relay-son", daemon=True
-            ).start()
-
-    def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+    def _greet(self, sock: socket.socket, peer: tuple[str, int]
+               ) -> tuple[Channel, str, str, int, str] | None:
+        """Handshake and attach, both within one deadline (the connection holds a slot of
+        the gate until then)."""
         where = f"{peer[0]}:{peer[1]}"
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT + ASSIGNMENT_WAIT
         try:
-            _, chan = respond(sock, self._root, (auth.DATA,))
-            sock.settimeout(ASSIGNMENT_WAIT)
-            msg = chan.recv()
+            _, chan = respond(sock, self._root, (auth.DATA,), deadline)
+            msg = chan.recv(deadline)
             son, offset = str(msg.get("id")), int(msg.get("offset", -1))
             ticket = str(msg.get("ticket", ""))
             if msg["t"] != "attach":
@@ -241,7 +237,12 @@ class Relay:
         except (ProtocolError, OSError, ValueError, TypeError) as e:
             self._note("stray", f"dropped data connection from {where}: {e}")
             sock.close()
-            return
+            return None
+        return chan, where, son, offset, ticket
+
+    def _serve(self, attach: tuple[Channel, str, str, int, str]) -> None:
+        chan, where, son, offset, ticket = attach
+        sock = chan.sock
         expected = self._wait_assignment(son)
         if expected is None:
             self._refuse(chan, f"{son} is not assigned to this parent")

@@ -21,6 +21,7 @@ from ka.transport.discovery import DiscoveryResponder
 from ka.transport.endpoints import Source
 from ka.transport.errors import ProtocolError, TransportError
 from ka.transport.frame import PREFIX, chunk_key, seal_key, session_key
+from ka.transport.gate import accept_loop
 from ka.transport.health import HEARTBEAT, Progress
 from ka.transport.options import CHUNK_SIZE, Event, SendOptions, SessionReport
 from ka.transport.producer import Producer, compression_level
@@ -81,6 +82,7 @@ def send(source: Source, options: SendOptions,
     relay = Relay(ring, root, listen(options.bind),
                   lambda kind, text: inbox.put("note", None, (kind, text)))
     responder = None
+    stopping = threading.Event()
     try:
         if options.session is not None:
             try:
@@ -88,7 +90,10 @@ def send(source: Source, options: SendOptions,
             except OSError as e:
                 raise TransportError(f"cannot listen on UDP port {options.port}: {e.strerror}",
                                      hint="choose another --port") from e
-        threading.Thread(target=_accept, args=(control, root, inbox), daemon=True).start()
+        threading.Thread(target=accept_loop, name="control-accept", daemon=True, args=(
+            control, lambda sock, peer: _greet(sock, peer, root, inbox),
+            lambda joined: inbox.put("join", None, joined), stopping.is_set,
+            lambda kind, text: inbox.put("note", None, (kind, text)))).start()
         emit(Event("listening", f"waiting for {options.nodes} node(s) on port {options.port}"
                    + (f", session {options.session!r}" if options.session else ""),
                    data={"port": options.port, "session": options.session}))
@@ -106,6 +111,7 @@ def send(source: Source, options: SendOptions,
                 if ns.connected:
                     ns.chan.close()
     finally:
+        stopping.set()
         if responder is not None:
             responder.close()
         shut(control)
@@ -114,22 +120,14 @@ def send(source: Source, options: SendOptions,
         ring.close()
 
 
-def _accept(listener: socket.socket, root: bytes, inbox: _Inbox) -> None:
-    while True:
-        try:
-            sock, peer = listener.accept()
-        except OSError:
-            return
-        threading.Thread(target=_greet, args=(sock, peer, root, inbox), daemon=True).start()
-
-
-def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbox) -> None:
-    """Handshake and first message of a control connection, bounded in time."""
+def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbox
+           ) -> tuple[Channel, str, dict[str, Any]] | None:
+    """Handshake and first message of a control connection, both within JOIN_TIMEOUT."""
     where = f"{peer[0]}:{peer[1]}"
+    deadline = time.monotonic() + JOIN_TIMEOUT
     try:
-        _, chan = respond(sock, root, (auth.CONTROL,))
-        sock.settimeout(JOIN_TIMEOUT)
-        msg = chan.recv()
+        _, chan = respond(sock, root, (auth.CONTROL,), deadline)
+        msg = chan.recv(deadline)
         if msg["t"] != "join":
             raise ProtocolError("expected join")
         sock.settimeout(None)
@@ -138,12 +136,12 @@ def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbo
     except KeyMismatch:
         inbox.put("note", None, ("bad-key", f"dropped {where}: it does not hold the key"))
         sock.close()
-        return
+        return None
     except (ProtocolError, OSError) as e:
         inbox.put("note", None, ("stray", f"dropped control connection from {where}: {e}"))
         sock.close()
-        return
-    inbox.put("join", None, (chan, peer[0], msg))
+        return None
+    return chan, peer[0], msg
 
 
 def _read(node: str, chan: Channel, inbox: _Inbox) -> None:

@@ -278,8 +278,8 @@ def test_a_compressed_source_is_sent_as_stored_and_decompressed_on_every_node() 
     raw = [os.urandom(100_000) + bytes(156_144), b"x" * 5000, os.urandom(77)]
     sinks = [BytesSink() for _ in range(3)]
     source = _Chunks(raw)
-    report, results = run_session(source, sinks, {"nodes": 3, "key": b"k"},
-                                  [{"key": b"k"} for _ in range(3)])
+    report, results = run_session(source, sinks, {"nodes": 3, "key": KEY},
+                                  [{"key": KEY} for _ in range(3)])
     assert report.ok and source.taken == 3
     assert report.digest == blake3.blake3(b"".join(raw)).hexdigest()
     for sink, res in zip(sinks, results, strict=True):

@@ -17,6 +17,7 @@ from ka.errors import KaError
 
 # Order is the order of `ka --help`.
 LAYER_CLIS = (
+    "ka.keys",
     "ka.transport.cli",
     "ka.disk.cli",
     "ka.clone.cli",

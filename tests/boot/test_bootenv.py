@@ -70,7 +70,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         f.write("kernel/fs/ext4/ext4.ko\n")
     key = os.path.join(tmp, "key")
     with open(key, "wb") as f:
-        f.write(b"k" * 32)
+        f.write(os.urandom(32))
     output = os.path.join(tmp, "out")
     report = bootenv.build(output, kernel=kernel, modules_dir=mods, key_file=key)
     yield Built(output, report)

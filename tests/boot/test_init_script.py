@@ -177,10 +177,31 @@ def test_udhcpc_hook_configures_and_records(tmp_path: os.PathLike[str]) -> None:
            "siaddr": "10.9.0.2", "serverid": "10.9.0.3", "hostname": "node07"}
     subprocess.run([*isolated(), BUSYBOX, "sh", hook, "bound"], env=env, check=True, timeout=10)
     with open(os.path.join(tmp, "dhcp.env")) as f:
-        assert f.read() == "KA_ADDRESS=10.9.0.123\nKA_NEXT_SERVER=10.9.0.2\nKA_NAME=node07\n"
+        assert f.read() == "KA_ADDRESS='10.9.0.123'\nKA_NEXT_SERVER='10.9.0.2'\nKA_NAME='node07'\n"
     with open(os.path.join(tmp, "ip.log")) as f:
         assert f.read().splitlines() == [
             "-4 addr flush dev eth0",
             "addr add 10.9.0.123/24 broadcast 10.9.0.255 dev eth0",
             "route add default via 10.9.0.1 dev eth0",
         ]
+
+
+@pytest.mark.parametrize("hostname", ["x$(touch {tmp}/pwned)", "a;touch {tmp}/pwned", "a'b",
+                                      "`touch {tmp}/pwned`", "two words", "x\ntouch {tmp}/pwned"])
+def test_a_hostile_dhcp_host_name_is_never_run(hostname: str, tmp_path: os.PathLike[str]) -> None:
+    # Whoever answers DHCP on the LAN names the node; /init sources what the hook wrote.
+    tmp = os.fspath(tmp_path)
+    hook = os.path.join(tmp, "hook")
+    with open(hook, "w") as f:
+        f.write(init_script.UDHCPC_SCRIPT)
+    fake_ip = os.path.join(tmp, "ip")
+    with open(fake_ip, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(fake_ip, 0o755)
+    env = {"PATH": os.environ["PATH"], "KA_IP": fake_ip, "KA_RUN": tmp, "interface": "eth0",
+           "ip": "10.9.0.123", "siaddr": "10.9.0.2", "hostname": hostname.format(tmp=tmp)}
+    subprocess.run([*isolated(), BUSYBOX, "sh", hook, "bound"], env=env, check=True, timeout=10)
+    result = subprocess.run([BUSYBOX, "sh", "-c", f'. {tmp}/dhcp.env; echo "name=$KA_NAME"'],
+                            capture_output=True, text=True, timeout=10, check=True)
+    assert not os.path.exists(os.path.join(tmp, "pwned"))
+    assert result.stdout == "name=\n"

@@ -27,9 +27,10 @@ PLAN = ClonePlan(
 
 
 def node(name: str | None, pos: int, state: str = "ok", attachment: bytes | None = None,
-         reason: str | None = None) -> NodeReport:
-    return NodeReport(f"10.0.0.{pos}:4000", name, pos, state, 100, 1.0, state == "ok", 0,
-                      reason, attachment)
+         reason: str | None = None, at: int | None = None) -> NodeReport:
+    """A node at position `pos` of a session, joined from 10.0.0.AT (default: POS)."""
+    return NodeReport(f"10.0.0.{at or pos}:{4000 + pos}", name, pos, state, 100, 1.0,
+                      state == "ok", 0, reason, attachment)
 
 
 def install_report(name: str, pos: int, reason: str | None = None) -> bytes:
@@ -61,7 +62,7 @@ def test_evicted_node_is_not_waited_for_and_reports_are_stored(tmp_path: Path) -
         "t-fs-1": session(node("node01", 1), node("node02", 2, "evicted", reason="killed"),
                           node("node03", 3, "failed", reason="tar exited 2")),
         "t-done": session(node("node01", 1, attachment=install_report("node01", 1)),
-                          node("node03", 2, attachment=install_report("node03", 3, "tar"))),
+                          node("node03", 2, attachment=install_report("node03", 3, "tar"), at=3)),
     })
     settings = SessionSettings(logs_dir=str(tmp_path / "logs"), join_timeout=7)
     result = run_clone(PLAN, settings, send=fake)
@@ -114,8 +115,8 @@ def test_all_ok(tmp_path: Path) -> None:
     fake = FakeSend({
         "t-plan": session(node(None, 1), node(None, 2)),
         "t-fs-1": session(node("a", 1), node("b", 2)),
-        "t-done": session(node("b", 1, attachment=install_report("b", 2)),
-                          node("a", 2, attachment=install_report("a", 1))),
+        "t-done": session(node("b", 1, attachment=install_report("b", 2), at=2),
+                          node("a", 2, attachment=install_report("a", 1), at=1)),
     })
     two = ClonePlan(**{**PLAN.__dict__, "nodes": 2})
     result = run_clone(two, SessionSettings(logs_dir=str(tmp_path)), send=fake)
@@ -389,3 +390,56 @@ def test_a_logs_directory_that_cannot_be_made_is_refused_before_any_session(
         run_clone(PLAN, SessionSettings(logs_dir=str(taken)), send=fake)
     assert e.value.hint is not None and "--logs DIR" in e.value.hint
     assert fake.calls == []
+
+
+def test_a_node_cannot_file_its_report_under_another_nodes_position(tmp_path: Path) -> None:
+    # node03 (a key holder) hands over two reports: one claiming node02's position (which
+    # failed) says "installed"; node02's own report says it failed. Reports are filed by
+    # the connection they came on: node02 stays failed, node03's forgery lands on node03.
+    forged = InstallReport("node02", 2, "ok", None, (), (), 0.0, 1.0, mac="52:54:00:00:00:02")
+    fake = FakeSend({
+        "t-plan": session(node(None, 1), node(None, 2), node(None, 3)),
+        "t-fs-1": session(node("node01", 1), node("node02", 2), node("node03", 3)),
+        "t-done": session(
+            node("node01", 1, attachment=install_report("node01", 1)),
+            node("node02", 2, attachment=install_report("node02", 2, "mkfs failed")),
+            node("node02", 3, attachment=forged.to_json().encode()),  # from 10.0.0.3
+        ),
+    })
+    result = run_clone(PLAN, SessionSettings(logs_dir=str(tmp_path)), send=fake)
+    by_position = {o.position: o for o in result.nodes}
+    assert by_position[2].result == "failed" and by_position[2].reason == "mkfs failed"
+    assert by_position[2].address == "10.0.0.2"
+    assert by_position[3].address == "10.0.0.3"
+    assert by_position[3].report is not None and by_position[3].report.position == 3
+    assert not result.ok
+
+
+def test_reports_from_outside_the_plan_session_are_refused(tmp_path: Path) -> None:
+    # A key holder that never joined the plan session reports "installed" for position 1.
+    fake = FakeSend({
+        "t-plan": session(node(None, 1)),
+        "t-fs-1": session(node("node01", 1, "failed", reason="tar exited 2")),
+        "t-done": session(node("node01", 1, attachment=install_report("node01", 1, "tar")),
+                          node("node01", 2, attachment=install_report("node01", 1), at=99)),
+    })
+    one = ClonePlan(**{**PLAN.__dict__, "nodes": 1})
+    result = run_clone(one, SessionSettings(logs_dir=str(tmp_path)), send=fake)
+    assert [(o.position, o.result) for o in result.nodes] == [(1, "failed")]
+    assert any("refused the report of node01 from 10.0.0.99" in w for w in result.warnings)
+    summary = json.loads((tmp_path / "t/summary.json").read_text())
+    assert any("10.0.0.99" in w for w in summary["warnings"])
+
+
+def test_one_report_per_plan_position(tmp_path: Path) -> None:
+    # node01 reports twice (the second time "ok"): only the first counts.
+    fake = FakeSend({
+        "t-plan": session(node(None, 1)),
+        "t-fs-1": session(node("node01", 1)),
+        "t-done": session(node("node01", 1, attachment=install_report("node01", 1, "tar")),
+                          node("node01", 2, attachment=install_report("node01", 1), at=1)),
+    })
+    one = ClonePlan(**{**PLAN.__dict__, "nodes": 1})
+    result = run_clone(one, SessionSettings(logs_dir=str(tmp_path)), send=fake)
+    assert [(o.position, o.result) for o in result.nodes] == [(1, "failed")]
+    assert any("reported already" in w for w in result.warnings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -12,7 +13,7 @@ import pytest
 from ka.clone.status import ConsoleError, StatusService, console
 from ka.errors import KaError
 
-KEY = b"k" * 32
+KEY = os.urandom(32)
 
 
 @pytest.fixture

@@ -33,6 +33,9 @@ from ka.transport import (
     send,
 )
 
+KEY = os.urandom(32)
+OTHER_KEY = os.urandom(32)
+
 
 def run_session(source: Any, sinks: list[Any], send_opts: dict[str, Any],
                 recv_opts: list[dict[str, Any]], first_alone: int = 0) -> tuple[Any, list[Any]]:
@@ -82,8 +85,8 @@ def test_bytes_to_bytes_with_attachments_and_names() -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     sinks = [BytesSink() for _ in range(3)]
     report, results = run_session(
-        BytesSource(data), sinks, {"nodes": 3, "key": b"k"},
-        [{"key": b"k", "name": f"n{i}", "attachment": f"install report {i}".encode()}
+        BytesSource(data), sinks, {"nodes": 3, "key": KEY},
+        [{"key": KEY, "name": f"n{i}", "attachment": f"install report {i}".encode()}
          for i in range(3)],
     )
     assert report.ok
@@ -143,8 +146,8 @@ def test_no_sender() -> None:
 
 def test_wrong_key_is_rejected_by_the_library() -> None:
     sinks = [BytesSink(), BytesSink()]
-    _, results = run_session(BytesSource(b"x" * 1000), sinks, {"nodes": 1, "key": b"a"},
-                             [{"key": b"b"}, {"key": b"a"}], first_alone=1)
+    _, results = run_session(BytesSource(b"x" * 1000), sinks, {"nodes": 1, "key": KEY},
+                             [{"key": OTHER_KEY}, {"key": KEY}], first_alone=1)
     assert isinstance(results[0], Rejected)
     assert sinks[0].data == b"" and sinks[1].data == b"x" * 1000
 
@@ -201,8 +204,8 @@ def test_sealed_and_compressed_stream_arrives_intact() -> None:
     data += os.urandom(600 * 1024)  # chunks that do not compress travel sealed only
     sinks = [BytesSink() for _ in range(2)]
     report, results = run_session(BytesSource(data), sinks,
-                                  {"nodes": 2, "key": b"k", "compress": "zstd"},
-                                  [{"key": b"k"}, {"key": b"k"}])
+                                  {"nodes": 2, "key": KEY, "compress": "zstd"},
+                                  [{"key": KEY}, {"key": KEY}])
     assert report.ok and report.bytes == len(data)
     assert [s.data == data for s in sinks] == [True, True]
     assert all(r.digest == report.digest for r in results)
@@ -275,8 +278,8 @@ def test_a_compressed_source_is_sent_as_stored_and_decompressed_on_every_node() 
     raw = [os.urandom(100_000) + bytes(156_144), b"x" * 5000, os.urandom(77)]
     sinks = [BytesSink() for _ in range(3)]
     source = _Chunks(raw)
-    report, results = run_session(source, sinks, {"nodes": 3, "key": b"k"},
-                                  [{"key": b"k"} for _ in range(3)])
+    report, results = run_session(source, sinks, {"nodes": 3, "key": KEY},
+                                  [{"key": KEY} for _ in range(3)])
     assert report.ok and source.taken == 3
     assert report.digest == blake3.blake3(b"".join(raw)).hexdigest()
     for sink, res in zip(sinks, results, strict=True):

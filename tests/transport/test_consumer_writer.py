@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -12,14 +13,16 @@ from ka.transport.frame import DATA, END, EndOfStream, encode_frame, session_key
 from ka.transport.node import ConsumerWriter
 from ka.transport.relay import SharedRing
 
-CHUNK = subkey(session_key(b"k"), b"chunk")
+CHUNK = subkey(session_key(b"k" * 32), b"chunk")
 
 
-def feed(chunks: list[bytes], end: EndOfStream | None = None) -> tuple[ConsumerWriter, BytesSink]:
+def feed(chunks: list[bytes], end: EndOfStream | None = None,
+         session_id: bytes | None = None) -> tuple[ConsumerWriter, BytesSink]:
     """A ring holding `chunks` and an end frame (by default the true one), drained by a writer."""
     ring = SharedRing(1024 * 1024)
     sink = BytesSink()
-    writer = ConsumerWriter(ring, sink, lambda: None, lambda reason: None)
+    writer = ConsumerWriter(ring, sink, lambda: None, lambda reason: None,
+                            session_id=session_id)
     writer.start()
     offset = 0
     for chunk in chunks:
@@ -50,6 +53,18 @@ def test_a_stream_shorter_than_the_senders_is_a_mismatch() -> None:
     data = b"alpha" + b"beta" + b"gamma"
     writer, _ = feed([b"alpha", b"beta"], EndOfStream(len(data), 0, blake3.blake3(data).digest()))
     assert writer.mismatch is not None and "got 9 bytes" in writer.mismatch
+
+
+def test_the_end_of_another_sessions_stream_is_a_mismatch() -> None:
+    # A stream recorded in an older session (same key, encryption off) replayed to a node:
+    # its end frame names that session, not the one the node joined.
+    data = b"alpha" + b"beta"
+    old = EndOfStream(len(data), 0, blake3.blake3(data).digest(), b"o" * 16)
+    writer, _ = feed([b"alpha", b"beta"], old, session_id=b"n" * 16)
+    assert writer.mismatch == "the end of the stream names another session"
+    writer, _ = feed([b"alpha", b"beta"], dataclasses.replace(old, session=b"n" * 16),
+                     session_id=b"n" * 16)
+    assert writer.mismatch is None
 
 
 def test_interrupt_ends_a_consumer_pipeline_that_takes_nothing(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from ka.transport.frame import (
     END,
     PREFIX,
     EndOfStream,
+    chunk_key,
     encode_frame,
     frame_payload,
     parse_header,
@@ -54,6 +55,14 @@ def test_wrong_key_is_rejected() -> None:
     other = subkey(session_key(b"other"), b"chunk")
     with pytest.raises(ProtocolError, match="MAC"):
         verify_frame(other, frame, 0)
+
+
+def test_a_frame_of_another_session_under_the_same_key_is_rejected() -> None:
+    root = session_key(b"s" * 32)
+    old_session = encode_frame(chunk_key(root, b"o" * 16), DATA, b"payload", offset=0)
+    with pytest.raises(ProtocolError, match="MAC"):
+        verify_frame(chunk_key(root, b"n" * 16), old_session, 0)
+    verify_frame(chunk_key(root, b"o" * 16), old_session, 0)
 
 
 def test_open_session_key_differs_from_keyed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import time
@@ -79,8 +80,8 @@ def test_discovery_by_name_and_chain_across_namespaces(lab: LabNetwork, tmp_path
 def test_middle_node_killed_and_wrong_key_in_the_lab(lab: LabNetwork, tmp_path: Path) -> None:
     c = lab_cluster(tmp_path, lab, "lab-heal")
     key, wrong = tmp_path / "key", tmp_path / "wrong"
-    key.write_bytes(b"lab key")
-    wrong.write_bytes(b"not the lab key")
+    key.write_bytes(os.urandom(32))
+    wrong.write_bytes(os.urandom(32))
     try:
         path, digest = c.data(12 * MiB)
         c.send("--command", c.slow(path, pause=0.05), "--key-file", str(key),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import time
 
@@ -73,8 +74,8 @@ def test_consumer_that_stops_reading_early_is_a_failure(cluster: Cluster) -> Non
 
 def test_wrong_key_gets_nothing_and_the_others_finish(cluster: Cluster) -> None:
     key, wrong = cluster.tmp / "key", cluster.tmp / "wrong"
-    key.write_bytes(b"the right key\n")
-    wrong.write_bytes(b"another key\n")
+    key.write_bytes(os.urandom(32).hex().encode() + b"\n")
+    wrong.write_bytes(os.urandom(32))
     path, digest = cluster.data(4 * MiB)
     cluster.send("--input", str(path), "--key-file", str(key))
     cluster.receive("intruder", "--key-file", str(wrong))
@@ -112,7 +113,7 @@ def test_stray_connections_do_not_disturb_the_session(cluster: Cluster) -> None:
 def _key(cluster: Cluster) -> object:
     key = cluster.tmp / "key"
     if not key.exists():
-        key.write_bytes(b"k3y")
+        key.write_bytes(os.urandom(32))
     return key
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 
 from ka.transport.options import Event, NodeReport, SessionReport
-from ka.transport.view import EventView
+from ka.transport.view import EventView, printable
 
 REPORT = SessionReport(
     nodes=(
@@ -59,3 +61,42 @@ def test_json_mode_is_one_object_per_line(capsys: pytest.CaptureFixture[str]) ->
     assert summary["event"] == "summary" and summary["ok"] is False
     assert [n["state"] for n in summary["nodes"]] == ["ok", "failed", "evicted"]
     assert len(lines) == 2
+
+
+HOSTILE = ["[/]", "[bold red]x", "[link=http://x]y[/link]", "evil\x1b[2J\rname"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_node_names_are_shown_as_text_on_a_terminal(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node named `[/]` made `ka send` raise MarkupError on a terminal and end the session."""
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    view = EventView(json_mode=False, role="send")
+    assert view.tty
+    with view:
+        view.event(Event("joined", f"{name} joined (1/1)"))
+        view.event(Event("progress", "produced 1.0 MB", data={"produced": 1_000_000, "nodes": [
+            {"node": "10.0.0.2:4000", "name": name, "position": 1, "state": "active",
+             "bytes": 1_000_000, "mb_per_s": 1.0}]}))
+        view.event(Event("failed", f"{name}: consumer said [/] {name}"))
+    shown = term.getvalue()
+    assert printable(name) in shown  # literally, brackets and all
+    assert "\x1b[2J" not in shown and "\r" not in printable(name)
+
+
+def test_hostile_names_in_plain_lines_and_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    view = EventView(json_mode=False, role="send")
+    view.event(Event("joined", "x\x1b]0;owned\x07 joined"))
+    bad = NodeReport("10.0.0.2:4000", "[/]\x1b[31m", 1, "failed", 0, 1.0, False, 1,
+                     "[bold]reason\r\nka: forged line")
+    view.summary(SessionReport((bad,), 0, 1.0, 0.0, "ab" * 32))
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\x07" not in err
+    assert "x\\x1b]0;owned\\x07 joined" in err
+    assert "[/]\\x1b[31m" in out and "[bold]reason\\x0d\\x0aka: forged line" in out

@@ -21,6 +21,7 @@ from ka import run
 from ka.boot import init_script, kmodules
 from ka.boot.initramfs import FileTree, InitramfsError, parse_ldd, write_initramfs
 from ka.errors import KaError, ToolMissingError
+from ka.keys import encode_key, read_key_file
 
 SITE = "/usr/lib/ka/site"  # ka and its Python dependencies, on PYTHONPATH of /usr/local/bin/ka
 KA_WRAPPER = "/usr/local/bin/ka"
@@ -110,8 +111,9 @@ def add_base(tree: FileTree, key_file: str | None) -> None:
     tree.text("/etc/group", "root:x:0:\n")
     tree.text("/etc/hostname", "ka\n")
     if key_file is not None:
-        with open(key_file, "rb") as f:
-            tree.blob(init_script.KEY_PATH, f.read(), mode=0o600)
+        # Read by the one key reader, so a key that `ka install` would refuse is refused
+        # now, not on every node at boot.
+        tree.blob(init_script.KEY_PATH, encode_key(read_key_file(key_file)), mode=0o600)
 
 
 def add_busybox(tree: FileTree) -> None:

@@ -194,10 +194,13 @@ case "$1" in
         for r in $router; do
             $ipcmd route add default via "$r" dev "$interface" && break
         done
+        # /init sources this file: whatever the DHCP server sent is quoted, and only what
+        # looks like an address or a host name is kept (a name like $(reboot) is dropped).
+        server=${siaddr:-$serverid}
         {
-            echo "KA_ADDRESS=$ip"
-            echo "KA_NEXT_SERVER=${siaddr:-$serverid}"
-            [ -n "$hostname" ] && echo "KA_NAME=$hostname"
+            case "$ip" in *[!0-9.]*|"") ;; *) echo "KA_ADDRESS='$ip'" ;; esac
+            case "$server" in *[!0-9.]*|"") ;; *) echo "KA_NEXT_SERVER='$server'" ;; esac
+            case "$hostname" in *[!A-Za-z0-9._-]*|"") ;; *) echo "KA_NAME='$hostname'" ;; esac
         } > "$run/dhcp.env"
         ;;
 esac

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import socket
 import sys
@@ -41,6 +40,8 @@ from ka.clone.view import (
 from ka.errors import UsageError
 from ka.image.deploy import image_sources
 from ka.image.store import DEFAULT_STORE
+from ka.keys import add_key_option, key_from_args
+from ka.transport.view import printable
 
 DEFAULT_PORT = 30765
 
@@ -111,8 +112,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--hostnames", metavar="FILE|PATTERN",
                    help="node names: a pattern like node{n:02d} or a file of "
                         "'MAC|IP|POSITION NAME' lines")
-    p.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"),
-                   help="session key (default $KA_KEY_FILE); without one the sessions are open")
+    add_key_option(p, "; without one the sessions are open")
     p.add_argument("--session-prefix", default="ka", metavar="P", help="session names (ka)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help="port of the plan session; the next sessions use the next ports")
@@ -142,7 +142,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--disk", action="append", default=[], metavar="DRIVE=DEV",
                    help="put golden disk DRIVE on DEV (default: free disks in order and size)")
     q.add_argument("--target", default="/mnt/ka", help="where the clone is mounted (/mnt/ka)")
-    q.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"))
+    add_key_option(q)
     q.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help="the --port of `ka clone` (its sessions use the next ports too)")
     q.add_argument("--bootloader", choices=("grub", "none"),
@@ -163,7 +163,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     c.add_argument("node", metavar="NODE", help="address of the node (ADDR or ADDR:PORT)")
     c.add_argument("--port", type=int, default=STATUS_PORT)
-    c.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"))
+    add_key_option(c, "; --exec needs one")
     c.add_argument("--exec", nargs=argparse.REMAINDER, metavar="CMD",
                    help="run CMD on the node (it must run with --allow-exec and a key)")
     c.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
@@ -249,15 +249,6 @@ def _hostnames(value: str | None) -> HostnameRule | None:
     return parse_pattern(value)
 
 
-def read_key(path: str | None) -> bytes | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise UsageError(f"--key-file {path}: {e.strerror}") from e
-
-
 def cmd_clone(args: argparse.Namespace) -> int:
     if args.serve and args.image is None:
         raise UsageError("--serve needs --image",
@@ -276,6 +267,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
     if args.serve and args.wait_timeout is not None:
         raise UsageError("--wait-timeout has no meaning with --serve",
                          hint="use --batch-wait to gather nodes into a wave")
+    key = key_from_args(args)  # a bad key file is said before any disk is probed
     opts = dataclasses.replace(
         selection_options(args, nodes=args.nodes, prefix=args.session_prefix,
                           reports_before_release=args.pxe is not None),
@@ -284,7 +276,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
     # not after the nodes are installed.
     pxe = bootswitch.check_state(args.pxe) if args.pxe is not None else None
     settings = SessionSettings(
-        root=args.root or "/", port=args.port, key=read_key(args.key_file),
+        root=args.root or "/", port=args.port, key=key,
         join_timeout=args.join_timeout, stall_timeout=args.stall_timeout, bind=args.bind,
         logs_dir=args.logs, wait_timeout=args.wait_timeout,
         min_nodes=args.min_nodes or (1 if args.wait_timeout is not None else None),
@@ -344,7 +336,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
             print("\n".join(describe_switch(done)))
     for done in switched:
         for warning in done.warnings:
-            print(f"ka: warning: {warning}", file=sys.stderr)
+            print(printable(f"ka: warning: {warning}"), file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -384,7 +376,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         prefix=args.session_prefix,
         host=args.host,
         port=args.port,
-        key=read_key(args.key_file),
+        key=key_from_args(args),
         disks=parse_disk_options(args.disk),
         target=args.target,
         bootloader=args.bootloader,
@@ -432,7 +424,11 @@ def cmd_console(args: argparse.Namespace) -> int:
         if not text.isdigit():
             raise UsageError(f"{args.node}: expected ADDR or ADDR:PORT")
         port = int(text)
-    reply = console(host, port, read_key(args.key_file), lambda line: print(line, flush=True),
+    key = key_from_args(args)
+    if args.exec is not None and key is None:
+        raise UsageError("--exec needs a session key (--key-file)",
+                         hint="a node never runs a command for a console without its key")
+    reply = console(host, port, key, lambda line: print(printable(line), flush=True),
                     exec_argv=args.exec, connect_timeout=args.connect_timeout)
     if args.exec is None:
         return 0

@@ -250,30 +250,26 @@ class CloneRun:
                 done = one(plan.done_session, BytesSource(b"ka clone done\n"), progress.alive)
             except KaError as e:
                 progress.errors.append(f"{plan.done_session}: {e}")
-        outcomes = _outcomes(first, self.sessions[1:], reports if plan.report_session else done)
+        refused: list[str] = []
+        outcomes = _outcomes(first, self.sessions[1:],
+                             reports if plan.report_session else done, refused)
+        progress.warnings += refused
         logs = store_logs(settings.logs_dir, plan, self.sessions, outcomes, progress.errors,
                           progress.warnings, progress.before_release, settings.logs_name)
         return CloneResult(tuple(self.sessions), outcomes, logs, tuple(progress.errors),
                            tuple(progress.warnings), progress.before_release)
 
 
-def _outcomes(first: Any, later: Sequence[tuple[str, Any]], handover: Any
-              ) -> tuple[NodeOutcome, ...]:
-    """Every node's result, from the session in which the nodes handed their reports over."""
-    reports: dict[int, InstallReport] = {}
-    unreadable: list[str] = []
-    for n in handover.nodes if handover is not None else ():
-        if not n.attachment:
-            continue
-        try:
-            got = InstallReport.from_json(n.attachment)
-        except (ValueError, TypeError, KeyError):
-            unreadable.append(n.name or n.node)
-            continue
-        if n.state != "ok" and got.result == "ok":
-            got = dataclasses.replace(got, result="failed",
-                                      reason=f"final session: {n.reason or n.state}")
-        reports[got.position] = got
+def _outcomes(first: Any, later: Sequence[tuple[str, Any]], handover: Any,
+              refused: list[str] | None = None) -> tuple[NodeOutcome, ...]:
+    """Every node's result, from the session in which the nodes handed their reports over.
+
+    A report is filed under the identity of the connection that brought it (`bind_reports`),
+    never under the position written inside it; what could not be bound goes to `refused`.
+    """
+    reports, unreadable, turned_away = bind_reports(first, handover)
+    if refused is not None:
+        refused += turned_away
     reported = {r.node for r in reports.values()}
     # Nodes that vanished: the last thing any session said about a name that never reported.
     lost: list[tuple[str, str]] = []
@@ -292,12 +288,66 @@ def _outcomes(first: Any, later: Sequence[tuple[str, Any]], handover: Any
         elif r is None:
             name, reason = lost.pop(0) if lost else (n.name or n.node,
                                                      "did not reach the final session")
+            if n.position in unreadable:
+                name, reason = unreadable.pop(n.position), "its install report was unreadable"
             out.append(NodeOutcome(name, n.position, "failed", reason, address=address))
         else:
             out.append(NodeOutcome(r.node, n.position, r.result, r.reason, r, address))
-    for name in unreadable:
+    for name in unreadable.values():
         out.append(NodeOutcome(name, 0, "failed", "its install report was unreadable"))
     return tuple(out)
+
+
+def bind_reports(first: Any, handover: Any
+                 ) -> tuple[dict[int, InstallReport], dict[int, str], list[str]]:
+    """File each handed-over report under a plan position by who sent it, not what it says.
+
+    A report counts only from an address that a node of the plan session joined from, and
+    only for a position that joined from that address and has not reported yet: one node
+    cannot speak for another (a failed one "installed", or a chosen PXE menu switched).
+    Nodes sharing one address (NAT, one host) cannot be told apart by the connection: among
+    them the position written in the report decides. Returns the reports by position,
+    the names of the unreadable ones (by position when it is known, else by a negative
+    key), and why reports were refused.
+    """
+    free: dict[str | None, list[int]] = {}
+    for n in first.nodes:
+        if n.state == "ok":
+            free.setdefault(joined_from(n.node), []).append(n.position)
+    reports: dict[int, InstallReport] = {}
+    unreadable: dict[int, str] = {}
+    refused: list[str] = []
+    for n in handover.nodes if handover is not None else ():
+        if not n.attachment:
+            continue
+        address, who = joined_from(n.node), n.name or n.node
+        left = free.get(address, [])
+        if not left:
+            refused.append(f"refused the report of {who} from {address}: no node of the plan "
+                           "session joined from that address, or it has reported already")
+            continue
+        try:
+            got: InstallReport | None = InstallReport.from_json(n.attachment)
+        except (ValueError, TypeError, KeyError):
+            got = None
+        claimed = got.position if got is not None else None
+        position = claimed if claimed in left else left[0] if len(left) == 1 else None
+        if position is None:
+            if got is None:
+                unreadable[-1 - len(unreadable)] = who
+            else:
+                refused.append(f"refused the report of {who} from {address}: it claims "
+                               f"position {claimed}, which did not join from there")
+            continue
+        left.remove(position)
+        if got is None:
+            unreadable[position] = who
+            continue
+        if n.state != "ok" and got.result == "ok":
+            got = dataclasses.replace(got, result="failed",
+                                      reason=f"final session: {n.reason or n.state}")
+        reports[position] = dataclasses.replace(got, position=position)
+    return reports, unreadable, refused
 
 
 def joined_from(node_id: str) -> str | None:

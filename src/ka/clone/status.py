@@ -18,10 +18,12 @@ from typing import Any
 
 from ka import run
 from ka.errors import KaError
+from ka.keys import check_key
 from ka.transport import auth
 from ka.transport.channel import Channel, initiate, respond
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import session_key, subkey
+from ka.transport.gate import Gate, accept_loop
 
 STATUS_PORT = 30760  # below the session ports, which count up from 30765
 BACKLOG = 5000  # log lines kept for a console that connects late
@@ -42,20 +44,25 @@ class StatusService:
 
     def __init__(self, node: str, key: bytes | None, *, port: int = STATUS_PORT,
                  bind: str = "0.0.0.0", allow_exec: bool = False) -> None:
+        check_key(key)
         if allow_exec and key is None:
             raise KaError("--allow-exec needs a session key (--key-file)",
                           hint="without a key anyone on the network could run commands")
         self.node = node
         self.current = ""
         self._root = status_key(key)
-        self._allow_exec = allow_exec
+        # Never with the open-session key, which anyone can derive (checked again per request).
+        self._allow_exec = allow_exec and key is not None
         self._lines: deque[tuple[int, str]] = deque(maxlen=BACKLOG)
         self._seq = 0  # lines ever logged; the deque forgets the oldest
         self._cond = threading.Condition()
         self._closed = False
         self._sock = socket.create_server((bind, port))
         self.port = int(self._sock.getsockname()[1])
-        threading.Thread(target=self._accept, name="status", daemon=True).start()
+        threading.Thread(target=accept_loop, name="status", daemon=True, args=(
+            self._sock, self._greet, self._serve, lambda: self._closed,
+            lambda kind, text: self.log(f"status service: {text}"), Gate(), "status-conn",
+        )).start()
 
     def log(self, line: str) -> None:
         with self._cond:
@@ -76,20 +83,14 @@ class StatusService:
             pass
         self._sock.close()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _peer = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
+    def _greet(self, sock: socket.socket, _peer: tuple[str, int]) -> Channel | None:
         try:
-            _, chan = respond(sock, self._root, (auth.CONTROL,))
+            return respond(sock, self._root, (auth.CONTROL,))[1]
         except (ProtocolError, OSError):
-            sock.close()  # a stray or keyless peer: it gets nothing
-            return
+            sock.close()  # a stray, slow or keyless peer: it gets nothing
+            return None
+
+    def _serve(self, chan: Channel) -> None:
         try:
             chan.send("hello", node=self.node, step=self.current, exec=self._allow_exec)
             threading.Thread(target=self._requests, args=(chan,), daemon=True).start()

@@ -16,6 +16,7 @@ from ka.clone.bootswitch import BootSwitch
 from ka.clone.deploy import CloneResult, SessionSettings, node_json, source_for
 from ka.clone.plan import ClonePlan, Stream
 from ka.transport import CompressedSource
+from ka.transport.view import plain, printable
 
 
 def describe_plan(plan: ClonePlan, settings: SessionSettings,
@@ -113,27 +114,27 @@ class LiveTable:
                          f"{r['state']}"
                          + (f" ETA {r['eta']}" if r["eta"] else "")
                          for n, r in sorted(self.rows.items()) if r["session"] == session]
-                print(f"ka: [{session}] {ev.message}; " + ", ".join(parts),
+                print(printable(f"ka: [{session}] {ev.message}; " + ", ".join(parts)),
                       file=sys.stderr, flush=True)
             return
         self.say(f"ka: [{session}] {ev.message}")
 
     def say(self, line: str) -> None:
         if self._live is not None:
-            self._live.console.print(line)
+            self._live.console.print(plain(line))
         else:
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line), file=sys.stderr, flush=True)
 
     def _render(self) -> Any:
         from rich.table import Table
 
-        t = Table(title=f"ka clone: session {self.session}")
+        t = Table(title=plain(f"ka clone: session {self.session}"))
         for col in ("node", "step", "session", "state", "MB", "MB/s", "ETA"):
             t.add_column(col, justify="right" if col in ("MB", "MB/s", "ETA") else "left")
         for name, r in sorted(self.rows.items()):
-            t.add_row(name, r["step"], r["session"], str(r.get("state", "")),
-                      f"{r.get('bytes', 0) / 1e6:.1f}", f"{r.get('mb_per_s', 0.0):.1f}",
-                      r.get("eta") or "")
+            t.add_row(plain(name), plain(r["step"]), plain(r["session"]),
+                      plain(r.get("state", "")), f"{r.get('bytes', 0) / 1e6:.1f}",
+                      f"{r.get('mb_per_s', 0.0):.1f}", plain(r.get("eta") or ""))
         return t
 
     def close(self) -> None:
@@ -197,7 +198,8 @@ def summary(result: CloneResult) -> str:
     lines += ["", "node          result  seconds  reason"]
     for o in result.nodes:
         secs = f"{o.report.seconds:.1f}" if o.report else "-"
-        lines.append(f"{o.name:<12}  {o.result:<6}  {secs:>7}  {o.reason or ''}")
+        lines.append(f"{printable(o.name):<12}  {o.result:<6}  {secs:>7}  "
+                     f"{printable(o.reason or '')}")
     for w in result.warnings:
         lines.append(f"golden node warning: {w}")
     for e in result.errors:
@@ -211,13 +213,15 @@ def summary(result: CloneResult) -> str:
 def describe_switch(done: BootSwitch) -> list[str]:
     """The --pxe part of the summary: what each node boots next, and what was left alone."""
     lines = [f"\nnetwork boot in {done.state_dir} (ka pxe):"]
-    lines += [f"  {m.node}: local (MAC {m.mac}, matched by {m.how})" for m in done.local]
-    lines += [f"  {m.node}: failed, set back to ka (MAC {m.mac}, matched by {m.how})"
+    # Names, MACs and what matched come from the nodes' reports: shown as text only.
+    lines += [printable(f"  {m.node}: local (MAC {m.mac}, matched by {m.how})")
+              for m in done.local]
+    lines += [printable(f"  {m.node}: failed, set back to ka (MAC {m.mac}, matched by {m.how})")
               for m in done.ka]
-    lines += [f"  {name}: failed, stays on ka" for name in done.stay]
-    lines += [f"  {u.node}: installed, NOT switched, still boots ka ({u.why}); run: {u.command}"
-              for u in done.unswitched]
-    lines += [f"  warning: {w}" for w in done.warnings]
+    lines += [printable(f"  {name}: failed, stays on ka") for name in done.stay]
+    lines += [printable(f"  {u.node}: installed, NOT switched, still boots ka ({u.why}); "
+                        f"run: {u.command}") for u in done.unswitched]
+    lines += [printable(f"  warning: {w}") for w in done.warnings]
     if len(lines) == 1:
         lines.append("  nothing to switch")
     return lines

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ka.clone.cli import add_selection_options, read_key, selection_options
+from ka.clone.cli import add_selection_options, selection_options
 from ka.image.capture import CaptureOptions, Progress, capture
 from ka.image.manifest import ImageError, Manifest, read_manifest
 from ka.image.store import DEFAULT_STORE, check_files, label, list_images, resolve, verify_stream
+from ka.keys import add_key_option, key_from_args
 
 EPILOG = f"""\
 An image is a directory: manifest.json (format version, name, creation time, source host, ka
@@ -47,8 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="the new image directory (a bare NAME: STORE/NAME); never overwritten")
     add_selection_options(c)
     c.add_argument("--name", help="the image's name (default: the directory's)")
-    c.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"),
-                   help="authenticate the manifest with this key (default $KA_KEY_FILE)")
+    add_key_option(c, "; it authenticates the manifest")
     c.add_argument("--store", default=DEFAULT_STORE, metavar="DIR")
     c.add_argument("--no-space-check", action="store_true",
                    help="do not refuse when the free space is below the uncompressed data")
@@ -66,8 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                      "the digest of the decompressed data.")
     v.add_argument("image", metavar="DIR|NAME")
     v.add_argument("--store", default=DEFAULT_STORE, metavar="DIR")
-    v.add_argument("--key-file", default=os.environ.get("KA_KEY_FILE"),
-                   help="check the manifest's MAC with this key (the capture's)")
+    add_key_option(v, "; the capture's, to check the manifest's MAC")
     v.add_argument("--quick", action="store_true",
                    help="hash the stored files only, without decompressing them")
     v.set_defaults(func=cmd_verify)
@@ -117,7 +115,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     # A SIGTERM ends a capture like Ctrl-C does: tar is ended, the partial image removed.
     signal.signal(signal.SIGTERM, _interrupt)
     output = resolve(args.output, args.store) if "/" not in args.output else Path(args.output)
-    key = read_key(args.key_file)
+    key = key_from_args(args)
     opts = CaptureOptions(selection=selection_options(args, nodes=0), output=output,
                           name=args.name, level=_level(args.compress), key=key,
                           space_check=not args.no_space_check)
@@ -164,7 +162,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     directory = resolve(args.image, args.store)
-    key = read_key(args.key_file)
+    key = key_from_args(args)
     probe = read_manifest(directory, None, authenticate=False)
     manifest = read_manifest(directory, key, allow_unauthenticated=True,
                              authenticate=key is not None or not probe.authenticated)

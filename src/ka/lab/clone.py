@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ka.errors import KaError, UsageError
+from ka.keys import new_key, write_key_file
 from ka.lab.checks import check_identities
 from ka.lab.disks import (
     Image,
@@ -129,8 +129,7 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
          f"kinds: {', '.join(sorted(tree.kinds))}")
     key_file = workdir / "session.key"
     if options.key:
-        key_file.write_bytes(secrets.token_bytes(32))
-        key_file.chmod(0o600)
+        write_key_file(str(key_file), new_key(), force=True)
     drive = os.path.basename(golden.device)
     captured = None
     if options.image:

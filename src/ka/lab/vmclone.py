@@ -38,6 +38,7 @@ from ka.clone.bootloader import chroot_mounts
 from ka.clone.tarstream import metadata_options
 from ka.disk.devices import blkid_probe
 from ka.errors import KaError, UsageError
+from ka.keys import new_key, write_key_file
 from ka.lab.clone import LabProcesses, tail
 from ka.lab.debian import DEFAULT_CACHE, DebianRecipe, golden_archive, host_mirror, host_suite
 from ka.lab.debian import kernel_of as golden_kernel
@@ -175,8 +176,7 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
          f"{kernel.name}, machine-id {identity.machine_id}")
 
     key = workdir / "session.key"
-    key.write_bytes(secrets.token_bytes(32))
-    key.chmod(0o600)
+    write_key_file(str(key), new_key(), force=True)
     accel = _accel(options.accel, str(kernel), workdir)
     step(f"machines run under {accel.upper()}")
 

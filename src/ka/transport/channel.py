@@ -7,12 +7,14 @@ ProtocolError, which callers turn into "drop this connection".
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import select
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from ka.transport import auth
@@ -37,12 +39,25 @@ class KeyMismatch(ProtocolError):
     """The peer answered the handshake but does not hold our session key."""
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """Exactly `n` bytes; with `deadline` (time.monotonic()) all of them by then, however
+    slowly they trickle in (a timeout per recv would let a byte every few seconds hold the
+    connection for ever)."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
-        k = sock.recv_into(view[got:])
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError("the peer took too long")
+            sock.settimeout(left)
+        try:
+            k = sock.recv_into(view[got:])
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ProtocolError("the peer took too long") from None
+            raise
         if k == 0:
             raise ProtocolError("connection closed by peer")
         got += k
@@ -113,14 +128,16 @@ class Channel:
             self._out_seq += 1
             self.sock.sendall(_LEN.pack(len(payload)) + payload + mac)
 
-    def recv(self) -> dict[str, Any]:
-        """Next message; raises ProtocolError on EOF, forgery or garbage, OSError/timeout as is."""
-        (length,) = _LEN.unpack(recv_exact(self.sock, _LEN.size))
+    def recv(self, deadline: float | None = None) -> dict[str, Any]:
+        """Next message; raises ProtocolError on EOF, forgery or garbage (or when it is not
+        all in by `deadline`), OSError/timeout as is."""
+        (length,) = _LEN.unpack(recv_exact(self.sock, _LEN.size, deadline))
         if length > MAX_MESSAGE:
             raise ProtocolError(f"control message of {length} bytes")
-        body = recv_exact(self.sock, length + auth.MSG_MAC_LEN)
+        body = recv_exact(self.sock, length + auth.MSG_MAC_LEN, deadline)
         payload, mac = body[:length], body[length:]
-        if mac != auth.message_mac(self._key, self._in_dir, self._in_seq, payload):
+        if not hmac.compare_digest(mac, auth.message_mac(self._key, self._in_dir, self._in_seq,
+                                                         payload)):
             raise ProtocolError("control message failed authentication")
         self._in_seq += 1
         try:
@@ -138,11 +155,14 @@ class Channel:
 
 
 def initiate(sock: socket.socket, root: bytes, kind: bytes) -> Channel:
-    """Client side of the handshake. Raises KeyMismatch or ProtocolError."""
+    """Client side of the handshake, all of it within HANDSHAKE_TIMEOUT. Raises KeyMismatch
+    or ProtocolError."""
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
     nonce_i = os.urandom(auth.NONCE_LEN)
     sock.settimeout(HANDSHAKE_TIMEOUT)
     sock.sendall(auth.hello(kind, nonce_i))
-    nonce_r = auth.check_challenge(root, kind, nonce_i, recv_exact(sock, auth.CHALLENGE_LEN))
+    nonce_r = auth.check_challenge(root, kind, nonce_i,
+                                   recv_exact(sock, auth.CHALLENGE_LEN, deadline))
     if nonce_r is None:
         raise KeyMismatch("the peer does not hold the same session key")
     sock.sendall(auth.answer(root, kind, nonce_i, nonce_r))
@@ -150,16 +170,20 @@ def initiate(sock: socket.socket, root: bytes, kind: bytes) -> Channel:
     return Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r), initiator=True)
 
 
-def respond(sock: socket.socket, root: bytes, kinds: tuple[bytes, ...]) -> tuple[bytes, Channel]:
-    """Server side: within HANDSHAKE_TIMEOUT, or ProtocolError (stray or keyless peer)."""
+def respond(sock: socket.socket, root: bytes, kinds: tuple[bytes, ...],
+            deadline: float | None = None) -> tuple[bytes, Channel]:
+    """Server side: all of it within HANDSHAKE_TIMEOUT (or by `deadline`, when the caller
+    bounds more than the handshake), or ProtocolError (stray, slow or keyless peer)."""
+    deadline = deadline or time.monotonic() + HANDSHAKE_TIMEOUT
     sock.settimeout(HANDSHAKE_TIMEOUT)
-    parsed = auth.parse_hello(recv_exact(sock, auth.HELLO_LEN))
+    parsed = auth.parse_hello(recv_exact(sock, auth.HELLO_LEN, deadline))
     if parsed is None or parsed[0] not in kinds:
         raise ProtocolError("not a ka connection")
     kind, nonce_i = parsed
     nonce_r = os.urandom(auth.NONCE_LEN)
     sock.sendall(auth.challenge(root, kind, nonce_i, nonce_r))
-    if not auth.check_answer(root, kind, nonce_i, nonce_r, recv_exact(sock, auth.PROOF_LEN)):
+    if not auth.check_answer(root, kind, nonce_i, nonce_r,
+                             recv_exact(sock, auth.PROOF_LEN, deadline)):
         raise KeyMismatch("the peer does not hold the session key")
     sock.settimeout(None)
     return kind, Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r), initiator=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ka.errors import UsageError
+from ka.keys import add_key_option, key_from_args
 from ka.transport.endpoints import CommandSink, CommandSource, FileSink, FileSource, Sink, Source
 from ka.transport.options import (
     DEFAULT_PORT,
@@ -34,19 +35,6 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * factor
 
 
-def read_key(path: str | None) -> bytes | None:
-    path = path or os.environ.get("KA_KEY_FILE") or None
-    if path is None:
-        return None
-    try:
-        key = Path(path).read_bytes()
-    except OSError as e:
-        raise UsageError(f"cannot read the key file {path}: {e.strerror}") from e
-    if not key.strip():
-        raise UsageError(f"the key file {path} is empty")
-    return key
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("send", help="broadcast a command's output (or a file) to N nodes",
                        description="Broadcast one producer's stream to N nodes through a "
@@ -57,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--command", "-e", help="producer command (run with sh -c); its stdout")
     src.add_argument("--input", help="file or block device to send")
     s.add_argument("--arity", "-a", type=int, default=1, help="sons per node (1 = chain)")
-    s.add_argument("--key-file", help="session key file (default: $KA_KEY_FILE)")
+    add_key_option(s)
     s.add_argument("--compress", help="zstd or zstd:LEVEL: compress once on the sender")
     s.add_argument("--no-encrypt", action="store_true",
                    help="with a key, still send the payload in clear (authenticated only)")
@@ -85,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dst = r.add_mutually_exclusive_group()
     dst.add_argument("--command", "-e", help="consumer command (run with sh -c); its stdin")
     dst.add_argument("--output", help="file or block device to write")
-    r.add_argument("--key-file", help="session key file (default: $KA_KEY_FILE)")
+    add_key_option(r)
     r.add_argument("--wait-release", "-w", action="store_true",
                    help="after finishing, wait for the sender's release")
     r.add_argument("--go-now", "-g", action="store_true",
@@ -107,7 +95,7 @@ def run_send(args: argparse.Namespace) -> int:
         raise UsageError("--min-nodes needs --wait-timeout")
     options = SendOptions(
         nodes=args.nodes, session=args.session, port=args.port, arity=args.arity,
-        key=read_key(args.key_file), compress=args.compress,
+        key=key_from_args(args), compress=args.compress,
         release_delay=args.release_delay / 10 if args.release_delay is not None else None,
         min_nodes=args.min_nodes, wait_timeout=args.wait_timeout,
         stall_timeout=args.stall_timeout, ring_size=args.ring_size,
@@ -152,7 +140,7 @@ def run_receive(args: argparse.Namespace) -> int:
         raise UsageError("give --command or --output (or --go-now)")
     only_go = args.go_now and not (args.command or args.output)
     options = ReceiveOptions(
-        session=args.session, host=args.host, port=args.port, key=read_key(args.key_file),
+        session=args.session, host=args.host, port=args.port, key=key_from_args(args),
         wait_release=args.wait_release, go_now=only_go, start_now=args.go_now and not only_go,
         find_timeout=args.find_timeout,
         name=args.name or os.uname().nodename, discovery_address=args.discovery_address,

@@ -8,6 +8,7 @@ Frames are forwarded byte for byte: no node re-encodes anything.
 
 from __future__ import annotations
 
+import hmac
 import struct
 from dataclasses import dataclass
 
@@ -28,7 +29,9 @@ HEADER = struct.Struct("<2sBBIIQ")  # magic, kind, flags, payload length, raw le
 MAC_LEN = 16
 PREFIX = HEADER.size + MAC_LEN
 MAX_PAYLOAD = 16 * 1024 * 1024
-END_PAYLOAD = struct.Struct("<QQ32s")  # raw total, frame-stream total before END, digest
+END_PAYLOAD = struct.Struct("<QQ32s16s")  # raw total, frame-stream total before END, digest,
+# session id (the session salt)
+SESSION_ID_LEN = 16
 
 _KEY_CONTEXT = "ka transport 2026 session key"
 
@@ -41,6 +44,12 @@ def session_key(key: bytes | None) -> bytes:
 
 def subkey(root: bytes, purpose: bytes) -> bytes:
     return blake3.blake3(purpose, key=root).digest()
+
+
+def chunk_key(root: bytes, salt: bytes) -> bytes:
+    """The key of every frame MAC of one session: salted per session, so a stream recorded in
+    another session under the same key fails at its first frame instead of verifying."""
+    return subkey(root, b"chunk|" + salt)
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ def check_frame(chunk_key: bytes, header: FrameHeader, frame: Buffer,
         raise ProtocolError("truncated frame")
     if header.offset != expected_offset:
         raise ProtocolError(f"frame at offset {header.offset}, expected {expected_offset}")
-    if _mac(chunk_key, view[: HEADER.size], view[PREFIX:]) != header.mac:
+    if not hmac.compare_digest(_mac(chunk_key, view[: HEADER.size], view[PREFIX:]), header.mac):
         raise ProtocolError(f"bad MAC on the chunk at offset {expected_offset}")
     return header
 
@@ -129,14 +138,15 @@ class EndOfStream:
     raw_total: int
     frames_total: int
     digest: bytes
+    session: bytes = bytes(SESSION_ID_LEN)  # the salt of the session that sent the stream
 
     def encode(self) -> bytes:
-        return END_PAYLOAD.pack(self.raw_total, self.frames_total, self.digest)
+        return END_PAYLOAD.pack(self.raw_total, self.frames_total, self.digest, self.session)
 
     @classmethod
     def decode(cls, payload: Buffer) -> EndOfStream:
-        raw_total, frames_total, digest = END_PAYLOAD.unpack(payload)
-        return cls(raw_total, frames_total, bytes(digest))
+        raw_total, frames_total, digest, session = END_PAYLOAD.unpack(payload)
+        return cls(raw_total, frames_total, bytes(digest), bytes(session))
 
 
 def frame_kind(frame: Buffer) -> int:

@@ -9,6 +9,7 @@ on relaying for its sons and reports the failure at the end.
 
 from __future__ import annotations
 
+import hmac
 import socket
 import threading
 import time
@@ -49,6 +50,7 @@ class ParentTarget:
     id: str
     address: str
     port: int
+    ticket: str = ""  # shown to the parent: the sender gave it to this node for this parent
 
 
 class Upstream:
@@ -120,7 +122,7 @@ class Upstream:
             tune(sock)
             chan = initiate(sock, self._root, auth.DATA)
             offset = self._ring.end
-            chan.send("attach", id=self._id, offset=offset)
+            chan.send("attach", id=self._id, offset=offset, ticket=target.ticket)
             sock.settimeout(ASSIGNMENT_WAIT + CONNECT_TIMEOUT)
             reply = chan.recv()
             if reply["t"] != "ok":
@@ -154,8 +156,10 @@ class ConsumerWriter:
     """Feeds the sink from the ring; its cursor is the node's acknowledged position."""
 
     def __init__(self, ring: SharedRing, sink: Sink, on_progress: Callable[[], None],
-                 on_failing: Callable[[str], None], seal_key: bytes | None = None) -> None:
+                 on_failing: Callable[[str], None], seal_key: bytes | None = None,
+                 session_id: bytes | None = None) -> None:
         self._ring = ring
+        self._session_id = session_id  # when given, END must name this session
         self._seal_key = seal_key
         self._clear = bytearray()  # decrypted payloads, reused: the sink is done with each
         self._sink = sink
@@ -231,7 +235,10 @@ class ConsumerWriter:
             if header.kind == END:
                 eos = EndOfStream.decode(payload)
                 self.digest = digest.hexdigest()
-                if eos.raw_total != self.raw or eos.digest != digest.digest():
+                if self._session_id is not None and not hmac.compare_digest(
+                        eos.session, self._session_id):
+                    self.mismatch = "the end of the stream names another session"
+                elif eos.raw_total != self.raw or eos.digest != digest.digest():
                     self.mismatch = (f"stream digest mismatch: got {self.raw} bytes "
                                      f"{self.digest[:16]}…, sender had {eos.raw_total} bytes "
                                      f"{eos.digest.hex()[:16]}…")

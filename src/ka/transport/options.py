@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOL = 1  # bump on any incompatible change of the wire format
+PROTOCOL = 2  # bump on any incompatible change of the wire format
+# 2: frame MACs keyed per session, the session id in END, attach tickets
 DEFAULT_PORT = 30765
 CHUNK_SIZE = 256 * 1024
 

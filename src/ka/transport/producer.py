@@ -39,8 +39,10 @@ def compression_level(spec: str | None) -> int | None:
 
 class Producer:
     def __init__(self, source: Source, ring: SharedRing, chunk_key: bytes, chunk_size: int,
-                 level: int | None, seal_key: bytes | None = None) -> None:
+                 level: int | None, seal_key: bytes | None = None,
+                 session_id: bytes = bytes(16)) -> None:
         self._seal_key = seal_key
+        self._session_id = session_id
         self._source = source
         self._ring = ring
         self._key = chunk_key
@@ -126,7 +128,7 @@ class Producer:
 
     def _end(self, offset: int, digest: bytes) -> None:
         self.digest = digest.hex()
-        eos = EndOfStream(self.raw, offset, digest)
+        eos = EndOfStream(self.raw, offset, digest, self._session_id)
         self._ring.put(encode_frame(self._key, END, eos.encode(), offset=offset,
                                     raw_length=0), last=True)
         self.eof_at = time.monotonic()

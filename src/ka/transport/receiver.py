@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ka.errors import UsageError
+from ka.keys import check_key
 from ka.transport import auth
 from ka.transport.channel import Channel, KeyMismatch, initiate
 from ka.transport.discovery import find_sender
@@ -23,7 +24,7 @@ from ka.transport.errors import (
     SenderNotFound,
     StreamCut,
 )
-from ka.transport.frame import seal_key, session_key, subkey
+from ka.transport.frame import SESSION_ID_LEN, chunk_key, seal_key, session_key
 from ka.transport.health import HEARTBEAT
 from ka.transport.node import ConsumerWriter, ParentTarget, Upstream
 from ka.transport.options import PROTOCOL, Event, ReceiveOptions, ReceiveReport
@@ -44,6 +45,7 @@ def receive(
         raise UsageError("the attachment is larger than 1 MiB")
     if not 0 < options.port < 65536:
         raise UsageError("--port must be between 1 and 65535")
+    check_key(options.key)
     if options.find_timeout < 0:
         raise UsageError("--find-timeout must not be negative")
     root = session_key(options.key)
@@ -154,14 +156,17 @@ class _Node:
         self.emit(Event("joined", f"joined the session at {self.sender} as {node_id}",
                         node=node_id))
         self._step = step
-        salt = reply.get("salt")
+        salt = bytes.fromhex(str(reply["salt"]))
+        if len(salt) != SESSION_ID_LEN:
+            raise StreamCut("the sender's welcome has no valid session id")
+        # The payload is sealed when its frames say so (the MAC covers the flag).
         writer = ConsumerWriter(ring, self.sink, self._consumed,
                                 lambda r: self.inbox.put(("failing", r)),
-                                seal_key(self.root, bytes.fromhex(salt)) if salt else None)
+                                seal_key(self.root, salt), session_id=salt)
         self._writer = writer
         relay = Relay(ring, self.root, listener,
                       lambda kind, text: self.inbox.put(("note", (kind, text))))
-        upstream = Upstream(ring, self.root, subkey(self.root, b"chunk"), node_id,
+        upstream = Upstream(ring, self.root, chunk_key(self.root, salt), node_id,
                             lambda kind, info: self.inbox.put((kind, info)))
         threading.Thread(target=self._read_control, name="control", daemon=True).start()
         try:
@@ -277,9 +282,10 @@ class _Node:
             if not self._started:  # the consumer starts with the first plan, as in the original
                 self._started = True
                 writer.start()
-            upstream.retarget(ParentTarget(int(msg["epoch"]), parent, address, int(msg["port"])))
+            upstream.retarget(ParentTarget(int(msg["epoch"]), parent, address, int(msg["port"]),
+                                           str(msg["ticket"])))
         elif t == "sons":
-            relay.allow([str(s) for s in msg["sons"]])
+            relay.allow({str(s["id"]): str(s["ticket"]) for s in msg["sons"]})
         elif t == "drop_son":
             relay.drop(str(msg["id"]))
         elif (told := _ended_by_sender(msg)) is not None:

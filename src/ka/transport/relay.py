@@ -6,20 +6,25 @@ The writer blocks while the slowest cursor (and, on the sender, the slowest node
 is `capacity` behind, which is the back-pressure that paces the whole tree.
 
 Relay is a data listener: sons connect, prove the session key, name themselves and their
-resume offset, and are fed frames from the ring if the sender assigned them to us.
+resume offset, and are fed frames from the ring if the sender assigned them to us. Every key
+holder can pass the handshake, so a son also shows the ticket the sender gave it for this
+parent, and while its feed is alive no second connection can take its name.
 """
 
 from __future__ import annotations
 
+import hmac
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable
 
 from ka.transport import auth
-from ka.transport.channel import Channel, respond, shut
+from ka.transport.channel import HANDSHAKE_TIMEOUT, Channel, respond, shut
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import END, frame_kind
+from ka.transport.gate import Gate, accept_loop
 from ka.transport.ring import RetentionRing
 
 WAIT_STEP = 0.25
@@ -153,6 +158,19 @@ class _Feed:
         self.chan.close()
 
 
+def _alive(feed: _Feed) -> bool:
+    """Whether a feed's son still holds its connection. A son never sends anything after its
+    attach, so a readable socket means it closed or reset it (or broke the protocol)."""
+    if feed.dropped or feed.chan.closed:
+        return False
+    poll = select.poll()
+    try:
+        poll.register(feed.chan.sock, select.POLLIN)
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+    return not poll.poll(0)
+
+
 class Relay:
     """Serves the ring to the sons the sender assigned to this node (or to the sender)."""
 
@@ -166,22 +184,25 @@ class Relay:
         self.ring = ring
         self._root = root_key
         self._note = on_note
-        self._allowed: set[str] = set()
+        self._allowed: dict[str, str] = {}  # son -> its ticket for us
         self._feeds: dict[str, _Feed] = {}
         self._lock = threading.Condition()
         self._closed = False
         self.listener = listener
         self.port: int = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept_loop, name="relay-accept", daemon=True).start()
+        threading.Thread(target=accept_loop, name="relay-accept", daemon=True, args=(
+            listener, self._greet, self._serve, lambda: self._closed, self._note, Gate(),
+            "relay-son")).start()
 
-    def allow(self, sons: list[str]) -> None:
+    def allow(self, tickets: dict[str, str]) -> None:
+        """Feed these sons (id -> the ticket the sender gave each of them for us)."""
         with self._lock:
-            self._allowed.update(sons)
+            self._allowed.update(tickets)
             self._lock.notify_all()
 
     def drop(self, son: str) -> None:
         with self._lock:
-            self._allowed.discard(son)
+            self._allowed.pop(son, None)
             feed = self._feeds.pop(son, None)
         if feed is not None:
             feed.drop()
@@ -200,41 +221,54 @@ class Relay:
         for feed in feeds:
             feed.drop()
 
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                sock, peer = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(
-                target=self._serve, args=(sock, peer), name="relay-son", daemon=True
-            ).start()
-
-    def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+    def _greet(self, sock: socket.socket, peer: tuple[str, int]
+               ) -> tuple[Channel, str, str, int, str] | None:
+        """Handshake and attach, both within one deadline (the connection holds a slot of
+        the gate until then)."""
         where = f"{peer[0]}:{peer[1]}"
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT + ASSIGNMENT_WAIT
         try:
-            _, chan = respond(sock, self._root, (auth.DATA,))
-            sock.settimeout(ASSIGNMENT_WAIT)
-            msg = chan.recv()
+            _, chan = respond(sock, self._root, (auth.DATA,), deadline)
+            msg = chan.recv(deadline)
             son, offset = str(msg.get("id")), int(msg.get("offset", -1))
+            ticket = str(msg.get("ticket", ""))
             if msg["t"] != "attach":
                 raise ProtocolError("expected attach")
         except (ProtocolError, OSError, ValueError, TypeError) as e:
             self._note("stray", f"dropped data connection from {where}: {e}")
             sock.close()
-            return
-        if not self._wait_assignment(son):
+            return None
+        return chan, where, son, offset, ticket
+
+    def _serve(self, attach: tuple[Channel, str, str, int, str]) -> None:
+        chan, where, son, offset, ticket = attach
+        sock = chan.sock
+        expected = self._wait_assignment(son)
+        if expected is None:
             self._refuse(chan, f"{son} is not assigned to this parent")
             return
-        feed = _Feed(son, chan)
-        if not self.ring.add_cursor(feed, offset):
-            self._refuse(chan, f"offset {offset} is not retained here")
+        if not hmac.compare_digest(ticket.encode(), expected.encode()):
+            self._refuse(chan, f"{where} attached as {son} without its ticket")
             return
+        feed = _Feed(son, chan)
         with self._lock:
             old = self._feeds.get(son)
-            self._feeds[son] = feed
+            if old is not None and _alive(old):
+                busy = True
+            else:
+                busy = False
+                self._feeds[son] = feed
+        if busy:
+            self._refuse(chan, f"{where} attached as {son}, which is fed already")
+            return
         if old is not None:
-            old.drop()
+            old.drop()  # its son went away (the socket says so): this is its new link
+        if not self.ring.add_cursor(feed, offset):
+            with self._lock:
+                if self._feeds.get(son) is feed:
+                    del self._feeds[son]
+            self._refuse(chan, f"offset {offset} is not retained here")
+            return
         try:
             sock.settimeout(None)
             tune(sock)
@@ -249,15 +283,16 @@ class Relay:
                     del self._feeds[son]
             feed.chan.close()
 
-    def _wait_assignment(self, son: str) -> bool:
+    def _wait_assignment(self, son: str) -> str | None:
+        """The ticket of `son` once the sender assigned it to us, None after ASSIGNMENT_WAIT."""
         deadline = time.monotonic() + ASSIGNMENT_WAIT
         with self._lock:
             while son not in self._allowed and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
+                    return None
                 self._lock.wait(left)
-            return son in self._allowed
+            return self._allowed.get(son)
 
     def _refuse(self, chan: Channel, reason: str) -> None:
         self._note("refused", reason)

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ka.errors import UsageError
+from ka.keys import check_key
 from ka.transport import auth
 from ka.transport.channel import Channel, KeyMismatch, respond, shut
 from ka.transport.discovery import DiscoveryResponder
 from ka.transport.endpoints import Source
 from ka.transport.errors import ProtocolError, TransportError
-from ka.transport.frame import PREFIX, seal_key, session_key, subkey
+from ka.transport.frame import PREFIX, chunk_key, seal_key, session_key
+from ka.transport.gate import accept_loop
 from ka.transport.health import HEARTBEAT, Progress
 from ka.transport.options import CHUNK_SIZE, Event, SendOptions, SessionReport
 from ka.transport.producer import Producer, compression_level
@@ -54,6 +56,7 @@ def validate(options: SendOptions) -> None:
         raise UsageError("--stall-timeout must be positive")
     if not 0 < options.port < 65536:
         raise UsageError("--port must be between 1 and 65535")
+    check_key(options.key)
     if options.encrypt and options.key is None:
         raise UsageError("encryption needs a key", hint="give --key-file")
 
@@ -83,6 +86,7 @@ def send(source: Source, options: SendOptions,
     relay = Relay(ring, root, listen(options.bind),
                   lambda kind, text: inbox.put("note", None, (kind, text)))
     responder = None
+    stopping = threading.Event()
     try:
         if options.session is not None:
             try:
@@ -90,15 +94,18 @@ def send(source: Source, options: SendOptions,
             except OSError as e:
                 raise TransportError(f"cannot listen on UDP port {options.port}: {e.strerror}",
                                      hint="choose another --port") from e
-        threading.Thread(target=_accept, args=(control, root, inbox), daemon=True).start()
+        threading.Thread(target=accept_loop, name="control-accept", daemon=True, args=(
+            control, lambda sock, peer: _greet(sock, peer, root, inbox),
+            lambda joined: inbox.put("join", None, joined), stopping.is_set,
+            lambda kind, text: inbox.put("note", None, (kind, text)))).start()
         emit(Event("listening", f"waiting for {options.nodes} node(s) on port {options.port}"
                    + (f", session {options.session!r}" if options.session else ""),
                    data={"port": options.port, "session": options.session}))
         salt = os.urandom(16)
         sealed = options.key is not None and options.encrypt is not False
-        producer = Producer(source, ring, subkey(root, b"chunk"), CHUNK_SIZE, level,
-                            seal_key(root, salt) if sealed else None)
-        session = Session(options, ring, relay, producer, emit, salt if sealed else None)
+        producer = Producer(source, ring, chunk_key(root, salt), CHUNK_SIZE, level,
+                            seal_key(root, salt) if sealed else None, session_id=salt)
+        session = Session(options, ring, relay, producer, emit, salt)
         try:
             return _run(session, inbox, options, stop)
         finally:
@@ -108,6 +115,7 @@ def send(source: Source, options: SendOptions,
                 if ns.connected:
                     ns.chan.close()
     finally:
+        stopping.set()
         if responder is not None:
             responder.close()
         shut(control)
@@ -116,22 +124,14 @@ def send(source: Source, options: SendOptions,
         ring.close()
 
 
-def _accept(listener: socket.socket, root: bytes, inbox: _Inbox) -> None:
-    while True:
-        try:
-            sock, peer = listener.accept()
-        except OSError:
-            return
-        threading.Thread(target=_greet, args=(sock, peer, root, inbox), daemon=True).start()
-
-
-def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbox) -> None:
-    """Handshake and first message of a control connection, bounded in time."""
+def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbox
+           ) -> tuple[Channel, str, dict[str, Any]] | None:
+    """Handshake and first message of a control connection, both within JOIN_TIMEOUT."""
     where = f"{peer[0]}:{peer[1]}"
+    deadline = time.monotonic() + JOIN_TIMEOUT
     try:
-        _, chan = respond(sock, root, (auth.CONTROL,))
-        sock.settimeout(JOIN_TIMEOUT)
-        msg = chan.recv()
+        _, chan = respond(sock, root, (auth.CONTROL,), deadline)
+        msg = chan.recv(deadline)
         if msg["t"] != "join":
             raise ProtocolError("expected join")
         sock.settimeout(None)
@@ -140,12 +140,12 @@ def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbo
     except KeyMismatch:
         inbox.put("note", None, ("bad-key", f"dropped {where}: it does not hold the key"))
         sock.close()
-        return
+        return None
     except (ProtocolError, OSError) as e:
         inbox.put("note", None, ("stray", f"dropped control connection from {where}: {e}"))
         sock.close()
-        return
-    inbox.put("join", None, (chan, peer[0], msg))
+        return None
+    return chan, peer[0], msg
 
 
 def _read(node: str, chan: Channel, inbox: _Inbox) -> None:

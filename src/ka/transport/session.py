@@ -7,10 +7,13 @@ from the pure modules (topology, health).
 from __future__ import annotations
 
 import base64
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import blake3
 
 from ka.transport.channel import Channel
 from ka.transport.errors import TransportError
@@ -54,8 +57,9 @@ class NodeState:
 
 class Session:
     def __init__(self, options: SendOptions, ring: SharedRing, relay: Relay, producer: Producer,
-                 emit: Callable[[Event], None], salt: bytes | None = None) -> None:
+                 emit: Callable[[Event], None], salt: bytes = bytes(16)) -> None:
         self.salt = salt
+        self.secret = os.urandom(32)  # the attach tickets of this session derive from it
         self.options, self.ring, self.relay, self.producer = options, ring, relay, producer
         self.emit = emit
         self.nodes: dict[str, NodeState] = {}
@@ -101,9 +105,8 @@ class Session:
                           "is gone; join the next one")
             self.emit(Event("late", f"refused {name or address}: the session already started"))
             return None
-        salt = self.salt.hex() if self.salt is not None else None
         if not _try_send(chan, "welcome", id=node_id, ring_size=self.options.ring_size,
-                         salt=salt):
+                         salt=self.salt.hex()):
             chan.close()  # gone already; during a late join the next check lifts the hold
             return None
         state = NodeState(node_id, name, address, int(msg["port"]), chan,
@@ -146,11 +149,8 @@ class Session:
         for i, m in enumerate(ordered, start=1):
             ns = self.nodes[m.id]
             ns.state, ns.position, ns.progress = "active", i, Progress(now)
-        self.relay.allow(list(self.plan.sons(ROOT)))
-        for ns in self.nodes.values():
-            sons = self.plan.sons(ns.id)
-            if sons:
-                ns.send("sons", sons=list(sons))
+        for parent in (ROOT, *self.nodes):
+            self._assign(parent, self.plan.sons(parent))
         self.epoch += 1
         for ns in self.nodes.values():
             self._send_plan(ns)
@@ -167,10 +167,7 @@ class Session:
         self.plan = self.plan.with_tail(ns.id, lambda n: self.nodes[n].state == "active")
         ns.state, ns.position = "active", len(self.nodes)
         up = self.plan.parent(ns.id)
-        if up == ROOT:
-            self.relay.allow([ns.id])
-        else:
-            self.nodes[up].send("sons", sons=[ns.id])
+        self._assign(up, [ns.id])
         self.epoch += 1
         self._send_plan(ns)
         self.emit(Event("joined", f"{ns.name or ns.id} joined late: catching up at the tail "
@@ -184,7 +181,22 @@ class Session:
         else:
             address, port = self.nodes[up].address, self.nodes[up].port
         ns.send("plan", parent=up, address=address, port=port, epoch=self.epoch,
-                position=ns.position)
+                position=ns.position, ticket=self.ticket(ns.id, up))
+
+    def ticket(self, son: str, parent: str) -> str:
+        """What `son` shows `parent` to be fed: only the two of them learn it (and only for
+        this pair), so no other key holder can attach in a node's name (see Relay)."""
+        return blake3.blake3(f"{son}|{parent}".encode(), key=self.secret).hexdigest(16)
+
+    def _assign(self, parent: str, sons: Iterable[str]) -> None:
+        tickets = {son: self.ticket(son, parent) for son in sons}
+        if not tickets:
+            return
+        if parent == ROOT:
+            self.relay.allow(tickets)
+        else:
+            self.nodes[parent].send("sons", sons=[{"id": s, "ticket": t}
+                                                  for s, t in tickets.items()])
 
     # messages -------------------------------------------------------------------------
     def message(self, node: str, msg: dict[str, Any], now: float) -> None:
@@ -261,10 +273,7 @@ class Session:
             if ns.progress.ended or ns.state != "active":
                 continue
             self.epoch += 1
-            if up == ROOT:
-                self.relay.allow([son])
-            else:
-                self.nodes[up].send("sons", sons=[son])
+            self._assign(up, [son])
             self._send_plan(ns)
             ns.progress.restart_clock(now)
             self.emit(Event("reattached", f"{ns.name or son} re-attached to "

@@ -10,6 +10,22 @@ from typing import Any
 
 from ka.transport.options import Event, SessionReport
 
+# Node names, reasons and logs come from the nodes: never let them steer the terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f) if c not in (0x09,)}
+
+
+def printable(value: object) -> str:
+    """`value` as text with control characters (escape sequences, carriage returns...)
+    shown as \\xNN, so what a node sends cannot move the cursor or restyle the terminal."""
+    return str(value).translate(_CONTROL)
+
+
+def plain(value: object) -> Any:
+    """`value` as a rich Text, never read as markup: a node named "[/]" is just a name."""
+    from rich.text import Text
+
+    return Text(printable(value))
+
 
 class EventView:
     def __init__(self, json_mode: bool, role: str) -> None:
@@ -48,12 +64,13 @@ class EventView:
             else:
                 parts = [f"{r['name'] or r['node']} {r['bytes'] / 1e6:.0f}MB {r['state']}"
                          for r in self._rows]
-                print(f"ka: {ev.message}; " + ", ".join(parts), file=sys.stderr, flush=True)
+                print(printable(f"ka: {ev.message}; " + ", ".join(parts)), file=sys.stderr,
+                      flush=True)
             return
         if self._live is not None:
-            self._live.console.print(f"ka: {ev.message}")
+            self._live.console.print(plain(f"ka: {ev.message}"))
         else:
-            print(f"ka: {ev.message}", file=sys.stderr, flush=True)
+            print(printable(f"ka: {ev.message}"), file=sys.stderr, flush=True)
 
     def _table(self) -> Any:
         from rich.table import Table
@@ -62,8 +79,9 @@ class EventView:
         for col in ("#", "node", "state", "MB", "MB/s"):
             table.add_column(col, justify="right" if col in ("#", "MB", "MB/s") else "left")
         for r in self._rows:
-            table.add_row(str(r["position"]), str(r["name"] or r["node"]), r["state"],
-                          f"{r['bytes'] / 1e6:.1f}", f"{r['mb_per_s']:.1f}")
+            table.add_row(plain(r["position"]), plain(r["name"] or r["node"]),
+                          plain(r["state"]), f"{r['bytes'] / 1e6:.1f}",
+                          f"{r['mb_per_s']:.1f}")
         return table
 
     def summary(self, report: SessionReport) -> None:
@@ -75,11 +93,11 @@ class EventView:
               f"{'exit':>4}  reason", file=out)
         names = [n.name for n in report.nodes]
         for n in report.nodes:
-            label = n.name if n.name and names.count(n.name) == 1 else n.node
+            label = printable(n.name if n.name and names.count(n.name) == 1 else n.node)
             status = "-" if n.consumer_status is None else str(n.consumer_status)
             print(f"{n.position:>3} {label[:24]:<24} {n.state:<8} "
                   f"{n.bytes / 1e6:>10.1f} {n.mb_per_s:>8.1f} {'ok' if n.digest_ok else 'BAD':<6} "
-                  f"{status:>4}  {n.reason or ''}", file=out)
+                  f"{status:>4}  {printable(n.reason or '')}", file=out)
         rate = report.bytes / report.seconds / 1e6 if report.seconds > 0 else 0.0
         print(f"Total data sent = {report.bytes / 2**20:.1f} MiB, digest {report.digest[:16]}…",
               file=out)

@@ -4,7 +4,13 @@ Prints, for each N: the total time, a per-step breakdown taken from the nodes' i
 reports (plan, partition+format, transfer, fix-ups), the filesystem sessions' rate against
 the link rate, then T(4)/T(1). Every clone is verified as in `ka lab clone`.
 
+With --image, each N also runs from an image (`ka lab clone --image`: the golden captured with
+`ka image capture`, the golden disk deleted, the nodes installed by `ka clone --image`), and
+prints the capture time, the image's size against the data, and the deploy time against the
+live clone's.
+
 Run as root: .venv/bin/python benchmarks/clone.py [--data 1GiB] [--nodes 1,4] [--rate 1gbit]
+                                                  [--image]
 """
 
 from __future__ import annotations
@@ -56,13 +62,14 @@ def filesystem_rate(node: NodeOutcome) -> tuple[int, float]:
 
 
 def run_one(nodes: int, data: int, size: int, rate: str, key: bool,
-            images: str | None) -> LabCloneReport:
+            images: str | None, image: bool = False) -> LabCloneReport:
     workdir = Path(tempfile.mkdtemp(prefix="ka-clone-bench-", dir=images)) if images else None
     options = LabCloneOptions(
         nodes=nodes, rate=rate, size=size, data_bytes=data, small_files=5000, timeout=1800.0,
-        key=key, workdir=workdir,
+        key=key, workdir=workdir, image=image,
     )
-    return lab_clone(options, on_step=lambda m: print(f"  [{nodes} node(s)] {m}", flush=True))
+    tag = f"{nodes} node(s){', image' if image else ''}"
+    return lab_clone(options, on_step=lambda m: print(f"  [{tag}] {m}", flush=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", metavar="DIR",
                    help="put the disk images under DIR (e.g. /dev/shm, to take the host's "
                         "disk out of the measure); default /var/tmp")
+    p.add_argument("--image", action="store_true",
+                   help="also deploy each N from an image, and compare with the live clone")
     args = p.parse_args(argv)
     data = (
         int(float(args.data.lower().removesuffix("gib")) * GiB)
@@ -85,15 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     size = max(1 * GiB, data * 2 + 512 * MiB)
     link = (parse_rate(args.rate) or 0) / 8 * PAYLOAD_SHARE
     totals: dict[int, float] = {}
+    from_image: dict[int, LabCloneReport] = {}
     failed = False
-    for n in (int(x) for x in args.nodes.split(",")):
-        print(
-            f"lab clone of {data / GiB:.2f} GiB of files to {n} node(s) at {args.rate}", flush=True
-        )
-        report = run_one(n, data, size, args.rate, args.key, args.images)
+    runs = [(int(x), mode) for x in args.nodes.split(",")
+            for mode in ((False, True) if args.image else (False,))]
+    for n, image in runs:
+        print(f"lab clone of {data / GiB:.2f} GiB of files to {n} node(s) at {args.rate}"
+              + (", from an image" if image else ""), flush=True)
+        report = run_one(n, data, size, args.rate, args.key, args.images, image)
         print(summary_table(report))
         failed = failed or not report.ok
-        totals[n] = report.clone_seconds
+        if image:
+            from_image[n] = report
+        else:
+            totals[n] = report.clone_seconds
         print(
             f"\nN={n}: clone {report.clone_seconds:.1f} s (golden disk build and "
             f"verification excluded; whole run {report.seconds:.1f} s)"
@@ -115,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         print(flush=True)
     if 1 in totals and 4 in totals:
         print(f"T(4)/T(1) = {totals[4]:.1f} s / {totals[1]:.1f} s = {totals[4] / totals[1]:.3f}")
+    for n, report in from_image.items():
+        assert report.capture is not None
+        seconds, stored, raw = report.capture
+        live = totals.get(n)
+        vs = f", live clone {live:.1f} s: image / live = {report.clone_seconds / live:.3f}" \
+            if live else ""
+        print(f"image, N={n}: capture {seconds:.1f} s ({raw / seconds / 1e6:.0f} MB/s), "
+              f"image {stored / MiB:.0f} MiB for {raw / MiB:.0f} MiB of streams "
+              f"({stored / raw:.0%}); deploy {report.clone_seconds:.1f} s{vs}")
     if link:
         print(f"link payload rate at {args.rate}: {link / 1e6:.1f} MB/s")
     return 1 if failed else 0

@@ -88,6 +88,98 @@ def add_key_option(parser: argparse.ArgumentParser, what: str = "") -> None:
                              f"`ka keygen`{what}")
 
 
+# --- the golden identity (Ed25519) -----------------------------------------------------------
+
+IDENTITY_ENV = "KA_IDENTITY"
+GOLDEN_KEY_ENV = "KA_GOLDEN_KEY"
+IDENTITY_HINT = "make one with `ka keygen --identity DIR` on the golden node"
+
+
+def read_identity(path: str) -> bytes:
+    """The golden's private key: DIR/golden.key of `ka keygen --identity DIR`, or that file."""
+    file = Path(path, "golden.key") if Path(path).is_dir() else Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read the golden identity {file}: {e.strerror}",
+                         hint=IDENTITY_HINT) from e
+    key = _hex32(data, f"the golden identity {file}", IDENTITY_HINT)
+    if file.stat().st_mode & 0o077:
+        raise UsageError(f"the golden identity {file} is readable by others",
+                         hint=f"chmod 600 {file}: its private key must never leave this node")
+    return key
+
+
+def read_golden_key(value: str) -> bytes:
+    """The pinned public key: 64 hex digits, or a file holding them (DIR/golden.pub)."""
+    text = value.strip()
+    if len(text) == 2 * KEY_BYTES and set(text.encode()) <= _HEX:
+        return bytes.fromhex(text)
+    file = Path(value, "golden.pub") if Path(value).is_dir() else Path(value)
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise UsageError(f"--golden-key {value}: neither 64 hex digits nor a readable file "
+                         f"({e.strerror})", hint="give the golden.pub of `ka keygen "
+                         "--identity DIR`, or its content") from e
+    return _hex32(data, f"the golden key {file}", "give the golden.pub of `ka keygen "
+                  "--identity DIR`")
+
+
+def _hex32(data: bytes, where: str, hint: str) -> bytes:
+    text = data.strip()
+    if len(text) != 2 * KEY_BYTES or not set(text) <= _HEX:
+        raise UsageError(f"{where} is not {2 * KEY_BYTES} hex digits", hint=hint)
+    return bytes.fromhex(text.decode())
+
+
+def add_identity_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--identity", metavar="DIR|FILE",
+                        help=f"the golden identity (default: ${IDENTITY_ENV}): sign every "
+                             "stream, so that nodes pinning its public key (--golden-key) "
+                             "accept nothing from a key holder posing as this node")
+
+
+def add_golden_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--golden-key", metavar="PUB|FILE",
+                        help=f"the golden node's public key (default: ${GOLDEN_KEY_ENV}): "
+                             "refuse every stream it did not sign")
+
+
+def identity_from_args(args: argparse.Namespace) -> bytes | None:
+    path = getattr(args, "identity", None) or os.environ.get(IDENTITY_ENV) or None
+    return read_identity(path) if path else None
+
+
+def golden_key_from_args(args: argparse.Namespace) -> bytes | None:
+    value = getattr(args, "golden_key", None) or os.environ.get(GOLDEN_KEY_ENV) or None
+    return read_golden_key(value) if value else None
+
+
+def write_identity(directory: str, *, force: bool = False) -> tuple[Path, Path]:
+    """DIR/golden.key (private, 0600) and DIR/golden.pub (public, 0644), as hex."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    folder = Path(directory)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private = Ed25519PrivateKey.generate()
+    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key, pub = folder / "golden.key", folder / "golden.pub"
+    if not force and pub.exists():
+        raise UsageError(f"{pub} exists: nodes may pin it", hint="give --force to replace it")
+    write_key_file(str(key), raw, force=force)
+    pub.write_bytes(encode_key(public))
+    pub.chmod(0o644)
+    return key, pub
+
+
 # --- ka keygen ------------------------------------------------------------------------------
 
 
@@ -142,12 +234,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Make a random session key for --key-file.",
                        epilog=KEYGEN_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    g.add_argument("file", metavar="FILE", help="where to write the key ('-': stdout)")
+    g.add_argument("file", metavar="FILE", nargs="?",
+                   help="where to write the key ('-': stdout)")
+    g.add_argument("--identity", metavar="DIR",
+                   help="instead: make the golden identity, DIR/golden.key (private, never "
+                        "leaves the golden node; `ka clone --identity DIR`) and DIR/golden.pub "
+                        "(public: `ka install --golden-key`, `ka bootenv build --golden-key`)")
     g.add_argument("--force", action="store_true", help="replace an existing FILE")
     g.set_defaults(func=cmd_keygen)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.identity is not None:
+        if args.file is not None:
+            raise UsageError("give FILE or --identity DIR, not both")
+        key_path, pub = write_identity(args.identity, force=args.force)
+        print(f"ka: wrote the golden identity {key_path} (private, mode 0600) and {pub} "
+              f"(public: pin it on the nodes with --golden-key {pub})", file=sys.stderr)
+        return 0
+    if args.file is None:
+        raise UsageError("give the FILE to write the key to, or --identity DIR")
     key = new_key()
     if args.file == "-":
         sys.stdout.buffer.write(encode_key(key))

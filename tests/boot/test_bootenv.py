@@ -72,8 +72,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     with open(key, "wb") as f:
         f.write(os.urandom(32))
     output = os.path.join(tmp, "out")
-    report = bootenv.build(output, kernel=kernel, modules_dir=mods, key_file=key)
+    report = bootenv.build(output, kernel=kernel, modules_dir=mods, key_file=key,
+                           golden_key=GOLDEN_PUB)
     yield Built(output, report)
+
+
+GOLDEN_PUB = bytes(range(32))
 
 
 def archive(built: Built) -> bytes:
@@ -104,6 +108,8 @@ def test_archive_contents(built: Built) -> None:
              for line in listing}
     assert names["init"] == "-rwxr-xr-x"
     assert names["etc/ka/key"] == "-rw-------"
+    assert names["etc/ka/golden.pub"] == "-rw-r--r--"  # public by design
+    assert member(built, "etc/ka/golden.pub") == GOLDEN_PUB.hex() + "\n"
     assert names["bin/busybox"].startswith("-rwx")
     assert names["bin/udhcpc"].startswith("l")
     assert names["usr/local/bin/ka"] == "-rwxr-xr-x"

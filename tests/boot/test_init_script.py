@@ -103,6 +103,16 @@ def test_install_arguments(boot_sh: str) -> None:
                                      "--find-timeout", "120"]
 
 
+def test_install_arguments_pin_the_golden_identity_baked_in(boot_sh: str,
+                                                             tmp_path: os.PathLike[str]) -> None:
+    pub = os.path.join(tmp_path, "golden.pub")
+    with open(pub, "w") as f:
+        f.write("ab" * 32 + "\n")
+    result = sh(f'. "$1"; KA_SESSION=lab1; KA_GOLDEN_KEY_FILE={pub}; ka_install_args', boot_sh)
+    assert result.stdout.split() == ["install", "--session-prefix", "lab1", "--golden-key", pub,
+                                     "--find-timeout", "120"]
+
+
 FAKE_KA = """#!/bin/sh
 # Fails with the statuses listed in $FAKE_STATUSES, one per call, then succeeds.
 echo "$*" >> "$FAKE_LOG"

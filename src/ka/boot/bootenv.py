@@ -99,7 +99,7 @@ def kernel_config_of(kernel: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def add_base(tree: FileTree, key_file: str | None) -> None:
+def add_base(tree: FileTree, key_file: str | None, golden_key: bytes | None = None) -> None:
     for d in ("/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/root", "/var/tmp", "/etc/ka"):
         tree.directory(d)
     tree.char_device("/dev/console", 5, 1)
@@ -114,6 +114,8 @@ def add_base(tree: FileTree, key_file: str | None) -> None:
         # Read by the one key reader, so a key that `ka install` would refuse is refused
         # now, not on every node at boot.
         tree.blob(init_script.KEY_PATH, encode_key(read_key_file(key_file)), mode=0o600)
+    if golden_key is not None:
+        tree.blob(init_script.GOLDEN_KEY_PATH, encode_key(golden_key), mode=0o644)
 
 
 def add_busybox(tree: FileTree) -> None:
@@ -280,7 +282,7 @@ def add_modules(tree: FileTree, modules_dir: str, kernel_config: str | None = No
 
 def build(output: str, kernel: str | None = None, modules_dir: str | None = None,
           key_file: str | None = None, tools: Iterable[str] = (),
-          compress: bool = True) -> BootEnvReport:
+          compress: bool = True, golden_key: bytes | None = None) -> BootEnvReport:
     if kernel is None:
         kernel, modules_dir = find_kernel()
     elif modules_dir is None:
@@ -290,7 +292,7 @@ def build(output: str, kernel: str | None = None, modules_dir: str | None = None
     if modules_dir is not None and not os.path.isfile(os.path.join(modules_dir, "modules.dep")):
         raise BootEnvError(f"{modules_dir} has no modules.dep", hint="run depmod for it")
     tree = FileTree()
-    add_base(tree, key_file)
+    add_base(tree, key_file, golden_key)
     add_busybox(tree)
     exe, native = add_python(tree)
     tool_paths, missing_tools = add_tools(tree, tools)

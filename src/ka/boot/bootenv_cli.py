@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ka.boot import bootenv
+from ka.keys import read_golden_key
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -26,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="its modules, /lib/modules/VERSION (default: from the kernel's name)")
     build.add_argument("--key-file", metavar="FILE",
                        help="bake this session key into the initramfs (see docs/boot.md)")
+    build.add_argument("--golden-key", metavar="PUB|FILE",
+                       help="pin the golden identity's public key (golden.pub of `ka keygen "
+                            "--identity`): the nodes accept only what the golden node signed, "
+                            "whoever else read the session key from the boot files")
     build.add_argument("--tool", action="append", default=[], metavar="PROGRAM",
                        help="another program to include (repeatable)")
     build.add_argument("--no-compress", action="store_true", help="write an uncompressed cpio")
@@ -40,7 +45,9 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def _build(args: argparse.Namespace) -> int:
     report = bootenv.build(os.path.abspath(args.output), kernel=args.kernel,
                            modules_dir=args.modules, key_file=args.key_file,
-                           tools=tuple(args.tool), compress=not args.no_compress)
+                           tools=tuple(args.tool), compress=not args.no_compress,
+                           golden_key=read_golden_key(args.golden_key) if args.golden_key
+                           else None)
     print(f"ka bootenv: {report.kernel}")
     print(f"ka bootenv: {report.initrd} ({report.initrd_bytes / 2**20:.1f} MiB, "
           f"{report.entries} files, Python {report.python}, {len(report.modules)} modules)")
@@ -48,7 +55,10 @@ def _build(args: argparse.Namespace) -> int:
         print(f"ka bootenv: not in this kernel: {' '.join(report.missing_modules)}")
     if report.missing_tools:
         print(f"ka bootenv: not installed here, left out: {' '.join(report.missing_tools)}")
-    if args.key_file:
-        print("ka bootenv: the initramfs holds the session key: serve it only on the "
-              "deployment network")
+    if args.key_file and not args.golden_key:
+        print("ka bootenv: the initramfs holds the session key: anyone who reads the boot "
+              "files can pose as the golden node; pin its identity with --golden-key")
+    elif args.key_file:
+        print("ka bootenv: the initramfs holds the session key (who reads the boot files may "
+              "join) and the golden's public key (only the golden node is obeyed)")
     return 0

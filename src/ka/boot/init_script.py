@@ -17,6 +17,7 @@ BOOT_SH_PATH = "/etc/ka/boot.sh"
 UDHCPC_SCRIPT_PATH = "/etc/ka/udhcpc.script"
 MODULES_LIST_PATH = "/etc/ka/modules"
 KEY_PATH = "/etc/ka/key"
+GOLDEN_KEY_PATH = "/etc/ka/golden.pub"  # the pinned golden identity, public by design
 FIND_TIMEOUT_SECONDS = 120
 
 INIT = """\
@@ -132,6 +133,8 @@ ka_install_args() {{
         echo --host; echo "${{KA_HOST:-$KA_NEXT_SERVER}}"
     fi
     [ -n "$KA_KEY_FILE" ] && {{ echo --key-file; echo "$KA_KEY_FILE"; }}
+    golden=${{KA_GOLDEN_KEY_FILE:-{GOLDEN_KEY_PATH}}}
+    [ -f "$golden" ] && {{ echo --golden-key; echo "$golden"; }}
     [ -n "$KA_NAME" ] && {{ echo --name; echo "$KA_NAME"; }}
     echo --find-timeout; echo "$KA_FIND_TIMEOUT"
     set -f

@@ -40,7 +40,14 @@ from ka.clone.view import (
 from ka.errors import UsageError
 from ka.image.deploy import image_sources
 from ka.image.store import DEFAULT_STORE
-from ka.keys import add_key_option, key_from_args
+from ka.keys import (
+    add_golden_key_option,
+    add_identity_option,
+    add_key_option,
+    golden_key_from_args,
+    identity_from_args,
+    key_from_args,
+)
 from ka.transport.view import printable
 
 DEFAULT_PORT = 30765
@@ -113,6 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="node names: a pattern like node{n:02d} or a file of "
                         "'MAC|IP|POSITION NAME' lines")
     add_key_option(p, "; without one the sessions are open")
+    add_identity_option(p)
     p.add_argument("--session-prefix", default="ka", metavar="P", help="session names (ka)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help="port of the plan session; the next sessions use the next ports")
@@ -143,6 +151,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="put golden disk DRIVE on DEV (default: free disks in order and size)")
     q.add_argument("--target", default="/mnt/ka", help="where the clone is mounted (/mnt/ka)")
     add_key_option(q)
+    add_golden_key_option(q)
     q.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help="the --port of `ka clone` (its sessions use the next ports too)")
     q.add_argument("--bootloader", choices=("grub", "none"),
@@ -276,7 +285,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
     # not after the nodes are installed.
     pxe = bootswitch.check_state(args.pxe) if args.pxe is not None else None
     settings = SessionSettings(
-        root=args.root or "/", port=args.port, key=key,
+        root=args.root or "/", port=args.port, key=key, identity=identity_from_args(args),
         join_timeout=args.join_timeout, stall_timeout=args.stall_timeout, bind=args.bind,
         logs_dir=args.logs, wait_timeout=args.wait_timeout,
         min_nodes=args.min_nodes or (1 if args.wait_timeout is not None else None),
@@ -377,6 +386,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         key=key_from_args(args),
+        golden_key=golden_key_from_args(args),
         disks=parse_disk_options(args.disk),
         target=args.target,
         bootloader=args.bootloader,

@@ -42,6 +42,7 @@ class SessionSettings:
     root: str = "/"
     port: int = 30765
     key: bytes | None = None
+    identity: bytes | None = None  # the golden's Ed25519 key: signs every stream
     join_timeout: float = 900.0  # later sessions start with whoever came after this long
     stall_timeout: float = 5.0
     bind: str = "0.0.0.0"
@@ -128,6 +129,7 @@ def session_options(plan: ClonePlan, settings: SessionSettings, name: str, nodes
         session=name,
         port=plan.session_port(name, settings.port),
         key=settings.key,
+        identity=settings.identity,
         stall_timeout=settings.stall_timeout,
         bind=settings.bind,
         min_nodes=settings.min_nodes if first else 1,

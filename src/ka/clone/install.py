@@ -43,6 +43,7 @@ class InstallOptions:
     host: str | None = None
     port: int = 30765
     key: bytes | None = None
+    golden_key: bytes | None = None  # refuse streams the golden identity did not sign
     disks: Mapping[str, str] = field(default_factory=dict)  # golden DRIVE -> local device
     target: str = "/mnt/ka"
     bootloader: str | None = None  # "grub" | "none" overrides the plan
@@ -88,6 +89,7 @@ class Installer:
             port=self.plan.session_port(session, self.opts.port) if self.plan
             else self.opts.port,
             key=self.opts.key,
+            golden_key=self.opts.golden_key,
             find_timeout=self.opts.find_timeout,
             name=self.name,
             **kw,

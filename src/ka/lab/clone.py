@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ka.errors import KaError, UsageError
-from ka.keys import new_key, write_key_file
+from ka.keys import new_key, write_identity, write_key_file
 from ka.lab.checks import check_identities
 from ka.lab.disks import (
     Image,
@@ -130,6 +130,8 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     key_file = workdir / "session.key"
     if options.key:
         write_key_file(str(key_file), new_key(), force=True)
+        # The safest set-up, as documented: the golden identity pinned on every node.
+        write_identity(str(workdir / "identity"), force=True)
     drive = os.path.basename(golden.device)
     captured = None
     if options.image:
@@ -163,7 +165,8 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
                 "--disk", f"{drive}={image.device}", "--target", str(target),
                 "--find-timeout", str(JOIN_TIMEOUT * 2)]
         if options.key:
-            argv += ["--key-file", str(key_file)]
+            argv += ["--key-file", str(key_file), "--golden-key",
+                     str(workdir / "identity" / "golden.pub")]
         node_argv[f"node{i}"] = lab.argv(i, argv)
         if i != options.late_node:
             procs.start(f"node{i}", node_argv[f"node{i}"], workdir / f"node{i}.log")
@@ -220,7 +223,7 @@ def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path
             "--hostnames", HOSTNAMES, "--session-prefix", prefix,
             "--logs", str(workdir / "logs"), "--join-timeout", str(JOIN_TIMEOUT)]
     if options.key:
-        argv += ["--key-file", str(key_file)]
+        argv += ["--key-file", str(key_file), "--identity", str(workdir / "identity")]
     if image is not None:  # the selection was made at capture
         serve = ["--serve", "--until", str(options.nodes), "--batch-wait", "2"] \
             if options.serve else []

@@ -38,7 +38,7 @@ from ka.clone.bootloader import chroot_mounts
 from ka.clone.tarstream import metadata_options
 from ka.disk.devices import blkid_probe
 from ka.errors import KaError, UsageError
-from ka.keys import new_key, write_key_file
+from ka.keys import new_key, write_identity, write_key_file
 from ka.lab.clone import LabProcesses, tail
 from ka.lab.debian import DEFAULT_CACHE, DebianRecipe, golden_archive, host_mirror, host_suite
 from ka.lab.debian import kernel_of as golden_kernel
@@ -177,6 +177,7 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
 
     key = workdir / "session.key"
     write_key_file(str(key), new_key(), force=True)
+    _key, golden_pub = write_identity(str(workdir / "identity"), force=True)
     accel = _accel(options.accel, str(kernel), workdir)
     step(f"machines run under {accel.upper()}")
 
@@ -198,7 +199,8 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
     ka = [sys.executable, "-m", "ka"]
     bootenv, state = workdir / "bootenv", workdir / "pxe"
     lab.run(0, [*ka, "bootenv", "build", "--output", str(bootenv), "--kernel", str(kernel),
-                "--modules", str(modules), "--key-file", str(key)], timeout=600)
+                "--modules", str(modules), "--key-file", str(key), "--golden-key",
+                str(golden_pub)], timeout=600)
     lab.run(0, [*ka, "pxe", "config", "--interface", "eth0", "--range",
                 f"{net}.100,{net}.199", "--dir", str(state), "--bootenv", str(bootenv),
                 "--nodes", str(nodes_file), "--console", "ttyS0,115200", "--retries", "1",
@@ -211,7 +213,8 @@ def _run(options: VmCloneOptions, workdir: Path, stack: contextlib.ExitStack, st
     procs.start("golden", lab.argv(0, [
         *ka, "clone", "--nodes", str(options.machines), "--root", str(workdir / "golden"),
         "--desc", f"{drive}={workdir / 'golden.desc'}", "--hostnames", HOSTNAMES,
-        "--key-file", str(key), "--logs", str(workdir / "logs"), "--join-timeout", "600",
+        "--key-file", str(key), "--identity", str(workdir / "identity"),
+        "--logs", str(workdir / "logs"), "--join-timeout", "600",
         # Emulated machines sharing two cores can be starved for seconds at a time.
         "--stall-timeout", "30",
         "--session-prefix", "ka", "--pxe", str(state)]), workdir / "golden.log")

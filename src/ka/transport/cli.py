@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ka.errors import UsageError
-from ka.keys import add_key_option, key_from_args
+from ka.keys import (
+    add_golden_key_option,
+    add_identity_option,
+    add_key_option,
+    golden_key_from_args,
+    identity_from_args,
+    key_from_args,
+)
 from ka.transport.endpoints import CommandSink, CommandSource, FileSink, FileSource, Sink, Source
 from ka.transport.options import (
     DEFAULT_PORT,
@@ -46,6 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--input", help="file or block device to send")
     s.add_argument("--arity", "-a", type=int, default=1, help="sons per node (1 = chain)")
     add_key_option(s)
+    add_identity_option(s)
     s.add_argument("--compress", help="zstd or zstd:LEVEL: compress once on the sender")
     s.add_argument("--no-encrypt", action="store_true",
                    help="with a key, still send the payload in clear (authenticated only)")
@@ -74,6 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dst.add_argument("--command", "-e", help="consumer command (run with sh -c); its stdin")
     dst.add_argument("--output", help="file or block device to write")
     add_key_option(r)
+    add_golden_key_option(r)
     r.add_argument("--wait-release", "-w", action="store_true",
                    help="after finishing, wait for the sender's release")
     r.add_argument("--go-now", "-g", action="store_true",
@@ -95,7 +104,7 @@ def run_send(args: argparse.Namespace) -> int:
         raise UsageError("--min-nodes needs --wait-timeout")
     options = SendOptions(
         nodes=args.nodes, session=args.session, port=args.port, arity=args.arity,
-        key=key_from_args(args), compress=args.compress,
+        key=key_from_args(args), identity=identity_from_args(args), compress=args.compress,
         release_delay=args.release_delay / 10 if args.release_delay is not None else None,
         min_nodes=args.min_nodes, wait_timeout=args.wait_timeout,
         stall_timeout=args.stall_timeout, ring_size=args.ring_size,
@@ -141,6 +150,7 @@ def run_receive(args: argparse.Namespace) -> int:
     only_go = args.go_now and not (args.command or args.output)
     options = ReceiveOptions(
         session=args.session, host=args.host, port=args.port, key=key_from_args(args),
+        golden_key=golden_key_from_args(args),
         wait_release=args.wait_release, go_now=only_go, start_now=args.go_now and not only_go,
         find_timeout=args.find_timeout,
         name=args.name or os.uname().nodename, discovery_address=args.discovery_address,

@@ -29,8 +29,9 @@ HEADER = struct.Struct("<2sBBIIQ")  # magic, kind, flags, payload length, raw le
 MAC_LEN = 16
 PREFIX = HEADER.size + MAC_LEN
 MAX_PAYLOAD = 16 * 1024 * 1024
-END_PAYLOAD = struct.Struct("<QQ32s16s")  # raw total, frame-stream total before END, digest,
-# session id (the session salt)
+END_SIGNED = struct.Struct("<QQ32s16s")  # raw total, frame-stream total before END, digest,
+# session id (the session salt): what the golden identity signs
+END_PAYLOAD = struct.Struct("<QQ32s16s64s")  # ... and the Ed25519 signature (zeros: unsigned)
 SESSION_ID_LEN = 16
 
 _KEY_CONTEXT = "ka transport 2026 session key"
@@ -139,14 +140,20 @@ class EndOfStream:
     frames_total: int
     digest: bytes
     session: bytes = bytes(SESSION_ID_LEN)  # the salt of the session that sent the stream
+    signature: bytes = bytes(64)  # by the golden identity over `signed` (zeros: unsigned)
+
+    @property
+    def signed(self) -> bytes:
+        return END_SIGNED.pack(self.raw_total, self.frames_total, self.digest, self.session)
 
     def encode(self) -> bytes:
-        return END_PAYLOAD.pack(self.raw_total, self.frames_total, self.digest, self.session)
+        return END_PAYLOAD.pack(self.raw_total, self.frames_total, self.digest, self.session,
+                                self.signature)
 
     @classmethod
     def decode(cls, payload: Buffer) -> EndOfStream:
-        raw_total, frames_total, digest, session = END_PAYLOAD.unpack(payload)
-        return cls(raw_total, frames_total, bytes(digest), bytes(session))
+        raw_total, frames_total, digest, session, signature = END_PAYLOAD.unpack(payload)
+        return cls(raw_total, frames_total, bytes(digest), bytes(session), bytes(signature))
 
 
 def frame_kind(frame: Buffer) -> int:

@@ -21,7 +21,7 @@ import blake3
 import zstandard
 
 from ka.errors import KaError
-from ka.transport import auth
+from ka.transport import auth, identity
 from ka.transport.channel import KeyMismatch, WholeReader, initiate, shut
 from ka.transport.endpoints import Sink, SinkBroken
 from ka.transport.errors import ProtocolError
@@ -157,9 +157,10 @@ class ConsumerWriter:
 
     def __init__(self, ring: SharedRing, sink: Sink, on_progress: Callable[[], None],
                  on_failing: Callable[[str], None], seal_key: bytes | None = None,
-                 session_id: bytes | None = None) -> None:
+                 session_id: bytes | None = None, golden_key: bytes | None = None) -> None:
         self._ring = ring
         self._session_id = session_id  # when given, END must name this session
+        self._golden_key = golden_key  # when given, END must be signed by it
         self._seal_key = seal_key
         self._clear = bytearray()  # decrypted payloads, reused: the sink is done with each
         self._sink = sink
@@ -238,6 +239,10 @@ class ConsumerWriter:
                 if self._session_id is not None and not hmac.compare_digest(
                         eos.session, self._session_id):
                     self.mismatch = "the end of the stream names another session"
+                elif self._golden_key is not None and not identity.verify(
+                        self._golden_key, eos.signed, eos.signature):
+                    self.mismatch = ("the stream is not signed by the pinned golden identity "
+                                     "(--golden-key): its sender is not the golden node")
                 elif eos.raw_total != self.raw or eos.digest != digest.digest():
                     self.mismatch = (f"stream digest mismatch: got {self.raw} bytes "
                                      f"{self.digest[:16]}…, sender had {eos.raw_total} bytes "

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOL = 2  # bump on any incompatible change of the wire format
+PROTOCOL = 3  # bump on any incompatible change of the wire format
 # 2: frame MACs keyed per session, the session id in END, attach tickets
 DEFAULT_PORT = 30765
 CHUNK_SIZE = 256 * 1024
@@ -31,6 +31,7 @@ class SendOptions:
     node_order: tuple[str, ...] | None = None
     bind: str = "0.0.0.0"
     encrypt: bool | None = None  # None: encrypt the payload whenever there is a key
+    identity: bytes | None = None  # the golden's Ed25519 private key: signs every stream's end
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class ReceiveOptions:
     name: str | None = None
     attachment: bytes | None = None
     discovery_address: str = "255.255.255.255"
+    golden_key: bytes | None = None  # the pinned Ed25519 public key of the golden identity
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -9,6 +10,7 @@ import blake3
 import zstandard
 
 from ka.errors import KaError, UsageError
+from ka.transport import identity
 from ka.transport.endpoints import CompressedSource, Source
 from ka.transport.errors import TransportError
 from ka.transport.frame import (
@@ -40,7 +42,8 @@ def compression_level(spec: str | None) -> int | None:
 class Producer:
     def __init__(self, source: Source, ring: SharedRing, chunk_key: bytes, chunk_size: int,
                  level: int | None, seal_key: bytes | None = None,
-                 session_id: bytes = bytes(16)) -> None:
+                 session_id: bytes = bytes(16), identity: bytes | None = None) -> None:
+        self._identity = identity  # the golden's Ed25519 private key: signs the end
         self._seal_key = seal_key
         self._session_id = session_id
         self._source = source
@@ -129,6 +132,8 @@ class Producer:
     def _end(self, offset: int, digest: bytes) -> None:
         self.digest = digest.hex()
         eos = EndOfStream(self.raw, offset, digest, self._session_id)
+        if self._identity is not None:
+            eos = dataclasses.replace(eos, signature=identity.sign(self._identity, eos.signed))
         self._ring.put(encode_frame(self._key, END, eos.encode(), offset=offset,
                                     raw_length=0), last=True)
         self.eof_at = time.monotonic()

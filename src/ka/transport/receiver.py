@@ -46,6 +46,9 @@ def receive(
     if not 0 < options.port < 65536:
         raise UsageError("--port must be between 1 and 65535")
     check_key(options.key)
+    if options.golden_key is not None and len(options.golden_key) != 32:
+        raise UsageError("--golden-key must be a 32-byte Ed25519 public key",
+                         hint="the golden.pub that `ka keygen --identity DIR` wrote")
     if options.find_timeout < 0:
         raise UsageError("--find-timeout must not be negative")
     root = session_key(options.key)
@@ -162,7 +165,8 @@ class _Node:
         # The payload is sealed when its frames say so (the MAC covers the flag).
         writer = ConsumerWriter(ring, self.sink, self._consumed,
                                 lambda r: self.inbox.put(("failing", r)),
-                                seal_key(self.root, salt), session_id=salt)
+                                seal_key(self.root, salt), session_id=salt,
+                                golden_key=self.options.golden_key)
         self._writer = writer
         relay = Relay(ring, self.root, listener,
                       lambda kind, text: self.inbox.put(("note", (kind, text))))

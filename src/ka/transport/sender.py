@@ -57,6 +57,9 @@ def validate(options: SendOptions) -> None:
     if not 0 < options.port < 65536:
         raise UsageError("--port must be between 1 and 65535")
     check_key(options.key)
+    if options.identity is not None and len(options.identity) != 32:
+        raise UsageError("the golden identity must be a 32-byte Ed25519 private key",
+                         hint="make one with `ka keygen --identity DIR`")
     if options.encrypt and options.key is None:
         raise UsageError("encryption needs a key", hint="give --key-file")
 
@@ -104,7 +107,8 @@ def send(source: Source, options: SendOptions,
         salt = os.urandom(16)
         sealed = options.key is not None and options.encrypt is not False
         producer = Producer(source, ring, chunk_key(root, salt), CHUNK_SIZE, level,
-                            seal_key(root, salt) if sealed else None, session_id=salt)
+                            seal_key(root, salt) if sealed else None, session_id=salt,
+                            identity=options.identity)
         session = Session(options, ring, relay, producer, emit, salt)
         try:
             return _run(session, inbox, options, stop)

@@ -25,6 +25,7 @@ LAYER_CLIS = (
     "ka.boot.cli",
     "ka.lab.cli",
     "ka.doctor.cli",
+    "ka.manpages",
 )
 
 

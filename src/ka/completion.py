@@ -74,7 +74,8 @@ def attach(parser: argparse.ArgumentParser) -> None:
     for p in _parsers(parser):
         for action in p._actions:
             completer: Any = completer_for(p.prog, action)
-            if completer is None and action.dest in ("key_file", "desc", "hostnames"):
+            if completer is None and action.dest in ("key_file", "desc", "hostnames",
+                                                        "identity", "golden_key"):
                 completer = FilesCompleter()
             if completer is None and action.dest in ("store", "logs", "root", "target"):
                 completer = DirectoriesCompleter()

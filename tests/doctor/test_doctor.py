@@ -198,3 +198,22 @@ def test_the_command_runs_in_bounded_time() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode in (0, 1), result.stderr
     assert json.loads(result.stdout)["role"] == "node"
+
+
+def test_golden_identity_and_pinned_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KA_IDENTITY", raising=False)
+    monkeypatch.delenv("KA_GOLDEN_KEY", raising=False)
+    identity = tmp_path / "identity"
+    assert main(["keygen", "--identity", str(identity)]) == 0
+    capsys.readouterr()
+    _, report = doctor(capsys, "--golden", "--sessions", "1", "--identity", str(identity))
+    assert by_name(report, "key", "golden identity")["status"] == "ok"
+    (identity / "golden.key").chmod(0o644)
+    _, report = doctor(capsys, "--golden", "--sessions", "1", "--identity", str(identity))
+    loose = by_name(report, "key", "golden identity")
+    assert loose["status"] == "missing" and "chmod 600" in loose["hint"]
+    _, report = doctor(capsys, "--node", "--golden-key", str(identity / "golden.pub"))
+    assert by_name(report, "key", "golden key")["status"] == "ok"
+    _, report = doctor(capsys, "--node")
+    assert by_name(report, "key", "golden key")["status"] == "warning"

@@ -24,7 +24,7 @@ from ka.disk.layout import Layout
 from ka.disk.probe import list_disks
 from ka.doctor.ports import port_uses
 from ka.errors import KaError
-from ka.keys import read_key_file
+from ka.keys import read_golden_key, read_identity, read_key_file
 
 Status = Literal["ok", "missing", "warning"]
 
@@ -176,6 +176,23 @@ def key_file(path: str) -> list[Check]:
         return [Check("key", path, "warning", f"mode {stat.S_IMODE(mode):04o}: its group can "
                       "read it", f"chmod 600 {path}")]
     return [Check("key", path, "ok", f"mode {stat.S_IMODE(mode):04o}, a valid key")]
+
+
+def identity(path: str | None, *, golden: bool) -> list[Check]:
+    """The golden identity (its private key, on the golden) or its pinned public key (on a
+    node): valid when given, a warning when not."""
+    what = "golden identity" if golden else "golden key"
+    if not path:
+        option = "--identity" if golden else "--golden-key"
+        return [Check("key", what, "warning", f"no {option}: any holder of the session key "
+                      "could pose as the golden node", "make one with `ka keygen --identity "
+                      "DIR`; the golden gives --identity DIR, the nodes --golden-key "
+                      "DIR/golden.pub")]
+    try:
+        (read_identity if golden else read_golden_key)(path)
+    except KaError as e:
+        return [Check("key", what, "missing", str(e), e.hint)]
+    return [Check("key", what, "ok", f"{path}: a valid key")]
 
 
 def disks(*, want_free: bool) -> list[Check]:

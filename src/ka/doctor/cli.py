@@ -10,7 +10,7 @@ import sys
 from ka.boot.loaders import BIOS_LOADERS, UEFI_LOADERS
 from ka.doctor.checks import Check
 from ka.doctor.roles import DEFAULT_SESSIONS, ROLES, WHAT, Options, Role, preflight
-from ka.keys import add_key_option
+from ka.keys import add_golden_key_option, add_identity_option, add_key_option
 from ka.transport.options import DEFAULT_PORT
 
 EPILOG = """\
@@ -18,7 +18,8 @@ One line per check: ok, missing (the role cannot work without it) or warning (ka
 but see the hint). Checks: the programs ka runs in that role (with the Debian package of
 each), the kernel's support for the filesystems a node mounts (of --desc's layouts, or the
 usual ones), the ports ka listens on (free, or taken and by which process: all of them are
-named only when run as root), the key file (readable by others is a warning), the disks (a
+named only when run as root), the key file (readable by others is a warning), the golden
+identity (--golden) or its pinned public key (--node), the disks (a
 node needs one that nothing has mounted), the interface the nodes reach, and root.
 Nothing is changed and nothing is sent. Exit status: 0 when nothing is missing, 1 otherwise.
 """
@@ -35,6 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                           help=f"check for {WHAT[name]}" + (" (the default)"
                                                              if name == "golden" else ""))
     add_key_option(d)
+    add_identity_option(d)
+    add_golden_key_option(d)
     d.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="P",
                    help=f"the --port of ka clone / ka install ({DEFAULT_PORT})")
     d.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS, metavar="N",
@@ -57,7 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     role: Role = args.role or "golden"
     options = Options(role=role, port=args.port, sessions=max(1, args.sessions),
-                      key_file=args.key_file, bind=args.bind, desc=tuple(args.desc),
+                      key_file=args.key_file, identity=args.identity,
+                      golden_key=args.golden_key, bind=args.bind, desc=tuple(args.desc),
                       bios=args.bios, uefi=args.uefi)
     if args.status_port is not None:
         options = dataclasses.replace(options, status_port=args.status_port)

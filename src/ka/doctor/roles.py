@@ -20,7 +20,7 @@ from ka.boot.serve import DHCP_PORT, TFTP_PORT
 from ka.clone.status import STATUS_PORT
 from ka.doctor import checks
 from ka.doctor.checks import Check
-from ka.keys import KEY_ENV
+from ka.keys import GOLDEN_KEY_ENV, IDENTITY_ENV, KEY_ENV
 from ka.transport.options import DEFAULT_PORT
 
 Role = Literal["golden", "node", "pxe"]
@@ -46,6 +46,8 @@ class Options:
     sessions: int = DEFAULT_SESSIONS
     status_port: int = STATUS_PORT
     key_file: str | None = None
+    identity: str | None = None
+    golden_key: str | None = None
     bind: str | None = None
     desc: Sequence[str] = field(default_factory=tuple)
     bios: BiosLoader = "pxelinux"
@@ -68,6 +70,7 @@ def golden(o: Options) -> list[Check]:
                         "ka clone listens there (TCP) and answers discovery (UDP): stop that "
                         "server, or give ka clone and ka install another --port")
     out += key(o.key_file)
+    out += checks.identity(o.identity or os.environ.get(IDENTITY_ENV), golden=True)
     out += checks.disks(want_free=False)
     out += checks.interface(o.bind, "golden")
     if os.geteuid() != 0:
@@ -88,6 +91,7 @@ def node(o: Options) -> list[Check]:
                             "ka install serves `ka console` there: stop that server, or give "
                             "ka install --status-port 0 (off) or another port")
     out += key(o.key_file)
+    out += checks.identity(o.golden_key or os.environ.get(GOLDEN_KEY_ENV), golden=False)
     out += checks.disks(want_free=True)
     out += checks.interface(o.bind, "node")
     out += checks.privileges("partitioning and mounting need root")

@@ -11,6 +11,7 @@ packages=(
   python3-venv
   pxelinux syslinux-common grub-efi-amd64-bin ipxe busybox-static cpio tftp-hpa
   qemu-system-x86 ipxe-qemu ovmf debootstrap
+  man-db
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +27,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/pip install -q -e '.[test]'
+# ka(1) and a page per command, from the parsers, into .venv/share/man/man1: `man ka-clone`
+# finds them with .venv/bin on PATH (or MANPATH=.venv/share/man:).
+.venv/bin/ka man >/dev/null
 # The golden Debian of the virtual machine lab (debootstrap from apt's mirror, once; cached in
 # /var/cache/ka/lab): fetched here, with the packages, so that no test reaches beyond the lab.
 .venv/bin/ka lab debian >/dev/null

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ka import __version__
+from ka import __version__, completion
 from ka.errors import KaError
 
 # Order is the order of `ka --help`.
@@ -24,6 +24,9 @@ LAYER_CLIS = (
     "ka.image.cli",
     "ka.boot.cli",
     "ka.lab.cli",
+    "ka.doctor.cli",
+    "ka.manpages",
+    "ka.completion",
 )
 
 
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    completion.autocomplete(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,

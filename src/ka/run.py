@@ -35,6 +35,7 @@ PACKAGES: dict[str, str] = {
     "blkid": "util-linux",
     "losetup": "mount",
     "wipefs": "util-linux",
+    "partx": "util-linux",
     "mount": "mount",
     "umount": "mount",
     "mkswap": "util-linux",
@@ -79,12 +80,21 @@ def require(tool: str) -> str:
 
 
 def available(tool: str) -> bool:
-    return shutil.which(tool, path=_search_path()) is not None
+    return find(tool) is not None
+
+
+def find(tool: str) -> str | None:
+    """The full path of `tool` where ka would run it from, None when it is not installed."""
+    return shutil.which(tool, path=_search_path())
+
+
+# Searched after $PATH: a user's PATH often lacks the sbin directories where mkfs lives.
+SYSTEM_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
 
 def _search_path() -> str:
     path = os.environ.get("PATH", "")
-    for extra in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+    for extra in SYSTEM_DIRS:
         if extra not in path.split(":"):
             path = f"{path}:{extra}" if path else extra
     return path

@@ -1,0 +1,131 @@
+"""What each role needs of a machine: the golden node (`ka clone`), a node (`ka install`),
+the boot server (`ka pxe serve`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ka.boot.loaders import (
+    BiosLoader,
+    BuiltFile,
+    PackagedFile,
+    UefiLoader,
+    bios_files,
+    uefi_files,
+)
+from ka.boot.serve import DHCP_PORT, TFTP_PORT
+from ka.clone.status import STATUS_PORT
+from ka.doctor import checks
+from ka.doctor.checks import Check
+from ka.keys import GOLDEN_KEY_ENV, IDENTITY_ENV, KEY_ENV
+from ka.transport.options import DEFAULT_PORT
+
+Role = Literal["golden", "node", "pxe"]
+ROLES: tuple[Role, ...] = ("golden", "node", "pxe")
+WHAT = {"golden": "the golden node (ka clone)", "node": "a node (ka install)",
+        "pxe": "the boot server (ka pxe serve)"}
+
+# How many ports from --port a clone usually takes: plan, a few filesystems, raw partitions,
+# report, done (`ka clone --dry-run` prints the exact sessions).
+DEFAULT_SESSIONS = 8
+
+GOLDEN_TOOLS = ("tar", "sfdisk", "lsblk", "findmnt", "blkid")
+NODE_TOOLS = ("sfdisk", "wipefs", "partx", "blkid", "lsblk", "findmnt", "mount", "umount", "tar")
+# Without a desc the node's layout is the golden's, unknown here: ext4 is nearly always
+# there; the others only warn.
+NODE_FILESYSTEMS = {"ext4": True, "swap": False, "vfat": False, "xfs": False, "btrfs": False}
+
+
+@dataclass(frozen=True)
+class Options:
+    role: Role
+    port: int = DEFAULT_PORT
+    sessions: int = DEFAULT_SESSIONS
+    status_port: int = STATUS_PORT
+    key_file: str | None = None
+    identity: str | None = None
+    golden_key: str | None = None
+    bind: str | None = None
+    desc: Sequence[str] = field(default_factory=tuple)
+    bios: BiosLoader = "pxelinux"
+    uefi: UefiLoader = "grub"
+
+
+def preflight(o: Options) -> list[Check]:
+    if o.role == "golden":
+        return golden(o)
+    if o.role == "node":
+        return node(o)
+    return pxe(o)
+
+
+def golden(o: Options) -> list[Check]:
+    out = checks.tools(GOLDEN_TOOLS)
+    session_ports = range(o.port, o.port + o.sessions)
+    why = {o.port: "plan session"} | {p: "later sessions" for p in session_ports[1:]}
+    out += checks.ports([(proto, p) for p in session_ports for proto in ("tcp", "udp")], why,
+                        "ka clone listens there (TCP) and answers discovery (UDP): stop that "
+                        "server, or give ka clone and ka install another --port")
+    out += key(o.key_file)
+    out += checks.identity(o.identity or os.environ.get(IDENTITY_ENV), golden=True)
+    out += checks.disks(want_free=False)
+    out += checks.interface(o.bind, "golden")
+    if os.geteuid() != 0:
+        out.append(Check("privileges", "root", "warning", "not root: files only root may read "
+                         "will be missing from the clone", "run ka clone as root"))
+    return out
+
+
+def node(o: Options) -> list[Check]:
+    out = checks.tools(NODE_TOOLS)
+    if o.desc:
+        needed, problems = checks.layout_filesystems(o.desc)
+        out += problems + checks.filesystems(needed, mounted=True)
+    else:
+        out += checks.filesystems(NODE_FILESYSTEMS, mounted=True)
+    if o.status_port:
+        out += checks.ports([("tcp", o.status_port)], {o.status_port: "status service"},
+                            "ka install serves `ka console` there: stop that server, or give "
+                            "ka install --status-port 0 (off) or another port")
+    out += key(o.key_file)
+    out += checks.identity(o.golden_key or os.environ.get(GOLDEN_KEY_ENV), golden=False)
+    out += checks.disks(want_free=True)
+    out += checks.interface(o.bind, "node")
+    out += checks.privileges("partitioning and mounting need root")
+    return out
+
+
+def pxe(o: Options) -> list[Check]:
+    out = checks.tools(("dnsmasq",))
+    loaders = bios_files(o.bios) + uefi_files(o.uefi)
+    out += checks.tools(sorted({f.argv[0] for f in loaders if isinstance(f, BuiltFile)}))
+    out += checks.files((f.source, f.package) for f in loaders if isinstance(f, PackagedFile))
+    for f in loaders:
+        if isinstance(f, BuiltFile):
+            absent = [p for p in f.inputs if not os.path.isfile(p)]
+            where = os.path.dirname(f.inputs[0]) if f.inputs else f.target
+            out.append(Check("file", where, "missing" if absent else "ok",
+                             f"{len(absent)} of {len(f.inputs)} files missing" if absent
+                             else f"{len(f.inputs)} files from {f.package}",
+                             f"apt-get install {f.package}" if absent else None))
+    out += checks.ports([("udp", DHCP_PORT), ("udp", TFTP_PORT)],
+                        {DHCP_PORT: "DHCP", TFTP_PORT: "TFTP"},
+                        "dnsmasq must bind it: stop that server (another DHCP server on the "
+                        "same network: use ka pxe config --proxy-dhcp)")
+    if o.key_file or os.environ.get(KEY_ENV):
+        out += key(o.key_file)
+    out += checks.interface(o.bind, "pxe")
+    out += checks.privileges("dnsmasq binds ports 67 and 69")
+    return out
+
+
+def key(path: str | None) -> list[Check]:
+    path = path or os.environ.get(KEY_ENV) or None
+    if path is None:
+        return [Check("key", "key file", "warning", "no --key-file (nor $KA_KEY_FILE): the "
+                      "sessions are open to anyone on the network", "make one with `ka keygen "
+                      "FILE` and give it to the golden node and every node")]
+    return checks.key_file(path)

@@ -24,6 +24,7 @@ LAYER_CLIS = (
     "ka.image.cli",
     "ka.boot.cli",
     "ka.lab.cli",
+    "ka.web.cli",
     "ka.doctor.cli",
     "ka.manpages",
     "ka.completion",

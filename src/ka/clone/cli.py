@@ -49,6 +49,8 @@ from ka.keys import (
     key_from_args,
 )
 from ka.transport.view import printable
+from ka.web.cli import add_web_options, maybe_dashboard
+from ka.web.state import Deployment as LiveDeployment
 
 DEFAULT_PORT = 30765
 
@@ -136,6 +138,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         f"state DIR ({PXE_DIR}) before releasing it; failed nodes stay on ka")
     p.add_argument("--json", action="store_true", help="print the plan or result as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
+    add_web_options(p)
     p.set_defaults(func=cmd_clone)
 
     q = sub.add_parser(
@@ -291,12 +294,19 @@ def cmd_clone(args: argparse.Namespace) -> int:
         min_nodes=args.min_nodes or (1 if args.wait_timeout is not None else None),
     )
     sources = None
+    if args.web is not None:
+        from ka.web.server import parse_address
+
+        parse_address(args.web)  # said before the image is checked or a disk probed
     if args.image is not None:
         directory, manifest, plan = _image_plan(args, settings.key)
         sources = image_sources(directory, manifest, plan)
+        source = f"image {manifest.name}"
     else:
         plan = build_plan(opts)
         check_disk_options(opts, plan)
+        source = f"golden {plan.golden_hostname or socket.gethostname()}"
+    settings = dataclasses.replace(settings, source=source)
     check_settings(plan, settings)
     if not args.dry_run or args.json:  # the text of --dry-run ends with them already
         for note in plan.notes:
@@ -313,11 +323,23 @@ def cmd_clone(args: argparse.Namespace) -> int:
     if settings.key is None:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)
-    if args.serve:
-        from ka.image.serve_cli import run_serve
+    live = LiveDeployment.of_plan(plan, source, serve=args.serve)
+    with maybe_dashboard(args, live, settings.key) as web:
+        if args.serve:
+            from ka.image.serve_cli import run_serve
 
-        return run_serve(args, settings, plan, directory, manifest)
+            return run_serve(args, settings, plan, directory, manifest, live=web)
+        return _clone(args, settings, plan, sources, web)
+
+
+def _clone(args: argparse.Namespace, settings: SessionSettings, plan: ClonePlan,
+           sources: Any, web: LiveDeployment | None) -> int:
     table = LiveTable(expected_bytes(plan), session_steps(plan))
+
+    def on_event(session: str, ev: Any) -> None:
+        table.event(session, ev)
+        if web is not None:
+            web.event(session, ev)
 
     switched: list[bootswitch.BootSwitch] = []
 
@@ -331,11 +353,17 @@ def cmd_clone(args: argparse.Namespace) -> int:
         return ReleaseHookResult(done.to_json(), done.errors)
 
     try:
-        result = run_clone(plan, settings, table.event,
+        result = run_clone(plan, settings, on_event,
                            before_release=switch if args.pxe is not None else None,
                            sources=sources)
+    except BaseException as e:
+        if web is not None:
+            web.close(False, [str(e) or type(e).__name__])
+        raise
     finally:
         table.close()
+    if web is not None:
+        web.finish(result)
     if args.json:
         print(json.dumps(result_json(result), indent=2))
         print(f"ka: node reports in {result.logs}/", file=sys.stderr)

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class SessionSettings:
     min_nodes: int | None = None
     gather: float | None = None
     stop: threading.Event | None = None  # set: every session of the run ends at once
+    source: str | None = None  # what is deployed, for the reports: "golden HOST", "image NAME"
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ class CloneRun:
         self.plan, self.settings, self.on_event = plan, settings, on_event
         self.send_fn = send or transport_send
         self.sessions: list[tuple[str, Any]] = []
+        self.started = time.time()
 
     def one(self, name: str, source: Any, nodes: int,
             stop: threading.Event | None = None) -> Any:
@@ -257,7 +260,8 @@ class CloneRun:
                              reports if plan.report_session else done, refused)
         progress.warnings += refused
         logs = store_logs(settings.logs_dir, plan, self.sessions, outcomes, progress.errors,
-                          progress.warnings, progress.before_release, settings.logs_name)
+                          progress.warnings, progress.before_release, settings.logs_name,
+                          started=self.started, source=settings.source)
         return CloneResult(tuple(self.sessions), outcomes, logs, tuple(progress.errors),
                            tuple(progress.warnings), progress.before_release)
 
@@ -375,16 +379,22 @@ def store_logs(
     warnings: Sequence[str] = (),
     before_release: Mapping[str, Any] | None = None,
     name: str | None = None,
+    *,
+    started: float | None = None,
+    source: str | None = None,
 ) -> str:
     """One JSON file per node plus a summary, in BASE/PREFIX/ (the original's store_log), or
-    BASE/NAME/."""
+    BASE/NAME/; `started` and `source` (what was deployed) are for the history of `ka web`."""
     directory = logs_directory(base, name or plan.prefix)
     for o in outcomes:
         if o.report is not None:
             safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in o.name) or "node"
             (directory / f"{safe}.json").write_text(o.report.to_json())
-    summary = {
+    summary: dict[str, Any] = {
         "prefix": plan.prefix,
+        "source": source or (f"golden {plan.golden_hostname}" if plan.golden_hostname else None),
+        "started": round(started, 3) if started is not None else None,
+        "ended": round(time.time(), 3),
         "errors": list(errors),
         "warnings": list(warnings),
         "sessions": {name: rep.to_json() for name, rep in sessions},

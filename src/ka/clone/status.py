@@ -198,3 +198,39 @@ def console(
             hint="the install may have ended meanwhile; run the command again",
         )
     return msg
+
+
+def recent_log(host: str, port: int, key: bytes | None, *, wait: float = 1.0,
+               limit: int = BACKLOG, connect_timeout: float = 2.0) -> tuple[str, list[str]]:
+    """The node's current step and the log lines it sends within `wait` s (its backlog comes
+    at once): a bounded look, for a dashboard that cannot follow a log for ever."""
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    except OSError as e:
+        raise ConsoleError(f"cannot reach the status service of {host}:{port}: "
+                           f"{e.strerror or e}",
+                           hint="the node may have rebooted, or runs without one") from e
+    try:
+        chan = initiate(sock, status_key(key), auth.CONTROL)
+    except (ProtocolError, OSError) as e:
+        sock.close()
+        raise ConsoleError(f"{host}:{port} refused us: {e}",
+                           hint="the dashboard needs the session's --key-file") from e
+    lines: list[str] = []
+    deadline = time.monotonic() + wait
+    step = ""
+    try:
+        hello = chan.recv(deadline)
+        step = str(hello.get("step") or "")
+        while len(lines) < limit:
+            msg = chan.recv(deadline)
+            if msg["t"] == "log":
+                lines.append(str(msg.get("line", "")))
+                step = str(msg.get("step") or step)
+            elif msg["t"] == "bye":
+                break
+    except (ProtocolError, OSError):
+        pass  # the wait is over, or the node went away: what came is what there is
+    finally:
+        chan.close()
+    return step, lines

@@ -101,9 +101,11 @@ def serve(make_plan: WavePlan, sources_of: WaveSources, settings: SessionSetting
           opts: ServeOptions, later_sessions: int, on_event: EventSink | None = None,
           say: Callable[[str], None] = lambda _m: None,
           send: Callable[..., Any] | None = None,
-          before_release: BeforeRelease | None = None) -> ServeResult:
+          before_release: BeforeRelease | None = None,
+          on_wave: Callable[[Wave], None] | None = None) -> ServeResult:
     """Serve waves until `opts.until` nodes are installed or `settings.stop` is set (the
-    caller sets it on SIGINT/SIGTERM: every session then ends at once)."""
+    caller sets it on SIGINT/SIGTERM: every session then ends at once); `on_wave` sees each
+    wave as it ends (in the wave's thread)."""
     stop = settings.stop or threading.Event()
     gathering = threading.Event()  # set: the plan session waiting for nodes gives up
     out = ServeResult()
@@ -128,6 +130,8 @@ def serve(make_plan: WavePlan, sources_of: WaveSources, settings: SessionSetting
             out.waves.append(wave)
             free.append(block)
             check_until()
+        if on_wave is not None:
+            on_wave(wave)
         ok = sum(1 for n in wave.result.nodes if n.result == "ok") if wave.result else 0
         say(f"wave {number} ended after {wave.seconds:.1f} s: {ok} node(s) installed"
             + (f", {len(wave.result.nodes) - ok} failed" if wave.result else f": {wave.error}"))

@@ -23,7 +23,8 @@ WAVES = 4  # waves at once, at most; each has a block of ports of its own
 
 def run_serve(args: argparse.Namespace, settings: SessionSettings, plan: ClonePlan,
               directory: Path, manifest: Manifest,
-              before_release: BeforeRelease | None = None) -> int:
+              before_release: BeforeRelease | None = None, live: Any = None) -> int:
+    """`live`: a dashboard's model (ka.web.state.Deployment), fed every event and wave."""
     if args.until is not None and args.until < 1:
         raise UsageError("--until must be at least 1")
     if args.batch_wait is not None and args.batch_wait < 0:
@@ -57,7 +58,14 @@ def run_serve(args: argparse.Namespace, settings: SessionSettings, plan: ClonePl
             lambda p: image_sources(directory, manifest, p), settings,
             ServeOptions(until=args.until, gather=args.batch_wait or 0.0, waves=WAVES,
                          wave_nodes=plan.nodes),
-            later, say=say, before_release=before_release)
+            later, on_event=live.event if live is not None else None, say=say,
+            before_release=before_release,
+            on_wave=(lambda w: live.finish_wave(w.result) if w.result else None)
+            if live is not None else None)
+    except BaseException as e:
+        if live is not None:
+            live.close(False, [str(e) or type(e).__name__])
+        raise
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -71,6 +79,8 @@ def run_serve(args: argparse.Namespace, settings: SessionSettings, plan: ClonePl
     logs = Path(settings.logs_dir, plan.prefix)
     logs.mkdir(parents=True, exist_ok=True)
     (logs / "serve.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    if live is not None:
+        live.close(result.ok, result.errors)
     if args.json:
         print(json.dumps(record, indent=2))
     else:

@@ -1,0 +1,157 @@
+"""The dashboard as an ASGI application: three pages, their files, and /api/v1/.
+
+GET /api/v1/deployment            the live deployment (404 when `ka web` serves history only)
+GET /api/v1/nodes[?state=S&failures=first]   its nodes in chain order
+GET /api/v1/nodes/{key}           one node, with its timeline and its events
+GET /api/v1/nodes/{key}/log       its live log, fetched from its status service now
+GET /api/v1/events[?after=V]      server-sent events: what changed after version V
+GET /api/v1/history               past deployments, the newest first
+GET /api/v1/history/{name}        one of them (PREFIX or PREFIX/wave-N), every node's report
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ka.errors import KaError
+from ka.web import history
+from ka.web.access import TokenGate
+from ka.web.state import Deployment
+
+STATIC = Path(__file__).parent / "static"
+POLL = 0.25  # seconds between two looks at the model for an event stream
+KEEPALIVE = 15.0
+LOG_FETCHES = 4  # node logs fetched at once, at most (each holds a thread for ~1 s)
+STATES = ("waiting", "active", "done", "failed", "evicted", "installed", "running")
+
+NodeLog = Callable[[str], tuple[str, list[str]]]  # node address -> (step, lines)
+
+
+def create_app(live: Deployment | None, logs: Path, token: str, *,
+               node_log: NodeLog | None = None,
+               closing: threading.Event | None = None) -> Any:
+    closing = closing or threading.Event()
+    fetches = asyncio.Semaphore(LOG_FETCHES)
+
+    def need_live() -> Deployment:
+        if live is None:
+            raise _Missing("no deployment runs here: this is `ka web`, the history alone")
+        return live
+
+    async def deployment(_request: Request) -> Response:
+        return JSONResponse(need_live().snapshot())
+
+    async def nodes(request: Request) -> Response:
+        state = request.query_params.get("state")
+        if state is not None and state not in STATES:
+            return _error(400, f"state must be one of {', '.join(STATES)}")
+        first = request.query_params.get("failures") == "first"
+        return JSONResponse(need_live().node_rows(state, first))
+
+    async def node(request: Request) -> Response:
+        found = need_live().node(request.path_params["key"])
+        if found is None:
+            return _error(404, "no such node in this deployment")
+        return JSONResponse(found)
+
+    async def node_log_view(request: Request) -> Response:
+        key = request.path_params["key"]
+        address = need_live().address_of(key)
+        if need_live().node(key) is None:
+            return _error(404, "no such node in this deployment")
+        if node_log is None or address is None:
+            return _error(501, "no live log: the golden node cannot reach this node's "
+                               "status service")
+        async with fetches:
+            try:
+                step, lines = await run_in_threadpool(node_log, address)
+            except KaError as e:
+                return JSONResponse({"node": key, "step": None, "lines": [],
+                                     "error": str(e)}, status_code=502)
+        return JSONResponse({"node": key, "step": step, "lines": lines, "error": None})
+
+    async def events(request: Request) -> Response:
+        model = need_live()
+        text = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        if not text.isdigit():
+            return _error(400, "after must be a version number")
+        return StreamingResponse(_stream(model, int(text), closing), media_type=
+                                 "text/event-stream", headers={"x-accel-buffering": "no"})
+
+    async def past(_request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(history.deployments, logs))
+
+    async def one_past(request: Request) -> Response:
+        try:
+            found = await run_in_threadpool(history.deployment, logs,
+                                            request.path_params["name"])
+        except history.NotFound:
+            return _error(404, "no such deployment in the logs directory")
+        return JSONResponse(found)
+
+    def page(name: str) -> Callable[[Request], Any]:
+        async def serve(_request: Request) -> Response:
+            return FileResponse(STATIC / name, media_type="text/html; charset=utf-8")
+        return serve
+
+    async def missing(_request: Request, exc: Exception) -> Response:
+        return _error(404, str(exc))
+
+    routes = [
+        Route("/", page("live.html")),
+        Route("/history", page("history.html")),
+        Route("/deployments/{name:path}", page("deployment.html")),
+        Route("/api/v1/deployment", deployment),
+        Route("/api/v1/nodes", nodes),
+        Route("/api/v1/nodes/{key}", node),
+        Route("/api/v1/nodes/{key}/log", node_log_view),
+        Route("/api/v1/events", events),
+        Route("/api/v1/history", past),
+        Route("/api/v1/history/{name:path}", one_past),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ]
+    app = Starlette(routes=routes, exception_handlers={_Missing: missing})
+    return TokenGate(app, token)
+
+
+class _Missing(Exception):
+    pass
+
+
+def _error(status: int, text: str) -> Response:
+    return JSONResponse({"error": text}, status_code=status)
+
+
+async def _stream(model: Deployment, after: int, closing: threading.Event
+                  ) -> AsyncIterator[str]:
+    """Every change after `after`, as it happens; ends once the deployment has ended and
+    all of it was sent (the page then stops listening), or when the server stops."""
+    yield "retry: 2000\n\n"
+    version, idle = after, 0.0
+    while not closing.is_set():
+        ended = model.ended is not None  # read first: the last change is then sent before
+        changes = model.changes(version)
+        if changes is not None:
+            version, idle = changes["deployment"]["version"], 0.0
+            yield f"id: {version}\nevent: update\ndata: {json.dumps(changes)}\n\n"
+            continue
+        if ended:
+            yield f"id: {version}\nevent: end\ndata: {{}}\n\n"
+            return
+        if idle >= KEEPALIVE:
+            idle = 0.0
+            yield ": still here\n\n"
+        await asyncio.sleep(POLL)
+        idle += POLL

@@ -1,0 +1,167 @@
+// The live page: one snapshot, then every change over server-sent events.
+"use strict";
+
+const nodes = new Map();  // key -> node
+const rows = new Map();   // key -> <tr>
+let deployment = null;
+let selected = null;
+let pending = false;
+const COLUMNS = ["position", "name", "state", "step", "session", "mb", "rate", "eta",
+                 "result", "reason"];
+
+function row(key) {
+  let tr = rows.get(key);
+  if (!tr) {
+    tr = ka.el("tr", {class: "node"});
+    tr.dataset.key = key;
+    for (const c of COLUMNS) {
+      const td = ka.el("td", {class: c});
+      if (["position", "mb", "rate", "eta"].includes(c)) td.classList.add("num");
+      tr.append(td);
+    }
+    tr.addEventListener("click", () => select(key));
+    rows.set(key, tr);
+  }
+  return tr;
+}
+
+function cells(n) {
+  return [n.position || "", n.name, n.state, n.step, n.session, ka.mb(n.bytes),
+          n.mb_per_s.toFixed(1), n.eta, n.result || "", n.reason || ""];
+}
+
+function render() {
+  pending = false;
+  if (deployment) {
+    const t = deployment.totals;
+    ka.setText("title", deployment.prefix + " · " + (deployment.source || "") +
+               (deployment.finished ? (deployment.ok ? " · finished" : " · finished, with failures") : ""));
+    ka.setText("t-installed", t.installed);
+    ka.setText("t-failed", t.failed);
+    ka.setText("t-running", t.running);
+    ka.setText("t-nodes", t.nodes + " / " + deployment.nodes_expected);
+    ka.setText("t-session", deployment.session || "-");
+    ka.setText("t-rate", t.mb_per_s.toFixed(1));
+    ka.setText("t-rate-node", t.mb_per_s_node.toFixed(1));
+    ka.setText("t-elapsed", ka.duration(deployment.elapsed));
+    ka.setText("t-eta", t.eta || "-");
+    ka.setText("errors", deployment.errors.join("; "));
+  }
+  const filter = document.getElementById("filter").value;
+  const failuresFirst = document.getElementById("failures-first").checked;
+  let list = [...nodes.values()].sort((a, b) => (a.position || 1e9) - (b.position || 1e9));
+  drawChain(list);
+  if (filter) list = list.filter((n) => matches(n, filter));
+  if (failuresFirst) list.sort((a, b) => Number(b.failing) - Number(a.failing));
+  const body = document.getElementById("nodes");
+  const keep = new Set(list.map((n) => n.key));
+  for (const [key, tr] of rows) if (!keep.has(key)) tr.remove();
+  for (const n of list) {
+    const tr = row(n.key);
+    const values = cells(n);
+    tr.querySelectorAll("td").forEach((td, i) => {
+      const text = String(values[i]);
+      if (td.textContent !== text) td.textContent = text;
+    });
+    const state = n.result === "ok" ? "installed" : n.failing ? "failed" : n.state;
+    tr.className = "node state-" + state + (n.key === selected ? " selected" : "");
+    body.append(tr);  // moves it into the order shown
+  }
+  ka.setText("shown", list.length + " of " + nodes.size + " node(s) shown");
+}
+
+function matches(n, filter) {
+  if (filter === "failed") return n.failing;
+  if (filter === "installed") return n.result === "ok";
+  if (filter === "running") return n.result === null && !n.failing;
+  return n.state === filter;
+}
+
+function drawChain(list) {
+  const chain = document.getElementById("chain");
+  const parts = [ka.el("span", {class: "sender", text: "golden →"})];
+  for (const n of list) {
+    const cls = n.result === "ok" ? "ok" : n.failing ? "failed" : n.state;
+    const s = ka.el("span", {class: cls + (n.healed ? " healed" : "")});
+    s.title = n.name + ": " + n.state + (n.healed ? ", re-attached " + n.healed + "×" : "");
+    parts.push(s);
+  }
+  chain.replaceChildren(...parts);
+}
+
+function schedule() {
+  if (!pending) {
+    pending = true;
+    setTimeout(() => requestAnimationFrame(render), 200);
+  }
+}
+
+function addEvents(events) {
+  const box = document.getElementById("events");
+  for (const e of events) {
+    const time = new Date(e.time * 1000).toLocaleTimeString();
+    box.append(ka.el("div", {text: time + " [" + e.session + "] " + e.message}));
+  }
+  while (box.childNodes.length > 300) box.firstChild.remove();
+  box.scrollTop = box.scrollHeight;
+}
+
+async function select(key) {
+  selected = key;
+  schedule();
+  document.getElementById("detail").hidden = false;
+  const n = nodes.get(key);
+  ka.setText("detail-name", n ? n.name : key);
+  ka.setText("detail-info", n ? (n.address || "") + " · " + n.sessions.length + " session(s)" +
+             (n.reason ? " · " + n.reason : "") : "");
+  await showLog(key);
+}
+
+async function showLog(key) {
+  if (selected !== key) return;
+  try {
+    const log = await ka.getJSON("/api/v1/nodes/" + encodeURIComponent(key) + "/log");
+    ka.setText("log-status", log.error ? log.error : "step: " + (log.step || "-"));
+    if (log.lines.length || !log.error) ka.setText("log", log.lines.join("\n"));
+  } catch (e) {
+    ka.setText("log-status", e.message);
+  }
+  const n = nodes.get(key);
+  if (!deployment || !deployment.finished || (n && n.result === null)) {
+    setTimeout(() => showLog(key), 3000);
+  }
+}
+
+function listen(version) {
+  const events = new EventSource("/api/v1/events?after=" + version);
+  events.addEventListener("update", (m) => {
+    const change = JSON.parse(m.data);
+    deployment = change.deployment;
+    for (const n of change.nodes) nodes.set(n.key, n);
+    addEvents(change.events);
+    ka.setText("status", "live");
+    schedule();
+  });
+  events.addEventListener("end", () => {
+    events.close();
+    ka.setText("status", "finished");
+  });
+  events.onerror = () => ka.setText("status", "reconnecting…");
+}
+
+async function start() {
+  document.getElementById("filter").addEventListener("change", schedule);
+  document.getElementById("failures-first").addEventListener("change", schedule);
+  try {
+    deployment = await ka.getJSON("/api/v1/deployment");
+  } catch (e) {
+    document.getElementById("none").hidden = false;
+    document.getElementById("totals").hidden = true;
+    ka.setText("title", "history only");
+    return;
+  }
+  listen(0);  // from the start: every node and every kept event
+  render();
+}
+
+start();

@@ -32,7 +32,8 @@ function timeline(nodes, t0) {
     for (const s of n.report.steps) {
       const bar = ka.svg("rect", {x: x(s.started), y: y, height: ROW - 6,
                                   width: Math.max(((s.seconds) / span) * WIDTH, 2),
-                                  fill: COLOURS[s.result] || "#1565c0", class: "step"});
+                                  fill: COLOURS[s.result] || "#1565c0", stroke: "#fff",
+                                  class: "step"});
       const tip = ka.svg("title", {});
       tip.textContent = s.name + ": " + s.result + ", " + s.seconds.toFixed(1) + " s" +
         (s.detail ? " (" + s.detail + ")" : "");

@@ -1,0 +1,138 @@
+"""The pages in a real browser: Debian's chromium, headless, through its chromedriver.
+
+Nothing is downloaded: selenium is pointed at /usr/bin/chromium and /usr/bin/chromedriver
+(skipped, visibly, when they are missing), the browser talks only to the dashboard on
+127.0.0.1, and the page is fed while it is open, so what it shows came over the event stream.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ka.clone.deploy import CloneResult
+from ka.web.app import create_app
+from ka.web.server import Dashboard
+from ka.web.state import Deployment
+
+from .feed import DONE, FS, HOSTILE, PLAN, T0, outcomes, session, stored
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+TOKEN = "a-token-of-the-browser-tests-0123"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+                       reason="needs Debian's chromium and chromium-driver (apt-get install "
+                              "chromium chromium-driver)"),
+]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_AVOID_STATS"] = "true"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-extensions",
+                "--disable-default-apps", "--no-first-run", "--disable-dev-shm-usage",
+                "--disable-gpu", "--window-size=1400,1000",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not shown within {timeout} s")
+        time.sleep(0.1)
+
+
+def texts(driver: Any, css: str) -> list[str]:
+    return [e.get_attribute("textContent") for e in driver.find_elements("css selector", css)]
+
+
+def no_alert(driver: Any) -> bool:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        _ = driver.switch_to.alert  # raises when there is none
+    except NoAlertPresentException:
+        return True
+    return False
+
+
+def test_live_history_and_timeline_pages(browser: Any, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    stored(logs)
+    live = Deployment("t", 3, source="golden gold", plan_session=PLAN,
+                      steps={PLAN: ("receive plan", "partition and format"),
+                             FS: ("extract /", "fix-ups"), DONE: ("hand report over", "released")})
+    lines = ["[    0.1s] receive plan: ok", HOSTILE]
+    closing = threading.Event()
+    app = create_app(live, logs, TOKEN, closing=closing,
+                     node_log=lambda address: ("partition", [f"{address}: {x}" for x in lines]))
+    with Dashboard(app, "127.0.0.1", 0, closing) as d:
+        base = f"http://127.0.0.1:{d.port}"
+        browser.get(f"{base}/?token={TOKEN}")
+        wait_for(lambda: "history only" in texts(browser, "#title")[0] or
+                 browser.execute_script("return document.readyState") == "complete")
+        browser.execute_script("window.kaNoReload = 1")
+        assert "token" not in browser.current_url  # taken out of the address bar
+
+        session(live, PLAN, T0, names=(None, None, None))
+        session(live, FS, T0 + 10, failed=2)
+        wait_for(lambda: texts(browser, "#nodes td.name") == ["node01", HOSTILE, "node03"]
+                 or texts(browser, "#nodes td.name") == [HOSTILE, "node01", "node03"])
+        # The hostile name is text in its cell: no script ran, no element was made of it.
+        assert no_alert(browser)
+        assert browser.execute_script(
+            "return [...document.scripts].every(s => s.src.includes('/static/'))")
+        wait_for(lambda: texts(browser, "#nodes tr")[0].startswith("2"))  # failures first
+        assert "consumer exited with status 2" in texts(browser, "#nodes td.reason")[0]
+        browser.save_screenshot(str(tmp_path / "live-running.png"))
+
+        session(live, DONE, T0 + 20)
+        live.finish(CloneResult((), outcomes(), str(logs / "t")))
+        wait_for(lambda: texts(browser, "#status") == ["finished"])
+        wait_for(lambda: sorted(texts(browser, "#nodes td.result")) == ["failed", "ok", "ok"])
+        assert texts(browser, "#t-installed") == ["2"] and texts(browser, "#t-failed") == ["1"]
+        assert browser.execute_script("return window.kaNoReload") == 1  # updated in place
+
+        browser.find_elements("css selector", "#nodes tr")[0].click()  # the failed node
+        wait_for(lambda: HOSTILE in texts(browser, "#log")[0])
+        assert texts(browser, "#detail-name") == [HOSTILE]
+        assert no_alert(browser)
+        browser.save_screenshot(str(tmp_path / "live-finished.png"))
+
+        browser.find_element("link text", "history").click()
+        wait_for(lambda: texts(browser, "#deployments a") == ["t"])
+        assert "golden gold" in texts(browser, "#deployments tr")[0]
+        browser.save_screenshot(str(tmp_path / "history.png"))
+        browser.find_element("link text", "t").click()
+        wait_for(lambda: len(browser.find_elements("css selector", "#timeline rect.step")) == 8)
+        assert texts(browser, "#timeline text.node-name") == ["node01", HOSTILE, "node03"]
+        assert HOSTILE in texts(browser, "#nodes td")
+        assert "disk too small" in " ".join(texts(browser, "#nodes td.reason"))
+        assert no_alert(browser)
+        browser.save_screenshot(str(tmp_path / "deployment.png"))
+    for name in ("live-running", "live-finished", "history", "deployment"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000

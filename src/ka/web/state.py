@@ -218,7 +218,7 @@ class Deployment:
                 "installed": sum(1 for n in nodes if n.result == "ok"),
                 "failed": sum(1 for n in nodes if n.failing),
                 "running": sum(1 for n in nodes if n.result is None and not n.failing),
-                "mb_per_s": round(sum(n.mb_per_s for n in active), 2),
+                "mb_per_s": round(sum((n.mb_per_s for n in active), 0.0), 2),
                 "mb_per_s_node": round(sum(n.mb_per_s for n in active) / len(active), 2)
                 if active else 0.0,
                 "eta": max(etas, key=_seconds) if etas else "",

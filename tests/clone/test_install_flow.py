@@ -187,23 +187,12 @@ def test_a_report_from_a_newer_node_with_more_fields_is_still_read() -> None:
 
 def test_a_tar_error_fails_the_node_with_tars_own_words(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # The original sent tar's stderr to /dev/null: here the real tar's message is the reason.
-    from ka.transport import ConsumerFailed
 
     plan = ClonePlan(**{**PLAN.__dict__, "streams": PLAN.streams[:1]})
     payloads = {"t-plan": plan.to_json().encode(), "t-fs-1": b"this is not a tar archive\n" * 99,
                 "t-done": b""}
     joined: list[str] = []
-
-    def transport(sink: Any, options: ReceiveOptions) -> ReceiveReport:
-        joined.append(options.session or "")
-        data = payloads[options.session or ""]
-        sink.open()
-        sink.write(memoryview(data))
-        status, reason = sink.close()
-        if status:
-            raise ConsumerFailed(f"the consumer failed: {reason}")
-        return ReceiveReport(len(data), 0.01, "d" * 64, 0, 1, "127.0.0.1:1")
-
+    transport = _consuming_transport(payloads, joined)
     node = Installer(InstallOptions(prefix="t", target=str(tmp_path)), receive=transport)
     node._prepare_disks = lambda plan: None  # type: ignore[method-assign]
     report = node.run()
@@ -220,7 +209,6 @@ def test_a_full_disk_fails_the_node_with_tars_first_error(
     # tar's last line ("Exiting with failure status due to previous errors") hides the cause;
     # the reason shows the first error, the step's detail keeps all that tar said.
     from ka.clone import install
-    from ka.transport import ConsumerFailed
 
     said = tmp_path / "tar.err"
     said.write_text(
@@ -232,16 +220,7 @@ def test_a_full_disk_fails_the_node_with_tars_first_error(
         "sh", "-c", f"cat > /dev/null; cat {said} >&2; exit 2"])
     plan = ClonePlan(**{**PLAN.__dict__, "streams": PLAN.streams[:1]})
     payloads = {"t-plan": plan.to_json().encode(), "t-fs-1": b"x" * 10240, "t-done": b""}
-
-    def transport(sink: Any, options: ReceiveOptions) -> ReceiveReport:
-        data = payloads[options.session or ""]
-        sink.open()
-        sink.write(memoryview(data))
-        status, reason = sink.close()
-        if status:
-            raise ConsumerFailed(f"the consumer failed: {reason}")
-        return ReceiveReport(len(data), 0.01, "d" * 64, 0, 1, "127.0.0.1:1")
-
+    transport = _consuming_transport(payloads)
     node = Installer(InstallOptions(prefix="t", target=str(tmp_path)), receive=transport)
     node._prepare_disks = lambda plan: None  # type: ignore[method-assign]
     report = node.run()
@@ -274,3 +253,22 @@ def test_a_failed_command_is_reported_with_its_first_error() -> None:
                       "mkfs.ext4: Device size reported to be zero.")
     assert log.steps[0].detail == str(error)  # the whole tail stays in the report
     assert "Device size reported to be zero" in log.steps[0].detail
+
+
+def _consuming_transport(payloads: dict[str, bytes], joined: list[str] | None = None) -> Any:
+    """A transport that feeds each session's payload to the node's own consumer (a real
+    tar or command), as the chain would, and fails the session when the consumer fails."""
+    from ka.transport import ConsumerFailed
+
+    def transport(sink: Any, options: ReceiveOptions) -> ReceiveReport:
+        if joined is not None:
+            joined.append(options.session or "")
+        data = payloads[options.session or ""]
+        sink.open()
+        sink.write(memoryview(data))
+        status, reason = sink.close()
+        if status:
+            raise ConsumerFailed(f"the consumer failed: {reason}")
+        return ReceiveReport(len(data), 0.01, "d" * 64, 0, 1, "127.0.0.1:1")
+
+    return transport

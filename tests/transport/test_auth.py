@@ -113,6 +113,24 @@ def test_tampered_or_replayed_messages_are_rejected() -> None:
         Channel(d, rc._key, initiator=False).recv()
 
 
+def test_control_messages_are_unreadable_on_the_wire_and_cannot_be_reflected() -> None:
+    """A capture of the control channel shows no plan, report or log; a message sent back to
+    its sender (same key, other direction) fails."""
+    i, (_, rc) = handshake(KEY, KEY)
+    secret = "root:$6$secret-hash-from-the-golden-shadow"
+    i.send("report", attachment=secret)
+    wire = rc.sock.recv(65536)
+    assert secret.encode() not in wire and b"report" not in wire
+    a, b = socket.socketpair()
+    mirror = Channel(b, rc._key, initiator=True)  # reads what an initiator would be sent
+    a.sendall(wire)
+    with pytest.raises(ProtocolError):
+        mirror.recv()
+    c, d = socket.socketpair()
+    c.sendall(wire)
+    assert Channel(d, rc._key, initiator=False).recv()["attachment"] == secret
+
+
 def test_discovery_reply_is_bound_to_key_nonce_and_session() -> None:
     nonce = os.urandom(16)
     req = discovery.encode_request(nonce, "lab-1")

@@ -12,6 +12,7 @@ import hmac
 import struct
 
 import blake3
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 MAGIC = b"KA/1"
 NONCE_LEN = 16
@@ -72,10 +73,16 @@ def check_answer(root: bytes, kind: bytes, nonce_i: bytes, nonce_r: bytes, data:
 _SEQ = struct.Struct("<cQ")
 
 
-def message_mac(conn_key: bytes, direction: bytes, seq: int, payload: bytes) -> bytes:
-    h = blake3.blake3(_SEQ.pack(direction, seq), key=conn_key)
-    h.update(payload)
-    return h.digest(length=MSG_MAC_LEN)
+def message_cipher(conn_key: bytes) -> ChaCha20Poly1305:
+    """The AEAD of a connection's control messages: ChaCha20-Poly1305 under the connection
+    key (fresh per connection: both nonces of its handshake go into it)."""
+    return ChaCha20Poly1305(conn_key)
+
+
+def message_nonce(direction: bytes, seq: int) -> bytes:
+    """Direction and sequence number: unique per message and per key, so no nonce is ever
+    used twice, and a message replayed, reordered or reflected fails its tag."""
+    return _SEQ.pack(direction, seq) + bytes(3)
 
 
 def discovery_mac(root: bytes, nonce: bytes, port: int, session: bytes) -> bytes:

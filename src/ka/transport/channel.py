@@ -1,13 +1,14 @@
 """Authenticated connections: the handshake on a socket, then length-prefixed JSON messages.
 
-Every message is `length(4) | JSON | mac(16)`; the MAC covers a per-direction sequence
-number (see ka.transport.auth). Anything that does not follow the protocol raises
-ProtocolError, which callers turn into "drop this connection".
+Every message is `length(4) | sealed JSON | tag(16)`: the JSON encrypted with
+ChaCha20-Poly1305 under the connection key, the nonce its direction and sequence number, the
+length prefix authenticated with it (see ka.transport.auth). Plans, reports, console logs and
+exec output are thus unreadable to whoever lacks the key. Anything that does not follow the
+protocol raises ProtocolError, which callers turn into "drop this connection".
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import select
@@ -16,6 +17,8 @@ import struct
 import threading
 import time
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
 
 from ka.transport import auth
 from ka.transport.errors import ProtocolError
@@ -115,6 +118,7 @@ class Channel:
     def __init__(self, sock: socket.socket, conn_key: bytes, initiator: bool) -> None:
         self.sock = sock
         self._key = conn_key
+        self._aead = auth.message_cipher(conn_key)
         self._out_dir, self._in_dir = (b">", b"<") if initiator else (b"<", b">")
         self._out_seq = 0
         self._in_seq = 0
@@ -123,22 +127,26 @@ class Channel:
 
     def send(self, kind: str, **fields: Any) -> None:
         payload = json.dumps({"t": kind, **fields}, separators=(",", ":")).encode()
+        head = _LEN.pack(len(payload))
         with self._lock:
-            mac = auth.message_mac(self._key, self._out_dir, self._out_seq, payload)
+            sealed = self._aead.encrypt(auth.message_nonce(self._out_dir, self._out_seq),
+                                        payload, head)
             self._out_seq += 1
-            self.sock.sendall(_LEN.pack(len(payload)) + payload + mac)
+            self.sock.sendall(head + sealed)
 
     def recv(self, deadline: float | None = None) -> dict[str, Any]:
         """Next message; raises ProtocolError on EOF, forgery or garbage (or when it is not
         all in by `deadline`), OSError/timeout as is."""
-        (length,) = _LEN.unpack(recv_exact(self.sock, _LEN.size, deadline))
+        head = recv_exact(self.sock, _LEN.size, deadline)
+        (length,) = _LEN.unpack(head)
         if length > MAX_MESSAGE:
             raise ProtocolError(f"control message of {length} bytes")
         body = recv_exact(self.sock, length + auth.MSG_MAC_LEN, deadline)
-        payload, mac = body[:length], body[length:]
-        if not hmac.compare_digest(mac, auth.message_mac(self._key, self._in_dir, self._in_seq,
-                                                         payload)):
-            raise ProtocolError("control message failed authentication")
+        try:
+            payload = self._aead.decrypt(auth.message_nonce(self._in_dir, self._in_seq), body,
+                                         head)
+        except InvalidTag:
+            raise ProtocolError("control message failed authentication") from None
         self._in_seq += 1
         try:
             msg = json.loads(payload)

@@ -136,8 +136,14 @@ def test_discovery_reply_is_bound_to_key_nonce_and_session() -> None:
     req = discovery.encode_request(nonce, "lab-1")
     assert discovery.parse_request(req) == (nonce, "lab-1")
     assert discovery.parse_request(b"garbage") is None
-    reply = discovery.encode_reply(KEY, nonce, 30765, "lab-1")
-    assert discovery.parse_reply(KEY, nonce, "lab-1", reply) == 30765
-    assert discovery.parse_reply(KEY, os.urandom(16), "lab-1", reply) is None  # old answer
-    assert discovery.parse_reply(KEY, nonce, "lab-2", reply) is None  # another session
-    assert discovery.parse_reply(session_key(b"x"), nonce, "lab-1", reply) is None
+    reply = discovery.encode_reply(KEY, nonce, 30765, "lab-1", "10.9.0.1")
+    assert discovery.parse_reply(KEY, nonce, "lab-1", reply, "10.9.0.1") == 30765
+    assert discovery.parse_reply(KEY, os.urandom(16), "lab-1", reply,
+                                 "10.9.0.1") is None  # old answer
+    assert discovery.parse_reply(KEY, nonce, "lab-2", reply, "10.9.0.1") is None  # another
+    assert discovery.parse_reply(session_key(b"x"), nonce, "lab-1", reply, "10.9.0.1") is None
+    # A genuine answer repeated from another host: the node would connect there. Refused.
+    assert discovery.parse_reply(KEY, nonce, "lab-1", reply, "10.9.0.66") is None
+    # Nor can the repeater rewrite the address: the MAC covers it.
+    moved = reply[:6] + bytes([10, 9, 0, 66]) + reply[10:]
+    assert discovery.parse_reply(KEY, nonce, "lab-1", moved, "10.9.0.66") is None

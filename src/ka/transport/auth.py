@@ -85,7 +85,8 @@ def message_nonce(direction: bytes, seq: int) -> bytes:
     return _SEQ.pack(direction, seq) + bytes(3)
 
 
-def discovery_mac(root: bytes, nonce: bytes, port: int, session: bytes) -> bytes:
-    h = blake3.blake3(b"discovery|" + nonce + struct.pack("<H", port), key=root)
+def discovery_mac(root: bytes, nonce: bytes, port: int, session: bytes,
+                  address: bytes = bytes(4)) -> bytes:
+    h = blake3.blake3(b"discovery|" + nonce + struct.pack("<H", port) + address, key=root)
     h.update(session)
     return h.digest(length=MSG_MAC_LEN)

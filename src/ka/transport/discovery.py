@@ -1,8 +1,10 @@
 """Finding a sender by session name over UDP, on the same port number as its TCP control port.
 
-Request: `KA?1 | nonce(16) | session`. Reply (unicast to the requester's address and port):
-`KA!1 | tcp port(2) | mac(16) | session`, the MAC keyed with the session key over the nonce,
-so with a key only the real sender can answer, and an old answer cannot be replayed.
+Request: `KA?2 | nonce(16) | session`. Reply (unicast to the requester's address and port):
+`KA!2 | tcp port(2) | address(4) | mac(16) | session`, the MAC keyed with the session key
+over the nonce, the port and the address the reply is sent from, so with a key only the real
+sender can answer, an old answer cannot be replayed, and a genuine answer repeated from
+another address is refused (the node connects where the reply came from).
 Each node uses its own ephemeral UDP port, so many nodes on one host can look at once.
 """
 
@@ -17,8 +19,8 @@ import time
 
 from ka.transport import auth
 
-REQUEST = b"KA?1"
-REPLY = b"KA!1"
+REQUEST = b"KA?2"
+REPLY = b"KA!2"
 RETRY = 0.5
 MAX_SESSION = 200
 
@@ -39,24 +41,41 @@ def parse_request(data: bytes) -> tuple[bytes, str] | None:
         return None
 
 
-def encode_reply(root: bytes, nonce: bytes, port: int, session: str) -> bytes:
+def encode_reply(root: bytes, nonce: bytes, port: int, session: str, address: str) -> bytes:
     name = session.encode()
-    return REPLY + struct.pack("<H", port) + auth.discovery_mac(root, nonce, port, name) + name
+    where = socket.inet_aton(address)
+    return (REPLY + struct.pack("<H", port) + where
+            + auth.discovery_mac(root, nonce, port, name, where) + name)
 
 
-def parse_reply(root: bytes, nonce: bytes, session: str, data: bytes) -> int | None:
-    """The sender's TCP port if `data` is an authentic answer to our request."""
-    head = len(REPLY) + 2 + auth.MSG_MAC_LEN
+def parse_reply(root: bytes, nonce: bytes, session: str, data: bytes,
+                peer: str) -> int | None:
+    """The sender's TCP port if `data` is an authentic answer to our request, sent from the
+    address it names (`peer`: where it came from)."""
+    head = len(REPLY) + 2 + 4 + auth.MSG_MAC_LEN
     if not data.startswith(REPLY) or len(data) < head:
         return None
     (port,) = struct.unpack_from("<H", data, len(REPLY))
-    mac = data[len(REPLY) + 2 : head]
+    where = data[len(REPLY) + 2 : len(REPLY) + 6]
+    mac = data[len(REPLY) + 6 : head]
     name = data[head:]
     if name != session.encode():
         return None
-    if not hmac.compare_digest(mac, auth.discovery_mac(root, nonce, port, name)):
+    if not hmac.compare_digest(mac, auth.discovery_mac(root, nonce, port, name, where)):
+        return None
+    try:
+        if where != socket.inet_aton(peer):
+            return None  # a genuine answer, repeated from another address
+    except OSError:
         return None
     return port
+
+
+def source_address(peer: tuple[str, int]) -> str:
+    """The address this host sends from to reach `peer` (a routing lookup, nothing sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(peer)
+        return str(probe.getsockname()[0])
 
 
 class DiscoveryResponder:
@@ -85,7 +104,10 @@ class DiscoveryResponder:
             if req is None or req[1] != self._session:
                 continue  # another session's request, or noise
             try:
-                self.sock.sendto(encode_reply(self._root, req[0], self._port, self._session), peer)
+                bound = self.sock.getsockname()[0]
+                here = bound if bound != "0.0.0.0" else source_address(peer)
+                self.sock.sendto(encode_reply(self._root, req[0], self._port, self._session,
+                                              here), peer)
             except OSError:
                 pass
 
@@ -127,7 +149,7 @@ def find_sender(
                 except OSError:  # e.g. ICMP port unreachable: nobody there yet
                     time.sleep(max(0.0, until - time.monotonic()))
                     break
-                tcp_port = parse_reply(root, nonce, session, data)
+                tcp_port = parse_reply(root, nonce, session, data, peer[0])
                 if tcp_port is not None:
                     return peer[0], tcp_port
     return None

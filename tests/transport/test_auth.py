@@ -4,6 +4,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,21 @@ def test_discovery_reply_is_bound_to_key_nonce_and_session() -> None:
     # Nor can the repeater rewrite the address: the MAC covers it.
     moved = reply[:6] + bytes([10, 9, 0, 66]) + reply[10:]
     assert discovery.parse_reply(KEY, nonce, "lab-1", moved, "10.9.0.66") is None
+
+
+def test_a_node_pinning_the_golden_key_follows_only_its_signed_discovery_reply(
+        tmp_path: Path) -> None:
+    """A key holder answers discovery first (it has the key, so its MAC is right): a node
+    that pins the golden identity ignores it; the golden node's signed reply is taken."""
+    from ka.keys import read_golden_key, read_identity, write_identity
+
+    key, pub = write_identity(str(tmp_path / "golden"))
+    golden, public = read_identity(str(key)), read_golden_key(str(pub))
+    nonce = os.urandom(16)
+    forged = discovery.encode_reply(KEY, nonce, 4444, "lab-1", "10.9.0.66")  # key holder
+    assert discovery.parse_reply(KEY, nonce, "lab-1", forged, "10.9.0.66") == 4444
+    assert discovery.parse_reply(KEY, nonce, "lab-1", forged, "10.9.0.66", public) is None
+    signed = discovery.encode_reply(KEY, nonce, 30765, "lab-1", "10.9.0.1", golden)
+    assert discovery.parse_reply(KEY, nonce, "lab-1", signed, "10.9.0.1", public) == 30765
+    other = discovery.encode_reply(KEY, os.urandom(16), 30765, "lab-1", "10.9.0.1", golden)
+    assert discovery.parse_reply(KEY, nonce, "lab-1", other, "10.9.0.1", public) is None

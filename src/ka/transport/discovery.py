@@ -1,10 +1,12 @@
 """Finding a sender by session name over UDP, on the same port number as its TCP control port.
 
 Request: `KA?2 | nonce(16) | session`. Reply (unicast to the requester's address and port):
-`KA!2 | tcp port(2) | address(4) | mac(16) | session`, the MAC keyed with the session key
-over the nonce, the port and the address the reply is sent from, so with a key only the real
-sender can answer, an old answer cannot be replayed, and a genuine answer repeated from
-another address is refused (the node connects where the reply came from).
+`KA!2 | tcp port(2) | address(4) | mac(16) | signature length(1) | signature | session`,
+the MAC keyed with the session key over the nonce, the port and the address the reply is
+sent from: with a key only the real sender can answer, an old answer cannot be replayed, and
+a genuine answer repeated from another address is refused (the node connects where the reply
+came from). A sender with the golden identity signs the reply (all of it, and the nonce): a
+node pinning the golden's key follows no other reply, whoever holds the session key.
 Each node uses its own ephemeral UDP port, so many nodes on one host can look at once.
 """
 
@@ -17,7 +19,7 @@ import struct
 import threading
 import time
 
-from ka.transport import auth
+from ka.transport import auth, identity
 
 REQUEST = b"KA?2"
 REPLY = b"KA!2"
@@ -41,27 +43,36 @@ def parse_request(data: bytes) -> tuple[bytes, str] | None:
         return None
 
 
-def encode_reply(root: bytes, nonce: bytes, port: int, session: str, address: str) -> bytes:
+def encode_reply(root: bytes, nonce: bytes, port: int, session: str, address: str,
+                 signer: bytes | None = None) -> bytes:
+    """With `signer` (the golden identity), the reply is signed too: a node that pins the
+    golden's key follows no reply of anyone else, key holders included."""
     name = session.encode()
     where = socket.inet_aton(address)
-    return (REPLY + struct.pack("<H", port) + where
-            + auth.discovery_mac(root, nonce, port, name, where) + name)
+    body = (REPLY + struct.pack("<H", port) + where
+            + auth.discovery_mac(root, nonce, port, name, where))
+    signature = identity.sign(signer, body + nonce + name) if signer is not None else b""
+    return body + bytes([len(signature)]) + signature + name
 
 
 def parse_reply(root: bytes, nonce: bytes, session: str, data: bytes,
-                peer: str) -> int | None:
+                peer: str, golden_key: bytes | None = None) -> int | None:
     """The sender's TCP port if `data` is an authentic answer to our request, sent from the
-    address it names (`peer`: where it came from)."""
+    address it names (`peer`: where it came from), and signed by `golden_key` if given."""
     head = len(REPLY) + 2 + 4 + auth.MSG_MAC_LEN
-    if not data.startswith(REPLY) or len(data) < head:
+    if not data.startswith(REPLY) or len(data) < head + 1:
         return None
     (port,) = struct.unpack_from("<H", data, len(REPLY))
     where = data[len(REPLY) + 2 : len(REPLY) + 6]
     mac = data[len(REPLY) + 6 : head]
-    name = data[head:]
+    signature = data[head + 1 : head + 1 + data[head]]
+    name = data[head + 1 + data[head]:]
     if name != session.encode():
         return None
     if not hmac.compare_digest(mac, auth.discovery_mac(root, nonce, port, name, where)):
+        return None
+    if golden_key is not None and not identity.verify(golden_key, data[:head] + nonce + name,
+                                                      signature):
         return None
     try:
         if where != socket.inet_aton(peer):
@@ -81,7 +92,9 @@ def source_address(peer: tuple[str, int]) -> str:
 class DiscoveryResponder:
     """Answers requests for our session name until closed."""
 
-    def __init__(self, root: bytes, session: str, port: int, bind: str) -> None:
+    def __init__(self, root: bytes, session: str, port: int, bind: str,
+                 signer: bytes | None = None) -> None:
+        self._signer = signer
         self._root = root
         self._session = session
         self._port = port
@@ -107,7 +120,7 @@ class DiscoveryResponder:
                 bound = self.sock.getsockname()[0]
                 here = bound if bound != "0.0.0.0" else source_address(peer)
                 self.sock.sendto(encode_reply(self._root, req[0], self._port, self._session,
-                                              here), peer)
+                                              here, self._signer), peer)
             except OSError:
                 pass
 
@@ -126,7 +139,8 @@ class DiscoveryResponder:
 
 
 def find_sender(
-    root: bytes, session: str, port: int, address: str, timeout: float
+    root: bytes, session: str, port: int, address: str, timeout: float,
+    golden_key: bytes | None = None,
 ) -> tuple[str, int] | None:
     """(sender address, TCP port), or None after `timeout` seconds of silence."""
     deadline = time.monotonic() + timeout
@@ -149,7 +163,7 @@ def find_sender(
                 except OSError:  # e.g. ICMP port unreachable: nobody there yet
                     time.sleep(max(0.0, until - time.monotonic()))
                     break
-                tcp_port = parse_reply(root, nonce, session, data, peer[0])
+                tcp_port = parse_reply(root, nonce, session, data, peer[0], golden_key)
                 if tcp_port is not None:
                     return peer[0], tcp_port
     return None

@@ -77,7 +77,7 @@ def _locate(root: bytes, options: ReceiveOptions, deadline: float,
     emit(Event("discovery", f"looking for session {options.session!r} "
                             f"via {options.discovery_address}:{options.port}"))
     found = find_sender(root, options.session, options.port, options.discovery_address,
-                        max(0.0, deadline - time.monotonic()))
+                        max(0.0, deadline - time.monotonic()), options.golden_key)
     if found is None:
         raise SenderNotFound(
             f"no sender answered for session {options.session!r} within "

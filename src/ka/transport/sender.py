@@ -93,7 +93,8 @@ def send(source: Source, options: SendOptions,
     try:
         if options.session is not None:
             try:
-                responder = DiscoveryResponder(root, options.session, options.port, options.bind)
+                responder = DiscoveryResponder(root, options.session, options.port,
+                                               options.bind, options.identity)
             except OSError as e:
                 raise TransportError(f"cannot listen on UDP port {options.port}: {e.strerror}",
                                      hint="choose another --port") from e

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 packages=(
   fdisk util-linux mount e2fsprogs xfsprogs dosfstools btrfs-progs jfsutils mtools
-  iproute2 kmod tar zstd acl attr libcap2-bin udpcast dnsmasq-base
+  iproute2 kmod tar zstd acl attr libcap2-bin udpcast dnsmasq-base openssh-client
   python3-venv
   pxelinux syslinux-common grub-efi-amd64-bin ipxe busybox-static cpio tftp-hpa
   qemu-system-x86 ipxe-qemu ovmf debootstrap

@@ -15,11 +15,9 @@ import pytest
 
 from ka.boot import bootenv, init_script
 from ka.boot.bootenv import BootEnvError, find_kernel, requirement_names
+from needs import need
 
-CPIO = shutil.which("cpio")
-pytestmark = pytest.mark.skipif(
-    CPIO is None or not os.path.exists("/usr/bin/busybox"),
-    reason="cpio and busybox-static are not installed (scripts/setup.sh installs them)")
+CPIO = shutil.which("cpio") or "cpio"
 
 
 def test_find_kernel_takes_newest_with_modules(tmp_path: os.PathLike[str]) -> None:
@@ -54,6 +52,8 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    need("cpio", "cpio")
+    need("busybox", "busybox-static")
     tmp = tmp_path_factory.mktemp("bootenv")
     kernel = os.path.join(tmp, "vmlinuz-6.1.0-99-amd64")
     with open(kernel, "wb") as f:
@@ -90,6 +90,7 @@ def member(built: Built, name: str) -> str:
                           capture_output=True, check=True).stdout.decode()
 
 
+@pytest.mark.slow  # builds a whole boot environment
 def test_output_files(built: Built) -> None:
     with open(os.path.join(built.output, "vmlinuz"), "rb") as f:
         assert f.read() == b"stand-in kernel"
@@ -101,6 +102,7 @@ def test_output_files(built: Built) -> None:
     assert "e1000" in built.report.missing_modules
 
 
+@pytest.mark.slow
 def test_archive_contents(built: Built) -> None:
     listing = subprocess.run([CPIO, "-itv", "--quiet"], input=archive(built),
                              capture_output=True, check=True).stdout.decode().splitlines()
@@ -135,6 +137,7 @@ def unpacked(built: Built, tmp_path: os.PathLike[str]) -> str:
 
 
 @pytest.mark.root
+@pytest.mark.slow
 def test_ka_runs_inside_the_initramfs(unpacked: str) -> None:
     """The Python closure is complete: ka and its native dependencies load in a chroot."""
     def jail(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -160,6 +163,7 @@ def test_ka_runs_inside_the_initramfs(unpacked: str) -> None:
 
 
 @pytest.mark.root
+@pytest.mark.slow
 def test_every_included_tool_finds_its_libraries(unpacked: str) -> None:
     tools = [t for t in (*bootenv.REQUIRED_TOOLS, *bootenv.OPTIONAL_TOOLS)
              if any(os.path.lexists(os.path.join(unpacked, d, t)) for d in ("usr/bin", "usr/sbin"))]

@@ -30,8 +30,9 @@ from ka.lab.disks import (
 from ka.lab.golden import GoldenSpec, build_tree, write_fstab
 from ka.lab.network import LabNetwork
 from ka.run import run
+from needs import need
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]  # ka clone: 300 s
 MiB = 1024 * 1024
 SIZE = 640 * MiB
 
@@ -48,9 +49,8 @@ def workdir() -> Iterator[Path]:
 
 def test_boot_environment_installs_a_node(workdir: Path,
                                           ka_boot: Callable[[list[str]], int]) -> None:
-    for need in ("/usr/bin/busybox", "/usr/lib/PXELINUX/pxelinux.0"):
-        if not os.path.exists(need):
-            pytest.skip(f"{need} is not installed (scripts/setup.sh installs it)")
+    need("busybox", "busybox-static")
+    need("/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
     desc = golden_desc(SIZE)
     (workdir / "golden.desc").write_text(desc)
     key = workdir / "session.key"

@@ -10,10 +10,14 @@ import pytest
 
 from ka.boot import init_script
 from ka.boot.cmdline import BootOptions, parse_cmdline
+from needs import need
 
-BUSYBOX = shutil.which("busybox") or "/usr/bin/busybox"
-pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX),
-                                reason="busybox is not installed (scripts/setup.sh installs it)")
+BUSYBOX = shutil.which("busybox") or "busybox"
+
+
+@pytest.fixture(autouse=True)
+def busybox() -> None:
+    need("busybox", "busybox-static")
 
 
 @pytest.fixture
@@ -30,13 +34,11 @@ def isolated() -> list[str]:
     busybox sh runs its own applets (ip, reboot) before anything in PATH, so a stand-in in
     PATH is not enough: in these namespaces a mistake cannot touch this machine's network, and
     reboot(2) only ends the namespace. Without root those calls fail with EPERM anyway; as
-    root without `unshare` the test is skipped rather than run against this machine.
+    root without `unshare` the test fails rather than run against this machine.
     """
     if os.geteuid() != 0:
         return []
-    if not shutil.which("unshare"):
-        pytest.skip("running busybox sh as root needs unshare (util-linux) to isolate it")
-    return ["unshare", "--net", "--pid", "--fork"]
+    return [need("unshare", "util-linux"), "--net", "--pid", "--fork"]
 
 
 def sh(script: str, *args: str, env: dict[str, str] | None = None,

@@ -22,6 +22,7 @@ from ka.boot.pxe import (
 )
 from ka.boot.state import load_state, write_tree
 from ka.errors import UsageError
+from needs import need
 
 BOOT = BootOptions(session="lab1")
 ARGS = "console=tty0 console=ttyS0,115200 ka.session=lab1 ka.retries=5"
@@ -126,8 +127,7 @@ def test_tftp_only_tells_what_to_set_on_the_dhcp_server() -> None:
 @pytest.mark.parametrize("kw", [{}, {"dhcp": "proxy", "range": None, "subnet": "10.9.0.0/24",
                                      "bios": "ipxe"}, {"dhcp": "tftp-only", "range": None}])
 def test_dnsmasq_accepts_the_configuration(tmp_path: os.PathLike[str], kw: dict) -> None:
-    if not os.path.exists("/usr/sbin/dnsmasq"):
-        pytest.skip("dnsmasq-base is not installed")
+    need("/usr/sbin/dnsmasq", "dnsmasq-base")
     path = os.path.join(tmp_path, "dnsmasq.conf")
     with open(path, "w") as f:
         f.write(render_dnsmasq(config(**kw)))
@@ -221,16 +221,13 @@ def test_missing_loader_names_its_package(tmp_path: os.PathLike[str],
     assert not os.path.exists(os.path.join(tmp_path, "tftp")), "nothing written on failure"
 
 
-def _need(*paths: str) -> None:
-    for p in paths:
-        if not os.path.exists(p):
-            pytest.skip(f"{p} is not installed (scripts/setup.sh installs it)")
-
-
 def test_config_command_writes_tree_and_state(tmp_path: os.PathLike[str],
                                               ka_boot: Callable[[list[str]], int]) -> None:
-    _need("/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/menu.c32",
-          "/usr/lib/grub/x86_64-efi/efinet.mod", "/usr/bin/grub-mkimage")
+    for path, package in (("/usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
+                          ("/usr/lib/syslinux/modules/bios/menu.c32", "syslinux-common"),
+                          ("/usr/lib/grub/x86_64-efi/efinet.mod", "grub-efi-amd64-bin"),
+                          ("/usr/bin/grub-mkimage", "grub-common")):
+        need(path, package)
     state = os.path.join(tmp_path, "pxe")
     bootenv = os.path.join(tmp_path, "env")
     os.mkdir(bootenv)

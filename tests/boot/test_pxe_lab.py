@@ -17,6 +17,7 @@ import pytest
 from ka.boot.cmdline import BootOptions
 from ka.boot.menus import pxelinux_menu
 from ka.lab.network import LabNetwork
+from needs import need
 
 pytestmark = pytest.mark.lab
 
@@ -42,9 +43,9 @@ def workdir() -> Iterator[str]:
 
 @pytest.fixture
 def lab() -> Iterator[LabNetwork]:
-    for tool in ("/usr/bin/busybox", "/usr/bin/tftp", "/usr/lib/PXELINUX/pxelinux.0"):
-        if not os.path.exists(tool):
-            pytest.skip(f"{tool} is not installed (scripts/setup.sh installs it)")
+    need("busybox", "busybox-static")
+    need("tftp", "tftp-hpa")
+    need("/usr/lib/PXELINUX/pxelinux.0", "pxelinux")
     with LabNetwork(nodes=1) as network:
         yield network
 

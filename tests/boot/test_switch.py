@@ -12,6 +12,7 @@ from ka.boot.pxe import PxeConfig, menu_files
 from ka.boot.state import load_state, save_state, write_text
 from ka.boot.switch import boot_states, set_boot
 from ka.errors import UsageError
+from needs import need
 
 BOOT = BootOptions(host="10.9.0.1")
 MAC1, MAC2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
@@ -103,8 +104,7 @@ def test_set_without_configuration(tmp_path: os.PathLike[str],
 
 def test_config_again_keeps_node_entries_with_new_options(
         pxe: PxeConfig, ka_boot: Callable[[list[str]], int]) -> None:
-    if not os.path.exists("/usr/lib/ipxe/snponly.efi"):
-        pytest.skip("ipxe is not installed (scripts/setup.sh installs it)")
+    need("/usr/lib/ipxe/snponly.efi", "ipxe")
     set_boot(pxe, ["n1"], "local")
     set_boot(pxe, ["n2"], "ka")
     table = os.path.join(pxe.state_dir, "nodes")  # written by save_state

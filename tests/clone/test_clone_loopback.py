@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ka.run import available, run
+from ka.run import run
+from needs import need
 
 from .support import end_all, free_port, start_ka, wait_all
 
@@ -101,7 +102,7 @@ def _populate(root: Path, srv: Path, golden_dev: str) -> None:
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tgolden\n")
     (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     (root / "var/lib/dhcp/dhclient.eth0.leases").write_text("lease {}\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+    subprocess.run([need("ssh-keygen", "openssh-client"), "-q", "-t", "ed25519", "-N", "", "-f",
                     str(root / "etc/ssh/ssh_host_ed25519_key")], check=True)
     root_uuid = _blkid(partition_device(golden_dev, 1), "UUID")
     swap_uuid = _blkid(partition_device(golden_dev, 2), "UUID")
@@ -117,8 +118,7 @@ def _populate(root: Path, srv: Path, golden_dev: str) -> None:
         f"linux /vmlinuz root=UUID={root_uuid} ro\n"
     )
     (srv / "data.txt").write_text("on /srv\n")
-    if available("setfacl"):
-        run(["setfacl", "-m", "u:4321:r", str(srv / "data.txt")])
+    run([need("setfacl", "acl"), "-m", "u:4321:r", str(srv / "data.txt")])
 
 
 @pytest.fixture
@@ -240,9 +240,8 @@ def test_clone_on_loopback_with_a_too_small_node(rig: dict[str, object]) -> None
             assert os.stat(root / "usr/sparse.img").st_blocks * 512 < 1 * MiB
             assert len(list((root / "usr/share/doc").iterdir())) == 201
             assert (srv / "data.txt").read_text() == "on /srv\n"
-            if available("getfacl"):
-                acl = run(["getfacl", "-n", str(srv / "data.txt")]).stdout
-                assert "user:4321:r--" in acl
+            acl = run([need("getfacl", "acl"), "-n", str(srv / "data.txt")]).stdout
+            assert "user:4321:r--" in acl
             # excluded /tmp: re-created empty with its mode
             assert list((root / "tmp").iterdir()) == []
             assert os.stat(root / "tmp").st_mode & 0o7777 == 0o1777

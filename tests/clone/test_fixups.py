@@ -11,7 +11,7 @@ import pytest
 from ka.clone import bootloader as boot
 from ka.clone import fixups, golden
 from ka.clone.plan import ClonePlan, ExcludedDir, GoldenPartition
-from ka.run import available
+from needs import need
 
 OLD = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 NEW = "9f0c3a52-7d1e-4c2b-a4b7-5e8d2f6c1a90"
@@ -145,8 +145,8 @@ def test_stale_network_state_is_removed(tmp_path: Path) -> None:
     assert keep.exists() and not any((tmp_path / f).exists() for f in files)
 
 
-@pytest.mark.skipif(not available("ssh-keygen"), reason="ssh-keygen is not installed")
 def test_ssh_host_keys_are_replaced(tmp_path: Path) -> None:
+    need("ssh-keygen", "openssh-client")
     ssh = tmp_path / "etc/ssh"
     ssh.mkdir(parents=True)
     (ssh / "ssh_host_rsa_key").write_text("golden key")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grp
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from ka.clone.tarstream import create_argv, extract_argv, nested_excludes
+from needs import need
 
 
 def test_create_keeps_every_kind_of_metadata() -> None:
@@ -43,8 +43,8 @@ def test_nested_excludes_of_a_sub_mount() -> None:
 @pytest.mark.root
 def test_acl_naming_a_group_the_node_does_not_know_arrives_numerically(tmp_path: Path) -> None:
     # The boot environment's /etc/group knows only root; the golden's ACL names `adm`.
-    if not all(shutil.which(t) for t in ("setfacl", "getfacl", "unshare")):
-        pytest.skip("acl or util-linux tools are missing (scripts/setup.sh installs them)")
+    for tool, package in (("setfacl", "acl"), ("getfacl", "acl"), ("unshare", "util-linux")):
+        need(tool, package)
     src, dst = tmp_path / "golden", tmp_path / "node"
     (src / "journal").mkdir(parents=True)
     dst.mkdir()

@@ -20,7 +20,8 @@ MiB = 1024 * 1024
 SMALL = LabCloneOptions(nodes=3, rate="1gbit", size=640 * MiB, data_bytes=24 * MiB,
                         small_files=1500, timeout=300.0)
 
-pytestmark = pytest.mark.lab
+# Each clone gives up after 300 s (SMALL.timeout): the test only if that fails too.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 
 def _run(workdir: Path, **changes: object) -> LabCloneReport:

@@ -120,7 +120,9 @@ def test_missing_and_extra_entries(golden: Path, copy: Path) -> None:
 
 def test_ignore_and_prune(golden: Path, copy: Path) -> None:
     for rel in IDENTITY_FILES:
-        (copy / rel).write_text("rewritten by the fix-ups\n")
+        path = copy / rel
+        path.chmod(path.stat().st_mode | 0o200)  # machine-id is read-only; root writes it anyway
+        path.write_text("rewritten by the fix-ups\n")
     shutil.rmtree(copy / "var/log/app")
     (copy / "var/log/app").mkdir()
     shutil.copystat(golden / "var/log/app", copy / "var/log/app")

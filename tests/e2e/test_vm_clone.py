@@ -22,7 +22,8 @@ from ka.lab.debian import DEFAULT_CACHE, DebianRecipe, host_mirror, host_suite
 from ka.lab.vm import VmError, ovmf_files, virtio_rom
 from ka.lab.vmclone import VmCloneOptions, lab_clone_vm, vm_summary
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+# The run itself gives up after 1800 s (its own timeout, below); the test after that.
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(2400)]
 MiB = 1024 * 1024
 
 

@@ -78,6 +78,7 @@ def _key(tmp_path: Path, key: bytes, name: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_capture_writes_a_manifest_and_one_stream_file_per_filesystem(
         tmp_path: Path, golden: tuple[Path, Path]) -> None:
     before = _digest(golden[0])
@@ -106,6 +107,7 @@ def test_capture_writes_a_manifest_and_one_stream_file_per_filesystem(
     assert info["streams"] == manifest["streams"]
 
 
+@pytest.mark.slow
 def test_one_changed_byte_fails_verify_and_clone_before_any_node_is_reached(
         tmp_path: Path, golden: tuple[Path, Path]) -> None:
     out = _capture(tmp_path, golden)
@@ -121,6 +123,7 @@ def test_one_changed_byte_fails_verify_and_clone_before_any_node_is_reached(
     _refused_before_any_node(out, 32, var["file"])
 
 
+@pytest.mark.slow
 def test_a_truncated_stream_file_is_refused(tmp_path: Path, golden: tuple[Path, Path]) -> None:
     out = _capture(tmp_path, golden)
     path = out / "fs-1.tar.zst"
@@ -154,6 +157,7 @@ def _refused_before_any_node(image: Path, status: int, said: str, *extra: str) -
     assert node.returncode == 10, err  # sender not found: no plan was ever sent
 
 
+@pytest.mark.slow
 def test_keys_authenticate_the_manifest(tmp_path: Path, golden: tuple[Path, Path]) -> None:
     key_a, key_b = _key(tmp_path, KEY_A, "a.key"), _key(tmp_path, KEY_B, "b.key")
     out = _capture(tmp_path, golden, "img", "--key-file", key_a)
@@ -176,6 +180,7 @@ def test_keys_authenticate_the_manifest(tmp_path: Path, golden: tuple[Path, Path
     _refused_before_any_node(out, 33, "captured without a key", "--key-file", key_a)
 
 
+@pytest.mark.slow
 def test_an_unauthenticated_image_with_a_key_needs_the_explicit_option(
         tmp_path: Path, golden: tuple[Path, Path]) -> None:
     out = _capture(tmp_path, golden)
@@ -193,6 +198,7 @@ def test_an_unauthenticated_image_with_a_key_needs_the_explicit_option(
     assert plan["compress"] is None  # compressed once, at capture
 
 
+@pytest.mark.slow
 def test_bad_images_each_have_their_exit_status(tmp_path: Path,
                                                 golden: tuple[Path, Path]) -> None:
     out = _capture(tmp_path, golden)
@@ -215,6 +221,7 @@ def test_bad_images_each_have_their_exit_status(tmp_path: Path,
     assert r.returncode == 2 and "--exclude has no meaning with --image" in r.stderr
 
 
+@pytest.mark.slow
 def test_names_resolve_in_the_store_and_list_skips_partial_captures(
         tmp_path: Path, golden: tuple[Path, Path]) -> None:
     store = tmp_path / "store"
@@ -255,6 +262,7 @@ def test_an_interrupted_capture_leaves_nothing(tmp_path: Path,
     assert calls and sorted(os.listdir(tmp_path)) == ["golden.desc", "tree"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_capture_leaves_nothing(tmp_path: Path) -> None:
     tree = _tree(tmp_path, data=100 * 1024 * 1024)
     desc = tmp_path / "golden.desc"
@@ -281,6 +289,7 @@ def test_sigterm_during_a_capture_leaves_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
+@pytest.mark.slow
 def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path,
                                                          golden: tuple[Path, Path]) -> None:
     small = tmp_path / "small"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]  # the harness itself: 300 s
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "broadcast.py"
 

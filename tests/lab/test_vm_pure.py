@@ -34,6 +34,7 @@ from ka.lab.vmcheck import (
     summary_node,
 )
 from ka.lab.vmclone import VmCloneOptions, firmware_of, lab_clone_vm, vm_desc
+from needs import missing
 
 MiB = 1024 * 1024
 MAC1 = "52:54:00:4b:41:01"
@@ -68,7 +69,7 @@ def test_uefi_machine_has_its_own_variable_store(tmp_path: Path) -> None:
     try:
         code, _store = ovmf_files()
     except VmError:
-        pytest.skip("OVMF is not installed (Debian package ovmf)")
+        missing("OVMF is not installed (Debian package ovmf; scripts/setup.sh installs it)")
     m = Machine("vm2", 2, tmp_path / "vm2.img", tmp_path / "vm2.console", firmware="uefi")
     joined = " ".join(m.argv("tcg"))
     assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in joined

@@ -18,6 +18,7 @@ import pytest
 from test_loopback import assert_all_ok
 from transport_cluster import Cluster
 
+pytestmark = pytest.mark.slow  # a sender, nodes and flooding processes
 MiB = 1024 * 1024
 FLOODERS = ("127.0.0.2", "127.0.0.3")  # the nodes are on 127.0.0.1
 PER_TARGET = 120  # per flooding address and listening port

@@ -10,6 +10,7 @@ import time
 import pytest
 from transport_cluster import Cluster
 
+pytestmark = pytest.mark.slow  # one sender and several node processes per test
 MiB = 1024 * 1024
 
 

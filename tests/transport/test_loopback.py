@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
+import hashlib
 import os
+import re
 import signal
 import time
 
@@ -155,29 +156,49 @@ def assert_survivors(c: Cluster, survivors: list[str], digest: str, victim: str)
 
 
 def test_sigkill_after_producer_eof_heals(cluster: Cluster) -> None:
-    path, digest = cluster.data(6 * MiB)
-    cluster.send("--input", str(path))
-    for name in ("node1", "node2", "node3"):
-        cluster.receive(name)
-    for name in ("node1", "node2", "node3"):
-        cluster.wait_event(name, "joined")
-    # Stop a node before the start, so its sons cannot have the stream at producer EOF.
-    ids = cluster.node_ids()
-    victim = min(("node1", "node2", "node3"), key=lambda n: _place(ids[n]))
+    """A middle node that carried data is killed after the producer's end, while its son
+    still lacks the rest: the son re-attaches after the end and resumes at its offset."""
+    first, rest = cluster.data(2 * MiB, "first.bin"), cluster.data(6 * MiB, "rest.bin")
+    whole = cluster.tmp / "input.bin"
+    whole.write_bytes(first[0].read_bytes() + rest[0].read_bytes())
+    digest = hashlib.sha256(whole.read_bytes()).hexdigest()
+    gate = cluster.tmp / "gate"
+    # The first part (whole chunks), then the rest only once the gate file is there.
+    cluster.send("--command", f"cat {first[0]}; while [ ! -e {gate} ]; do sleep 0.02; done; "
+                              f"cat {rest[0]}")
+    for name in ("node1", "node2", "node3", "node4"):
+        part = cluster.tmp / f"{name}.part"
+        cluster.receive(name, command=f"tee {part} | sha256sum > {cluster.tmp / name}.sha")
+    order = cluster.order()
+    victim, son = order[1], order[2]
+    part, deadline = cluster.tmp / f"{son}.part", time.monotonic() + 30
+    while not part.exists() or part.stat().st_size < 2 * MiB:  # carried by the victim
+        assert time.monotonic() < deadline, "the first part never reached the victim's son"
+        time.sleep(0.02)
+    # Frozen, the victim forwards nothing more; it must die before its heartbeat is missed.
     cluster.signal(victim, signal.SIGSTOP)
-    cluster.receive("node4")
-    cluster.wait_event("sender", "eof")
+    gate.touch()
+    eof = cluster.wait_event("sender", "eof", timeout=2)
+    assert eof["bytes"] == 8 * MiB
     cluster.signal(victim, signal.SIGKILL)
-    survivors = [n for n in ("node1", "node2", "node3", "node4") if n != victim]
+    survivors = [n for n in order if n != victim]
     assert_survivors(cluster, survivors, digest, victim)
-    re = [e for e in cluster.events("sender") if e["event"] == "reattached"]
-    assert re, "the son of the killed node must have re-attached after EOF"
-
-
-def _place(node_id: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    """Where the sender orders a node: by numeric address, then port."""
-    address, port = node_id.rsplit(":", 1)
-    return ipaddress.ip_address(address), int(port)
+    ids = cluster.node_ids()
+    events = cluster.events("sender")
+    evicted = [e for e in events if e["event"] == "evicted"]
+    assert [e["node"] for e in evicted] == [ids[victim]]
+    assert "heartbeat" not in evicted[0]["message"], "evicted before it was killed"
+    reattached = [e for e in events if e["event"] == "reattached"]
+    assert [e["node"] for e in reattached] == [ids[son]]
+    assert eof["time"] <= evicted[0]["time"] <= reattached[0]["time"]
+    # The son's own account: fed by the victim from the start, then by the victim's father
+    # from where it stopped: after the first part, which is all the victim carried (offsets
+    # count the stream's frame headers too), so the rest came after the producer's end.
+    attached = [re.fullmatch(r"receiving from (\S+) at offset (\d+)", e["message"])
+                for e in cluster.events(son) if e["event"] == "attached"]
+    assert all(attached) and [m[1] for m in attached] == [ids[victim], ids[order[0]]]
+    offsets = [int(m[2]) for m in attached]
+    assert offsets[0] == 0 and 2 * MiB <= offsets[1] < 3 * MiB, offsets
 
 
 def test_sigstopped_node_is_evicted_and_the_others_finish(cluster: Cluster) -> None:

@@ -57,7 +57,7 @@ _LEFT_OUT = pytest.StashKey[int]()
 def pytest_report_header(config: pytest.Config) -> str:
     if _fast_tier(config):
         return "ka: fast tier (root, lab and slow tests left out; `--all` runs them)"
-    return "ka: every tier"
+    return "ka: every tier (--all, -m, or a test file or id named)"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,

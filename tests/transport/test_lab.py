@@ -88,11 +88,15 @@ def test_middle_node_killed_and_wrong_key_in_the_lab(lab: LabNetwork, tmp_path: 
                "--ring-size", "4M", nodes=NODES)
         names = c.nodes(NODES, "--key-file", str(key))
         order = c.order()
-        c.receive("intruder", "--key-file", str(wrong))  # runs on the last node's host
+        # On the last node's host, by address: by name, a wrong key cannot check the sender's
+        # answer (its MAC), so it would end as "sender not found" and the refusal go untested.
+        c.receive("intruder", "--key-file", str(wrong),
+                  find=["--host", lab.hosts[0].address])
         wait_produced(c, 4 * MiB)
         victim = order[1]
         c.signal(victim, signal.SIGKILL)
-        assert c.wait("intruder", 40) in (10, 11)  # unanswered discovery or refused
+        assert c.wait("intruder", 40) == 11, c.stderr("intruder")  # refused
+        assert "key" in c.stderr("intruder")
         assert not (tmp_path / "intruder.sha").exists()
         assert_survivors(c, [n for n in names if n != victim], digest, victim)
     finally:

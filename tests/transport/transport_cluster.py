@@ -121,11 +121,13 @@ class Cluster:
                 raise AssertionError(f"stray connections failed: {self.stderr('stray')}")
             time.sleep(0.05)
 
-    def receive(self, name: str, *args: str, command: str | None = None) -> None:
+    def receive(self, name: str, *args: str, command: str | None = None,
+                find: list[str] | None = None) -> None:
+        """Start node `name`; `find` says how it finds the sender, if not as the others do."""
         consumer = command or f"sha256sum > {self.tmp / (name + '.sha')}"
         alone = "--go-now" in args and command is None  # a go-now that takes no data
         extra = [] if alone else ["--command", consumer]
-        self._spawn(name, ["receive", *self.find, "--port", str(self.port),
+        self._spawn(name, ["receive", *(find or self.find), "--port", str(self.port),
                            "--name", name, "--json", "--find-timeout", "10", *extra, *args])
 
     def nodes(self, n: int, *args: str) -> list[str]:

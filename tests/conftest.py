@@ -2,10 +2,10 @@
 
 `pytest -q tests` runs the fast tier: pure code, in-memory links and a few short-lived
 processes, no root. Tests marked `root` (loop devices, mounts, namespaces), `lab` (a virtual
-lab) or `slow` (multi-process sessions, long builds, virtual machines) are left out of it and
-counted in the summary; `--all` (or any `-m` expression, or naming a test file or test id)
-runs them, as CI does. Without root, `root` and `lab` tests are then skipped *visibly*, with a
-reason.
+lab), `slow` (multi-process sessions, long builds, virtual machines) or `browser` (headless
+Chromium) are left out of it and counted in the summary. `--all`, any `-m` expression, or
+naming a test file or test id runs them, as CI does. Without root, `root` and `lab` tests are
+then skipped *visibly*, with a reason.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-TIER_MARKERS = ("root", "lab", "slow")
+TIER_MARKERS = ("root", "lab", "slow", "browser")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all", action="store_true", dest="ka_all",
-                     help="run every tier (root, lab and slow tests too), as CI does")
+                     help="run every tier (root, lab, slow and browser tests too), as CI does")
 
 
 def _fast_tier(config: pytest.Config) -> bool:
@@ -56,7 +56,7 @@ _LEFT_OUT = pytest.StashKey[int]()
 
 def pytest_report_header(config: pytest.Config) -> str:
     if _fast_tier(config):
-        return "ka: fast tier (root, lab and slow tests left out; `--all` runs them)"
+        return "ka: fast tier (root, lab, slow and browser tests left out; `--all` runs them)"
     return "ka: every tier (--all, -m, or a test file or id named)"
 
 
@@ -65,5 +65,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
     left_out = config.stash.get(_LEFT_OUT, 0)
     if left_out:
         terminalreporter.write_line(
-            f"ka: fast tier: {left_out} root, lab or slow tests were not run "
+            f"ka: fast tier: {left_out} root, lab, slow or browser tests were not run "
             "(`pytest -q --all tests` runs them, as CI does)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,14 @@ import pytest
 
 from ka.cli import build_parser
 from ka.manpages import _subcommands, pages, readme_examples, readme_text
+from needs import need
 
-needs_man = pytest.mark.skipif(shutil.which("man") is None, reason="man (man-db) is not installed")
+needs_man = pytest.mark.usefixtures("man")
+
+
+@pytest.fixture
+def man() -> None:
+    need("man", "man-db")
 
 
 def render(path: Path) -> str:

@@ -22,6 +22,7 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow  # a ka clone and a ka install
 @pytest.mark.parametrize("impostor", [None, "own identity"])
 def test_a_key_holders_clone_is_refused_at_the_plan(tmp_path: Path,
                                                      impostor: str | None) -> None:

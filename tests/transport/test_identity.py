@@ -87,6 +87,7 @@ def test_keygen_identity_writes_a_private_key_nobody_else_reads(tmp_path: Path) 
     assert again.returncode == 2 and "exists" in again.stderr  # never replaced silently
 
 
+@pytest.mark.slow  # a ka send and a ka receive
 def test_receive_with_a_pinned_key_refuses_an_impostor_on_the_command_line(
         golden: tuple[bytes, bytes], tmp_path: Path) -> None:
     from transport_cluster import free_port

@@ -1,14 +1,14 @@
 """The pages in a real browser: Debian's chromium, headless, through its chromedriver.
 
 Nothing is downloaded: selenium is pointed at /usr/bin/chromium and /usr/bin/chromedriver
-(skipped, visibly, when they are missing), the browser talks only to the dashboard on
+(skipped, visibly, when they are missing; required as root or in CI, where scripts/setup.sh
+installs them), the browser talks only to the dashboard on
 127.0.0.1, and the page is fed while it is open, so what it shows came over the event stream.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,21 +21,19 @@ from ka.clone.deploy import CloneResult
 from ka.web.app import create_app
 from ka.web.server import Dashboard
 from ka.web.state import Deployment
+from needs import need
 
 from .feed import DONE, FS, HOSTILE, PLAN, T0, outcomes, session, stored
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "a-token-of-the-browser-tests-0123"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-                       reason="needs Debian's chromium and chromium-driver (apt-get install "
-                              "chromium chromium-driver)"),
-]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
+    need(CHROMIUM, "chromium")
+    need(CHROMEDRIVER, "chromium-driver")
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 

@@ -14,9 +14,15 @@ import zstandard
 from ka.boot import kmodules
 from ka.boot.bootenv import add_modules, kernel_config_of
 from ka.boot.initramfs import FileTree, InitramfsError, parse_ldd, write_initramfs, write_newc
+from needs import need
 
-CPIO = shutil.which("cpio")
-needs_cpio = pytest.mark.skipif(CPIO is None, reason="cpio is not installed (scripts/setup.sh)")
+CPIO = shutil.which("cpio") or "cpio"
+needs_cpio = pytest.mark.usefixtures("cpio")
+
+
+@pytest.fixture
+def cpio() -> None:
+    need("cpio", "cpio")
 
 
 def test_parents_come_first_and_kinds_cannot_clash() -> None:

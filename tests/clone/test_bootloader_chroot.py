@@ -10,8 +10,9 @@ import pytest
 from ka.clone.install import Installer, InstallOptions
 from ka.clone.mapping import DiskAssignment
 from ka.clone.plan import BootloaderRequest, ClonePlan, GoldenDisk, GoldenPartition
+from needs import need
 
-from .support import BUSYBOX, recording_tools
+from .support import recording_tools
 
 pytestmark = pytest.mark.root
 
@@ -27,8 +28,8 @@ def _clone(tmp_path: Path) -> Path:
     })
 
 
-@pytest.mark.skipif(BUSYBOX is None, reason="busybox (busybox-static) is not installed")
 def test_initramfs_and_grub_run_in_a_chroot(tmp_path: Path) -> None:
+    need("busybox", "busybox-static")
     root = _clone(tmp_path)
     code = bytes(range(220)) * 2  # --mbr-file: boot code that must land after grub-install
     plan = ClonePlan(

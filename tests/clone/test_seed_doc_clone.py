@@ -34,8 +34,9 @@ from ka.lab.disks import (
 from ka.lab.golden import GoldenSpec, build_tree, write_fstab
 from ka.lab.verdict import FIXED_UP, GoldenReference, judge_node
 from ka.lab.verify import digest_tree
+from needs import need
 
-from .support import BUSYBOX, end_all, free_port, recording_tools, start_ka, wait_all
+from .support import end_all, free_port, recording_tools, start_ka, wait_all
 
 pytestmark = pytest.mark.root
 
@@ -52,8 +53,8 @@ TIMEOUT = 180
 CALLS = "calls.log"  # what the recording boot tools of the clone write
 
 
-@pytest.mark.skipif(BUSYBOX is None, reason="busybox (busybox-static) is not installed")
 def test_the_documents_command_clones_exactly(tmp_path: Path) -> None:
+    need("busybox", "busybox-static")
     expected = expected_partitions(GOLDEN_DESC, SIZE)
     assert [(p.number, p.fstype, p.mountpoint) for p in expected] == [
         (1, "ext3", "/"), (2, None, None), (5, "swap", None), (6, "ext3", "/var")]

@@ -11,9 +11,7 @@ is built by `ka lab debian` in scripts/setup.sh (debootstrap from the Debian mir
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import pytest
 from ka.lab.debian import DEFAULT_CACHE, DebianRecipe, host_mirror, host_suite
 from ka.lab.vm import VmError, ovmf_files, virtio_rom
 from ka.lab.vmclone import VmCloneOptions, lab_clone_vm, vm_summary
+from needs import missing, need
 
 # The run itself gives up after 1800 s (its own timeout, below); the test after that.
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -30,21 +29,17 @@ MiB = 1024 * 1024
 def _require() -> None:
     for tool, package in (("qemu-system-x86_64", "qemu-system-x86"),
                           ("debootstrap", "debootstrap"), ("dnsmasq", "dnsmasq-base"),
-                          ("busybox", "busybox-static")):
-        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
-            pytest.skip(f"{tool} is not installed (Debian package {package}; "
-                        "scripts/setup.sh installs it)")
-    if not os.path.exists("/usr/lib/PXELINUX/pxelinux.0"):
-        pytest.skip("pxelinux is not installed (scripts/setup.sh installs it)")
+                          ("busybox", "busybox-static"),
+                          ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux")):
+        need(tool, package)
     for firmware_file in (virtio_rom, ovmf_files):
         try:
             firmware_file()
         except VmError as e:
-            pytest.skip(f"{e} ({e.hint})")
+            missing(f"{e} ({e.hint})")
     # The golden Debian comes from the Debian mirror: setup fetches it, never this test.
     if not DebianRecipe(host_suite(), host_mirror()).archive(DEFAULT_CACHE).exists():
-        pytest.skip("the golden Debian is not built: run `ka lab debian` (scripts/setup.sh "
-                    "does)")
+        missing("the golden Debian is not built: run `ka lab debian` (scripts/setup.sh does)")
 
 
 def test_machines_pxe_boot_get_cloned_and_boot_their_clone(leaves_nothing_open: Path) -> None:

@@ -118,7 +118,9 @@ def test_a_host_gone_from_the_network_is_bypassed(lab: LabNetwork, tmp_path: Pat
         cut = time.time()
         evicted = c.wait_event("sender", "evicted", timeout=20)
         assert evicted["node"] == c.node_ids()[victim]
-        assert evicted["time"] - cut < 4.0, evicted  # silence noticed within 3 s, plus slack
+        # Its silence noticed (within 3 s on an idle machine), not the 5 s stall timeout.
+        assert "no heartbeat" in evicted["message"], evicted
+        assert evicted["time"] - cut < 10.0, evicted
         assert_survivors(c, [n for n in names if n != victim], digest, victim)
         assert c.wait(victim, 20) == 13  # cut off, it says so and ends
         assert "sender" in c.stderr(victim)

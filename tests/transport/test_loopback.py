@@ -212,8 +212,10 @@ def test_sigstopped_node_is_evicted_and_the_others_finish(cluster: Cluster) -> N
     stopped = time.time()
     ev = cluster.wait_event("sender", "evicted", timeout=20)
     assert ev["node"] == cluster.node_ids()[victim]
-    # heartbeat loss is noticed within 3 s (plus scheduling slack on a loaded machine)
-    assert ev["time"] - stopped < 4.0, ev
+    # Noticed by its silence (within 3 s on an idle machine), before the 5 s stall timeout
+    # could; the bound only says it was not an unrelated end, with room for a loaded machine.
+    assert "no heartbeat" in ev["message"], ev
+    assert ev["time"] - stopped < 10.0, ev
     survivors = [n for n in order if n != victim]
     for name in survivors:
         assert cluster.wait(name) == 0, cluster.stderr(name)
@@ -307,9 +309,13 @@ def test_go_now_and_quorum_timeout(cluster: Cluster) -> None:
 
 def test_min_nodes_after_wait_timeout(cluster: Cluster) -> None:
     path, digest = cluster.data(MiB)
+    # The nodes first, already trying to connect: the 1.5 s window then only has to hold two
+    # connections, not the start of two fresh processes on a loaded machine.
+    names = cluster.nodes(2)
+    for name in names:
+        cluster.wait_event(name, "warning")  # running: no key, an open session
     cluster.send("--input", str(path), "--min-nodes", "2", "--wait-timeout", "1.5", nodes=6)
-    cluster.nodes(2)
-    assert_all_ok(cluster, ["node1", "node2"], digest)
+    assert_all_ok(cluster, names, digest)
 
 
 def test_not_enough_nodes_before_the_wait_timeout(cluster: Cluster) -> None:
@@ -329,7 +335,8 @@ def test_release_barrier_with_delay(cluster: Cluster) -> None:
     times = [e["time"] for e in cluster.events("sender") if e["event"] == "released"]
     assert len(times) == 3
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert all(0.45 <= g <= 1.0 for g in gaps), gaps
+    assert all(0.45 <= g for g in gaps), gaps  # never sooner than the delay: the point
+    assert all(g <= 5.0 for g in gaps), gaps  # later only as late as a loaded machine makes it
 
 
 def test_release_barrier_holds_every_node_until_all_finished(cluster: Cluster) -> None:
@@ -344,7 +351,7 @@ def test_release_barrier_holds_every_node_until_all_finished(cluster: Cluster) -
     done = max(e["time"] for e in events if e["event"] == "done")
     released = [e["time"] for e in events if e["event"] == "released"]
     assert len(released) == 3 and min(released) >= done
-    assert max(released) - min(released) < 0.5  # together, without --release-delay
+    assert max(released) - min(released) < 1.5  # together, without --release-delay
     for name in ("node1", "node2"):  # held: they ended only after node3 finished
         complete = next(e for e in cluster.events(name) if e["event"] == "complete")
         assert complete["time"] >= done

@@ -18,6 +18,12 @@ import pytest
 TIER_MARKERS = ("root", "lab", "slow", "browser")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    import sigterm  # a SIGTERM unwinds the running test like Ctrl-C (see tests/sigterm.py)
+
+    sigterm.pytest_configure(config)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all", action="store_true", dest="ka_all",
                      help="run every tier (root, lab, slow and browser tests too), as CI does")

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from ka.image.capture import CaptureOptions, capture
-from ka.image.manifest import CaptureError
 from ka.image.store import list_images
 
 DESC = ("label gpt\nlinux 64MiB fs=ext4 mount=/ label=root\n"
@@ -309,6 +308,3 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path,
     finally:
         subprocess.run(["umount", str(small)], check=False)
 
-
-def test_capture_error_type_is_an_image_error() -> None:
-    assert CaptureError.exit_code == 34

@@ -206,9 +206,11 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compress", metavar="zstd[:LEVEL]", help="compress the streams once")
 
 
-SELECTION = (("exclude", "--exclude"), ("exclude_disk", "--exclude-disk"), ("mbr", "--mbr"),
-             ("mbr_file", "--mbr-file"), ("raw", "--raw"), ("desc", "--desc"),
-             ("root", "--root"), ("compress", "--compress"))
+# Each selection option with its default: with --image, any other value is refused.
+SELECTION: tuple[tuple[str, str, Any], ...] = (
+    ("exclude", "--exclude", []), ("exclude_disk", "--exclude-disk", []), ("mbr", "--mbr", []),
+    ("mbr_file", "--mbr-file", []), ("raw", "--raw", []), ("desc", "--desc", []),
+    ("root", "--root", None), ("compress", "--compress", None))
 
 
 def selection_options(args: argparse.Namespace, *, nodes: int, prefix: str = "ka",
@@ -384,10 +386,8 @@ def _image_plan(args: argparse.Namespace, key: bytes | None) -> tuple[Path, Any,
     from ka.image.deploy import Deployment, image_plan
     from ka.image.store import open_image
 
-    defaults: dict[str, Any] = {"exclude": [], "exclude_disk": [], "mbr": [], "mbr_file": [],
-                                "raw": [], "desc": [], "root": None, "compress": None}
-    for dest, flag in SELECTION:
-        if getattr(args, dest) != defaults[dest]:
+    for dest, flag, default in SELECTION:
+        if getattr(args, dest) != default:
             raise UsageError(f"{flag} has no meaning with --image: the image was captured "
                              "with its own selection",
                              hint="give it to `ka image capture` instead")

@@ -28,7 +28,7 @@ from ka import __version__
 from ka.clone.deploy import source_for
 from ka.clone.golden import CloneOptions, build_plan, check_disk_options
 from ka.clone.plan import ClonePlan, Stream
-from ka.errors import KaError, UsageError
+from ka.errors import KaError
 from ka.image.manifest import MANIFEST, CaptureError, Manifest, StreamEntry
 from ka.image.streamfile import StreamFileWriter, WrittenStream, file_digest
 
@@ -99,13 +99,15 @@ def capture(opts: CaptureOptions, on_progress: ProgressSink | None = None) -> Ma
         raise CaptureError(f"--output {output}: {parent} does not exist",
                            hint=f"create it first (mkdir -p {parent})")
     plan = plan_capture(opts)
-    need = sum(expected_size(plan, s, opts.selection.root) for s in plan.streams)
+    # A plain directory's size is a walk of its tree: once, for the check and the progress.
+    expected = {s.session: expected_size(plan, s, opts.selection.root) for s in plan.streams}
+    need = sum(expected.values())
     if opts.space_check:
         _check_space(parent, need)
     partial = parent / f".{output.name}.partial-{os.getpid()}"
     partial.mkdir(mode=0o700)
     try:
-        manifest = _write(opts, plan, partial, on_progress or (lambda _p: None))
+        manifest = _write(opts, plan, partial, expected, on_progress or (lambda _p: None))
         _fsync_dir(partial)
         os.rename(partial, output)
         _fsync_dir(parent)
@@ -130,7 +132,7 @@ def _check_space(parent: Path, need: int) -> None:
                  "you know how well it compresses")
 
 
-def _write(opts: CaptureOptions, plan: ClonePlan, directory: Path,
+def _write(opts: CaptureOptions, plan: ClonePlan, directory: Path, expected: dict[str, int],
            on_progress: ProgressSink) -> Manifest:
     root = opts.selection.root
     entries: list[StreamEntry] = []
@@ -142,7 +144,7 @@ def _write(opts: CaptureOptions, plan: ClonePlan, directory: Path,
         part = next(p for p in plan.partitions
                     if (p.disk, p.number) == (stream.disk, stream.number))
         written = _capture_stream(plan, stream, root, directory / name, opts.level,
-                                  expected_size(plan, stream, root), on_progress)
+                                  expected[stream.session], on_progress)
         entries.append(StreamEntry(
             file=name, kind=stream.kind, disk=stream.disk, number=stream.number,
             fstype=part.fstype, mountpoint=stream.mountpoint,
@@ -230,7 +232,3 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def selection_error(option: str) -> UsageError:
-    return UsageError(f"{option} has no meaning with --image: the image was captured with "
-                      "its own selection", hint="give it to `ka image capture` instead")

@@ -114,7 +114,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def cmd_capture(args: argparse.Namespace) -> int:
     # A SIGTERM ends a capture like Ctrl-C does: tar is ended, the partial image removed.
     signal.signal(signal.SIGTERM, _interrupt)
-    output = resolve(args.output, args.store) if "/" not in args.output else Path(args.output)
+    output = resolve(args.output, args.store)
     key = key_from_args(args)
     opts = CaptureOptions(selection=selection_options(args, nodes=0), output=output,
                           name=args.name, level=_level(args.compress), key=key,
@@ -163,9 +163,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     directory = resolve(args.image, args.store)
     key = key_from_args(args)
-    probe = read_manifest(directory, None, authenticate=False)
-    manifest = read_manifest(directory, key, allow_unauthenticated=True,
-                             authenticate=key is not None or not probe.authenticated)
+    # Without a key there is no MAC to check: the manifest as it is; with one, authenticated.
+    manifest = (read_manifest(directory, None, authenticate=False) if key is None
+                else read_manifest(directory, key, allow_unauthenticated=True))
     check_files(directory, manifest)
     for s in manifest.streams:
         t0 = time.monotonic()

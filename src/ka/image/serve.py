@@ -64,14 +64,6 @@ class ServeResult:
         return {n.name for w in self.waves if w.result for n in w.result.nodes
                 if n.result == "ok"}
 
-    def last_results(self) -> dict[str, str]:
-        """Each node's result in the last wave it was in."""
-        out: dict[str, str] = {}
-        for w in sorted(self.waves, key=lambda w: w.number):
-            for n in w.result.nodes if w.result else ():
-                out[n.name] = n.result
-        return out
-
     def failed_attempts(self) -> int:
         return sum(1 for w in self.waves if w.result for n in w.result.nodes
                    if n.result != "ok")
@@ -151,7 +143,7 @@ def serve(make_plan: WavePlan, sources_of: WaveSources, settings: SessionSetting
             run = CloneRun(plan, wave_settings, on_event, send)
             say(f"wave {number}: waiting for nodes in {plan.plan_session}")
             try:
-                first = run.plan_session(stop=_either(stop, gathering))
+                first = run.plan_session(stop=_Either(stop, gathering))
             except KaError as e:
                 with lock:
                     free.append(block)
@@ -198,6 +190,3 @@ class _Either(threading.Event):
     def is_set(self) -> bool:
         return self._a.is_set() or self._b.is_set()
 
-
-def _either(a: threading.Event, b: threading.Event) -> threading.Event:
-    return _Either(a, b)

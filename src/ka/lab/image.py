@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ka.errors import KaError
+from ka.image.manifest import read_manifest
 from ka.lab.verdict import GoldenReference
 
 if TYPE_CHECKING:
@@ -58,14 +59,13 @@ def capture_golden(workdir: Path, root: Path, drive: str, desc: Path, raw: Seque
     if done.returncode != 0:
         raise KaError(f"ka image capture failed with status {done.returncode}: "
                       f"{done.stderr.strip()[-2000:]}")
-    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest = read_manifest(directory, None, authenticate=False)
     keep = workdir / "golden-reference"
     shutil.copytree(root / "etc/ssh", keep / "etc/ssh", symlinks=True)
     esp_copy = workdir / "golden-esp.img"
     shutil.copyfile(reference.esp_device, esp_copy)
     return CapturedGolden(
-        directory, seconds, sum(s["stored_bytes"] for s in manifest["streams"]),
-        sum(s["raw_bytes"] for s in manifest["streams"]),
+        directory, seconds, manifest.stored_bytes, manifest.raw_bytes,
         dataclasses.replace(reference, root=keep, esp_device=str(esp_copy)))
 
 

@@ -1,17 +1,11 @@
-"""The pages in a real browser: Debian's chromium, headless, through its chromedriver.
-
-Nothing is downloaded: selenium is pointed at /usr/bin/chromium and /usr/bin/chromedriver
-(skipped, visibly, when they are missing; required as root or in CI, where scripts/setup.sh
-installs them), the browser talks only to the dashboard on
-127.0.0.1, and the page is fed while it is open, so what it shows came over the event stream.
-"""
+"""The pages in a real browser (Debian's chromium, headless: see chromium.py), fed with a
+synthetic deployment while the page is open, so what it shows came over the event stream.
+test_lab_web.py does the same during a real lab clone."""
 
 from __future__ import annotations
 
-import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,61 +15,18 @@ from ka.clone.deploy import CloneResult
 from ka.web.app import create_app
 from ka.web.server import Dashboard
 from ka.web.state import Deployment
-from needs import need
 
+from .chromium import chromium, no_alert, texts, wait_for
 from .feed import DONE, FS, HOSTILE, PLAN, T0, outcomes, session, stored
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "a-token-of-the-browser-tests-0123"
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    need(CHROMIUM, "chromium")
-    need(CHROMEDRIVER, "chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_AVOID_STATS"] = "true"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-extensions",
-                "--disable-default-apps", "--no-first-run", "--disable-dev-shm-usage",
-                "--disable-gpu", "--window-size=1400,1000",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with chromium(tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not shown within {timeout} s")
-        time.sleep(0.1)
-
-
-def texts(driver: Any, css: str) -> list[str]:
-    return [e.get_attribute("textContent") for e in driver.find_elements("css selector", css)]
-
-
-def no_alert(driver: Any) -> bool:
-    from selenium.common.exceptions import NoAlertPresentException
-
-    try:
-        _ = driver.switch_to.alert  # raises when there is none
-    except NoAlertPresentException:
-        return True
-    return False
 
 
 def test_live_history_and_timeline_pages(browser: Any, tmp_path: Path) -> None:

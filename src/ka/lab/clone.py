@@ -24,6 +24,7 @@ from pathlib import Path
 from ka.errors import KaError, UsageError
 from ka.keys import new_key, write_identity, write_key_file
 from ka.lab.checks import check_identities
+from ka.lab.dashboard import LabDashboard
 from ka.lab.disks import (
     Image,
     attached_image,
@@ -74,16 +75,27 @@ class LabCloneOptions:
     late_node: int | None = None              # --serve: start it once node1 extracts
     restart_killed: bool = False              # --serve: start kill_node again once killed
     term_golden: bool = False                 # --serve: SIGTERM the golden once node1 extracts
+    web: int | None = None                    # `ka clone --web`, forwarded to 127.0.0.1:web
+    # (node index, name): it joins with that name (`ka install --name`) and the golden names
+    # the others by address; its clone keeps the golden's host name (meant for a failing node)
+    node_names: tuple[tuple[int, str], ...] = ()
 
     def node_size(self, index: int) -> int:
         return dict(self.node_sizes).get(index, self.size)
 
 
 Step = Callable[[str], None]
+Hold = Callable[["LabCloneReport"], None]
 
 
-def lab_clone(options: LabCloneOptions, on_step: Step | None = None) -> LabCloneReport:
-    """Run one lab clone and return what happened on every node, verified."""
+def lab_clone(options: LabCloneOptions, on_step: Step | None = None, *,
+              on_dashboard: Step | None = None, hold: Hold | None = None) -> LabCloneReport:
+    """Run one lab clone and return what happened on every node, verified.
+
+    With `options.web`, `on_dashboard` is told the dashboard's address once it serves, and
+    `hold` is called with the report before the lab is torn down, while the dashboard
+    still serves the run's history.
+    """
     if os.geteuid() != 0:
         raise KaError("the lab needs root (namespaces, loop devices, mounts)",
                       hint="run it as root, e.g. with sudo")
@@ -97,14 +109,15 @@ def lab_clone(options: LabCloneOptions, on_step: Step | None = None) -> LabClone
     started = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
-            return _run(options, desc, workdir, stack, step, started)
+            return _run(options, desc, workdir, stack, step, started,
+                        on_dashboard or (lambda url: step(f"dashboard at {url}")), hold)
     finally:
         if not options.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.ExitStack,
-         step: Step, started: float) -> LabCloneReport:
+         step: Step, started: float, on_dashboard: Step, hold: Hold | None) -> LabCloneReport:
     (workdir / "golden.desc").write_text(desc)
     golden_expected = expected_partitions(desc, options.size)
     step(f"golden disk: {options.size // MiB} MiB, GPT: ESP vfat, / ext4, /var xfs, swap")
@@ -153,8 +166,19 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     lab = stack.enter_context(LabNetwork(options.nodes, rate=options.rate, name=unique_name()))
     step(f"lab network up: golden + {options.nodes} nodes, links {options.rate or 'unshaped'}")
     prefix = f"lab{os.getpid()}"
+    web = LabDashboard(options.web, workdir, lab, stack, on_dashboard) \
+        if options.web is not None else None
+    names = dict(options.node_names)
+    hostnames = HOSTNAMES
+    if names:
+        # By address: a node that joins with a name of its own gets none from the table.
+        hostnames = str(workdir / "hostnames")
+        Path(hostnames).write_text("".join(
+            f"{lab.hosts[i].address} {HOSTNAMES.format(n=i)}\n"
+            for i in range(1, options.nodes + 1) if i not in names))
     clone_argv = _clone_argv(options, prefix, drive, workdir, golden, esp.number, key_file, root,
-                             captured.directory if captured else None)
+                             captured.directory if captured else None, hostnames,
+                             web.clone_args() if web else [])
     procs = LabProcesses(stack)
     node_argv: dict[str, list[str]] = {}
     t0 = time.monotonic()
@@ -167,6 +191,8 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
         if options.key:
             argv += ["--key-file", str(key_file), "--golden-key",
                      str(workdir / "identity" / "golden.pub")]
+        if i in names:
+            argv += ["--name", names[i]]
         node_argv[f"node{i}"] = lab.argv(i, argv)
         if i != options.late_node:
             procs.start(f"node{i}", node_argv[f"node{i}"], workdir / f"node{i}.log")
@@ -174,12 +200,23 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     procs.start("golden", lab.argv(0, clone_argv), workdir / "golden.log")
     script = ServeScript(options.late_node, options.kill_node if options.restart_killed
                          else None, options.term_golden, node_argv, step)
+    ticks = [t for t in (script.tick if options.serve else None, web.tick if web else None)
+             if t is not None]
+
+    def tick(p: LabProcesses) -> None:
+        for t in ticks:
+            t(p)
+
     killed = procs.wait(t0 + options.timeout,
                         f"node{options.kill_node}" if options.kill_node else None,
-                        tick=script.tick if options.serve else None)
+                        tick=tick if ticks else None)
     clone_seconds = time.monotonic() - t0
     golden_status = procs.status("golden")
     step(f"ka clone exited with status {golden_status} after {clone_seconds:.1f} s")
+    if web is not None:
+        history_up = web.serve_history(procs)
+        step(f"ka web serves the run's history at {web.url}" if history_up else
+             f"ka web did not start: {tail(procs.log('web'), 3)}")
     served = read_serve_record(workdir / "logs" / prefix) if options.serve else None
 
     outcomes = []
@@ -199,14 +236,15 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
             expected = expected_partitions(desc, image.size)
             # Waves count positions of their own: a served node's name is any of the names.
             verdict = judge_node(name, image, expected, reference, assigned,
-                                 workdir / name / "check", by_position=not options.serve)
+                                 workdir / name / "check",
+                                 by_position=not (options.serve or names))
         outcomes.append(NodeOutcome(
             node=name, status=status, killed=name == killed, seconds=procs.seconds(name),
             report=report, log_tail=tail(log), verdict=verdict))
     verified = [o.verdict for o in outcomes if o.verdict is not None]
     identities = check_identities(reference.machine_id,
                                   {v.node: v.machine_id for v in verified})
-    return LabCloneReport(
+    report = LabCloneReport(
         nodes=tuple(outcomes), golden_status=golden_status, golden_log_tail=tail(
             procs.log("golden")), identities=identities, seconds=time.monotonic() - started,
         clone_seconds=clone_seconds, data_bytes=tree.data_bytes, files=tree.files,
@@ -215,13 +253,17 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
         capture=None if captured is None else (captured.seconds, captured.stored_bytes,
                                                captured.raw_bytes),
         served=served)
+    if hold is not None and web is not None:
+        hold(report)
+    return report
 
 
 def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path, golden: Image,
-                esp_number: int, key_file: Path, root: Path, image: Path | None) -> list[str]:
+                esp_number: int, key_file: Path, root: Path, image: Path | None,
+                hostnames: str, web: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "ka", "clone", "--nodes", str(options.nodes),
-            "--hostnames", HOSTNAMES, "--session-prefix", prefix,
-            "--logs", str(workdir / "logs"), "--join-timeout", str(JOIN_TIMEOUT)]
+            "--hostnames", hostnames, "--session-prefix", prefix,
+            "--logs", str(workdir / "logs"), "--join-timeout", str(JOIN_TIMEOUT), *web]
     if options.key:
         argv += ["--key-file", str(key_file), "--identity", str(workdir / "identity")]
     if image is not None:  # the selection was made at capture

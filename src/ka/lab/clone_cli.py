@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from ka.errors import KaError, UsageError
 from ka.lab.clone import GiB, LabCloneOptions, MiB, lab_clone
 from ka.lab.debian import DEFAULT_CACHE
-from ka.lab.report import summary_table
+from ka.lab.report import LabCloneReport, summary_table
 
 
 def _size(text: str) -> int:
@@ -52,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         "arriving only once the first wave's filesystem session has started")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (disk images, logs) for inspection")
+    p.add_argument("--web", type=_port, metavar="PORT",
+                   help="run `ka clone --web` and show its dashboard at "
+                        "http://127.0.0.1:PORT/ of this machine; once the clone is verified "
+                        "the run's history stays there until Ctrl-C")
     vm = p.add_argument_group(
         "virtual machines (--vm)",
         "With --vm N the nodes are N QEMU machines instead of namespaces: the golden disk holds "
@@ -85,18 +92,41 @@ def handler(args: argparse.Namespace) -> int:
     if args.vm is not None:
         if args.image:
             raise UsageError("--image is for namespace nodes, not with --vm")
+        if args.web is not None:
+            raise UsageError("--web is for namespace nodes, not with --vm")
         return _vm_handler(args)
     options = LabCloneOptions(
         nodes=args.nodes, rate=None if args.rate == "none" else args.rate, size=args.size,
         data_bytes=args.data, key=args.key, keep=args.keep, excludes=tuple(args.exclude),
         compress=args.compress, image=args.image or args.serve, serve=args.serve,
-        late_node=args.nodes if args.serve and args.nodes > 1 else None)
+        late_node=args.nodes if args.serve and args.nodes > 1 else None, web=args.web)
     if options.data_bytes > options.size // 2:
         raise UsageError("the golden tree's data does not fit the disk",
                          hint="give a larger --size or a smaller --data")
-    report = lab_clone(options, on_step=lambda msg: print(f"ka lab clone: {msg}", flush=True))
-    print(summary_table(report))
+    shown: list[LabCloneReport] = []
+
+    def hold(report: LabCloneReport) -> None:
+        print(summary_table(report), flush=True)
+        shown.append(report)
+        print("ka lab clone: the dashboard shows the run's history until Ctrl-C",
+              file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(1)
+
+    report = lab_clone(options, on_step=lambda msg: print(f"ka lab clone: {msg}", flush=True),
+                       on_dashboard=lambda url: print(f"ka: dashboard at {url}",
+                                                      file=sys.stderr, flush=True),
+                       hold=hold)
+    if not shown:
+        print(summary_table(report))
     return 0 if report.ok else 1
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}: a number from 0 to 65535")
+    return int(text)
 
 
 

@@ -137,11 +137,13 @@ def _error(status: int, text: str) -> Response:
 async def _stream(model: Deployment, after: int, closing: threading.Event
                   ) -> AsyncIterator[str]:
     """Every change after `after`, as it happens; ends once the deployment has ended and
-    all of it was sent (the page then stops listening), or when the server stops."""
+    all of it was sent (the page then stops listening), or when the server stops, once
+    what changed before is sent (the run's last change comes just before the server stops)."""
     yield "retry: 2000\n\n"
     version, idle = after, 0.0
-    while not closing.is_set():
-        ended = model.ended is not None  # read first: the last change is then sent before
+    while True:
+        # Read first: the last change is then sent before the end.
+        ended = model.ended is not None or closing.is_set()
         changes = model.changes(version)
         if changes is not None:
             version, idle = changes["deployment"]["version"], 0.0

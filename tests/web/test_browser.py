@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from ka.clone.deploy import CloneResult
+from ka.transport import Event
 from ka.web.app import create_app
 from ka.web.server import Dashboard
 from ka.web.state import Deployment
 
 from .chromium import chromium, no_alert, texts, wait_for
-from .feed import DONE, FS, HOSTILE, PLAN, T0, outcomes, session, stored
+from .feed import DONE, FS, HOSTILE, PLAN, T0, ids, outcomes, session, stored
 
 TOKEN = "a-token-of-the-browser-tests-0123"
 pytestmark = pytest.mark.browser
@@ -49,6 +50,8 @@ def test_live_history_and_timeline_pages(browser: Any, tmp_path: Path) -> None:
 
         session(live, PLAN, T0, names=(None, None, None))
         session(live, FS, T0 + 10, failed=2)
+        live.event(FS, Event("reattached", "node03 re-attached to node01 at offset 500000",
+                             node=ids(FS)[2], time=T0 + 13.2))
         wait_for(lambda: texts(browser, "#nodes td.name") == ["node01", HOSTILE, "node03"]
                  or texts(browser, "#nodes td.name") == [HOSTILE, "node01", "node03"])
         # The hostile name is text in its cell: no script ran, no element was made of it.
@@ -57,6 +60,13 @@ def test_live_history_and_timeline_pages(browser: Any, tmp_path: Path) -> None:
             "return [...document.scripts].every(s => s.src.includes('/static/'))")
         wait_for(lambda: texts(browser, "#nodes tr")[0].startswith("2"))  # failures first
         assert "consumer exited with status 2" in texts(browser, "#nodes td.reason")[0]
+        # The chain: the golden node and three nodes, the failed one's links broken, and
+        # the healed link from node01 past it to node03.
+        wait_for(lambda: browser.find_elements("css selector", "#chain path.healed"))
+        assert len(browser.find_elements("css selector", "#chain rect")) == 4
+        assert len(browser.find_elements("css selector", "#chain rect.failed")) == 1
+        assert len(browser.find_elements("css selector", "#chain line.broken")) == 2
+        assert HOSTILE in texts(browser, "#chain rect.failed title")[0]
         browser.save_screenshot(str(tmp_path / "live-running.png"))
 
         session(live, DONE, T0 + 20)
@@ -85,3 +95,35 @@ def test_live_history_and_timeline_pages(browser: Any, tmp_path: Path) -> None:
         browser.save_screenshot(str(tmp_path / "deployment.png"))
     for name in ("live-running", "live-finished", "history", "deployment"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def test_a_thousand_nodes_failures_first_and_filtered(browser: Any, tmp_path: Path) -> None:
+    n, failing = 1000, set(range(7, 1001, 100))  # 10 failed nodes along the chain
+    live = Deployment("big", n, source="golden gold", plan_session="big-plan")
+    order = [f"10.1.{i // 250}.{i % 250 + 1}:4000" for i in range(n)]
+    for i, node in enumerate(order, start=1):
+        live.event("big-plan", Event("joined", f"node{i:04d} joined", node=node, time=T0))
+    live.event("big-plan", Event("start", "starting", data={"order": order}, time=T0 + 1))
+    closing = threading.Event()
+    app = create_app(live, tmp_path, TOKEN, closing=closing)
+    with Dashboard(app, "127.0.0.1", 0, closing) as d:
+        browser.get(f"http://127.0.0.1:{d.port}/")
+        wait_for(lambda: texts(browser, "#shown") == [f"{n} of {n} node(s) shown"])
+        rows = [{"node": node, "name": f"node{i:04d}", "position": i, "bytes": 1_000_000,
+                 "mb_per_s": 11.0, "state": "failed" if i in failing else "active"}
+                for i, node in enumerate(order, start=1)]
+        live.event("big-plan", Event("progress", "produced 1.0 MB",
+                                     data={"produced": 1_000_000, "nodes": rows}, time=T0 + 2))
+        want = [f"node{i:04d}" for i in sorted(failing)]
+        wait_for(lambda: texts(browser, "#nodes tr:nth-child(-n+10) td.name") == want)
+        assert len(browser.find_elements("css selector", "#chain rect")) == n + 1
+        assert len(browser.find_elements("css selector", "#chain rect.failed")) == len(failing)
+        browser.save_screenshot(str(tmp_path / "thousand.png"))
+        from selenium.webdriver.support.ui import Select
+
+        Select(browser.find_element("id", "filter")).select_by_value("failed")
+        wait_for(lambda: texts(browser, "#shown") == [f"{len(failing)} of {n} node(s) shown"])
+        assert texts(browser, "#nodes td.name") == want
+        # A square of the chain opens its node, like its row.
+        browser.find_elements("css selector", "#chain rect.failed")[0].click()
+        wait_for(lambda: texts(browser, "#detail-name") == [want[0]])

@@ -232,7 +232,7 @@ def test_live_page_history_and_timeline_in_a_browser(lab: LabRun, tmp_path: Path
         names = texts(browser, "#nodes td.name")
         assert names[0] == HOSTILE and sorted(names[1:]) == ["node01", "node03"]  # failures first
         assert "too small" in texts(browser, "#nodes td.reason")[0]
-        assert len(browser.find_elements("css selector", "#chain span.failed")) == 1
+        assert len(browser.find_elements("css selector", "#chain rect.failed")) == 1
         assert no_alert(browser)
         assert browser.execute_script(
             "return [...document.scripts].every(s => s.src.includes('/static/'))")

@@ -56,7 +56,7 @@ function render() {
   const body = document.getElementById("nodes");
   const keep = new Set(list.map((n) => n.key));
   for (const [key, tr] of rows) if (!keep.has(key)) tr.remove();
-  for (const n of list) {
+  list.forEach((n, i) => {
     const tr = row(n.key);
     const values = cells(n);
     tr.querySelectorAll("td").forEach((td, i) => {
@@ -65,8 +65,8 @@ function render() {
     });
     const state = n.result === "ok" ? "installed" : n.failing ? "failed" : n.state;
     tr.className = "node state-" + state + (n.key === selected ? " selected" : "");
-    body.append(tr);  // moves it into the order shown
-  }
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+  });
   ka.setText("shown", list.length + " of " + nodes.size + " node(s) shown");
 }
 
@@ -77,16 +77,71 @@ function matches(n, filter) {
   return n.state === filter;
 }
 
+// The chain as the sender sees it: the golden node, then every node in chain order, each
+// link drawn from a node to the next one. Rows snake (left to right, then back) so that a
+// link never crosses the picture, and squares shrink as nodes grow, so 1,000 fit. A failed
+// node's links are broken (red, dashed); a node re-attached past a failed one gets its
+// healed link, an arc from the nearest working node before it.
+let chainDrawn = "";
+
+function chainClass(n) {
+  return n.result === "ok" ? "ok" : n.failing ? "failed" : n.state;
+}
+
 function drawChain(list) {
   const chain = document.getElementById("chain");
-  const parts = [ka.el("span", {class: "sender", text: "golden →"})];
-  for (const n of list) {
-    const cls = n.result === "ok" ? "ok" : n.failing ? "failed" : n.state;
-    const s = ka.el("span", {class: cls + (n.healed ? " healed" : "")});
-    s.title = n.name + ": " + n.state + (n.healed ? ", re-attached " + n.healed + "×" : "");
-    parts.push(s);
+  const width = Math.max(200, chain.clientWidth || 800);
+  const signature = width + "|" + list.map((n) => n.key + ":" + chainClass(n) + ":" +
+                                           n.healed).join("|");
+  if (signature === chainDrawn) return;  // nothing to redraw: cheap at 1,000 nodes
+  chainDrawn = signature;
+  const size = list.length > 300 ? 8 : list.length > 60 ? 12 : 18;
+  const step = size * 2, pad = 4;
+  const perRow = Math.max(2, Math.floor((width - 2 * pad) / step));
+  const items = [{key: null, name: "golden (the sender)", cls: "sender"},
+                 ...list.map((n) => ({key: n.key, name: n.name, cls: chainClass(n), node: n}))];
+  const rows = Math.ceil(items.length / perRow);
+  const at = (i) => {
+    const r = Math.floor(i / perRow), c = i % perRow;
+    const col = r % 2 === 0 ? c : perRow - 1 - c;
+    return {x: pad + col * step + size / 2, y: pad + size + r * step + size / 2};
+  };
+  const svg = ka.svg("svg", {width: width, height: pad * 2 + size + rows * step,
+                             role: "img", "aria-label": "the chain, from the sender"});
+  const links = ka.svg("g", {class: "links"}), squares = ka.svg("g", {class: "squares"});
+  for (let i = 1; i < items.length; i++) {
+    const a = at(i - 1), b = at(i);
+    const broken = items[i].cls === "failed" || items[i - 1].cls === "failed";
+    links.append(ka.svg("line", {x1: a.x, y1: a.y, x2: b.x, y2: b.y,
+                                 class: "link" + (broken ? " broken" : "")}));
+    const n = items[i].node;
+    if (n && n.healed && !n.failing) {
+      let j = i - 1;
+      while (j > 0 && items[j].cls === "failed") j--;
+      const from = at(j);
+      const lift = size * (i - j > 1 ? 1.1 : 0.7);
+      const mx = (from.x + b.x) / 2, my = Math.min(from.y, b.y) - lift;
+      links.append(ka.svg("path", {d: `M${from.x},${from.y - size / 2} Q${mx},${my} ` +
+                                      `${b.x},${b.y - size / 2}`, class: "healed"}));
+    }
   }
-  chain.replaceChildren(...parts);
+  items.forEach((item, i) => {
+    const p = at(i);
+    const r = ka.svg("rect", {x: p.x - size / 2, y: p.y - size / 2, width: size, height: size,
+                              class: item.cls + (item.node && item.node.healed ? " healed" : "")});
+    const title = ka.svg("title");
+    title.textContent = item.name + (item.node ? ": " + item.node.state +
+      (item.node.reason ? " · " + item.node.reason : "") +
+      (item.node.healed ? " · re-attached " + item.node.healed + "×" : "") : "");
+    r.append(title);
+    if (item.key) {
+      r.dataset.key = item.key;
+      r.addEventListener("click", () => select(item.key));
+    }
+    squares.append(r);
+  });
+  svg.append(links, squares);
+  chain.replaceChildren(svg);
 }
 
 function schedule() {

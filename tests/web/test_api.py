@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,26 @@ def test_a_live_stream_ends_when_the_server_closes(tmp_path: Path) -> None:
     with c.stream("GET", "/api/v1/events") as r:
         text = "".join(r.iter_text())
     assert text.count("event: update") == 1 and "event: end" not in text
+
+
+def test_the_runs_last_change_is_sent_though_the_server_stops_at_once(tmp_path: Path) -> None:
+    from ka.clone.deploy import CloneResult
+
+    from .feed import outcomes
+
+    model, closing = fed(finished=False), threading.Event()
+    c = TestClient(create_app(model, tmp_path, TOKEN, closing=closing),
+                   client=("127.0.0.1", 1), base_url="http://127.0.0.1")
+
+    def end() -> None:  # as `ka clone` ends: the result, then the server stops
+        model.finish(CloneResult((), outcomes(), "/logs/t"))
+        closing.set()
+
+    threading.Timer(0.6, end).start()
+    with c.stream("GET", f"/api/v1/events?after={model.version}") as r:
+        text = "".join(r.iter_text())
+    assert text.count("event: update") == 1 and text.endswith("event: end\ndata: {}\n\n")
+    assert '"finished": true' in text
 
 
 def test_history_and_one_past_deployment(tmp_path: Path) -> None:
@@ -181,3 +203,60 @@ def test_read_only_and_guarded_headers(tmp_path: Path) -> None:
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["referrer-policy"] == "no-referrer"
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_node_log_followed_from_its_status_service(tmp_path: Path) -> None:
+    from ka.clone.status import StatusService
+    from ka.web.nodelog import follow_log
+
+    key = b"k" * 32
+    service = StatusService("node01", key, port=0, bind="127.0.0.1")
+    service.step("extract /")
+    service.log("[    0.1s] receive plan: ok")
+    service.log(HOSTILE)
+    asked: list[str] = []
+
+    def follow(address: str, put, stopped) -> None:  # type: ignore[no-untyped-def]
+        asked.append(address)
+        follow_log("127.0.0.1", service.port, key, put, stopped)
+
+    def later() -> None:  # once the stream is open: what comes after the backlog
+        time.sleep(0.5)
+        service.log("[    2.0s] extract /: ok")
+        time.sleep(0.5)
+        service.close()
+
+    c = TestClient(create_app(fed(finished=False), tmp_path, TOKEN, follow_log=follow),
+                   client=("127.0.0.1", 5000), base_url="http://127.0.0.1:8080")
+    writer = threading.Thread(target=later)
+    writer.start()
+    try:
+        with c.stream("GET", "/api/v1/nodes/10.0.0.1/log/follow") as r:
+            assert r.status_code == 200
+            text = "".join(r.iter_text())
+    finally:
+        writer.join()
+    assert asked == ["10.0.0.1"]
+    events = [(b.split("\n")[0], json.loads(b.split("\ndata: ", 1)[1]))
+              for b in text.split("\n\n") if b.startswith("event:")]
+    assert [kind for kind, _ in events] == ["event: step"] + ["event: line"] * 3 + ["event: end"]
+    assert [d["line"] for _, d in events[1:4]] == [
+        "[    0.1s] receive plan: ok", HOSTILE, "[    2.0s] extract /: ok"]
+    assert "goodbye" in events[-1][1]["reason"]
+    assert c.get("/api/v1/nodes/nobody/log/follow").status_code == 404
+    without = client(fed(finished=False), tmp_path)
+    assert without.get("/api/v1/nodes/10.0.0.1/log/follow").status_code == 501
+
+
+def test_a_node_log_that_cannot_be_followed_says_why(tmp_path: Path) -> None:
+    from ka.web.nodelog import follow_log
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(fed(finished=False), tmp_path, TOKEN, follow_log=lambda _a, put, stopped:
+                     follow_log("127.0.0.1", port, None, put, stopped))
+    c = TestClient(app, client=("127.0.0.1", 5000), base_url="http://127.0.0.1:8080")
+    with c.stream("GET", "/api/v1/nodes/10.0.0.1/log/follow") as r:
+        text = "".join(r.iter_text())
+    assert "event: end" in text and "cannot reach the status service" in text

@@ -223,7 +223,10 @@ def test_live_page_history_and_timeline_in_a_browser(lab: LabRun, tmp_path: Path
              if HOSTILE not in r.get_attribute("textContent")), None), WAIT)
         row.click()
         wait_for(lambda: "receive plan" in texts(browser, "#log")[0], WAIT)
-        assert texts(browser, "#log-status")[0].startswith("step:")
+        assert texts(browser, "#log-status")[0].startswith("following · step:")
+        first = len(texts(browser, "#log")[0].splitlines())
+        # Followed: the node's next steps come into the same log, without a click.
+        wait_for(lambda: len(texts(browser, "#log")[0].splitlines()) > first + 2, WAIT)
         browser.save_screenshot(str(tmp_path / "live-running.png"))
 
         wait_for(lambda: texts(browser, "#status") == ["finished"], WAIT)

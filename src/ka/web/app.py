@@ -4,6 +4,7 @@ GET /api/v1/deployment            the live deployment (404 when `ka web` serves 
 GET /api/v1/nodes[?state=S&failures=first]   its nodes in chain order
 GET /api/v1/nodes/{key}           one node, with its timeline and its events
 GET /api/v1/nodes/{key}/log       its live log, fetched from its status service now
+GET /api/v1/nodes/{key}/log/follow   the same, followed: server-sent events as lines come
 GET /api/v1/events[?after=V]      server-sent events: what changed after version V
 GET /api/v1/history               past deployments, the newest first
 GET /api/v1/history/{name}        one of them (PREFIX or PREFIX/wave-N), every node's report
@@ -34,16 +35,20 @@ STATIC = Path(__file__).parent / "static"
 POLL = 0.25  # seconds between two looks at the model for an event stream
 KEEPALIVE = 15.0
 LOG_FETCHES = 4  # node logs fetched at once, at most (each holds a thread for ~1 s)
+LOG_FOLLOWS = 8  # node logs followed at once, at most (each holds a thread meanwhile)
 STATES = ("waiting", "active", "done", "failed", "evicted", "installed", "running")
 
 NodeLog = Callable[[str], tuple[str, list[str]]]  # node address -> (step, lines)
+# node address, put, stopped: see ka.web.nodelog.follow_log
+FollowLog = Callable[[str, Callable[[tuple[Any, ...]], None], Callable[[], bool]], None]
 
 
 def create_app(live: Deployment | None, logs: Path, token: str, *,
-               node_log: NodeLog | None = None,
+               node_log: NodeLog | None = None, follow_log: FollowLog | None = None,
                closing: threading.Event | None = None) -> Any:
     closing = closing or threading.Event()
     fetches = asyncio.Semaphore(LOG_FETCHES)
+    follows = [0]
 
     def need_live() -> Deployment:
         if live is None:
@@ -82,6 +87,21 @@ def create_app(live: Deployment | None, logs: Path, token: str, *,
                                      "error": str(e)}, status_code=502)
         return JSONResponse({"node": key, "step": step, "lines": lines, "error": None})
 
+    async def node_log_follow(request: Request) -> Response:
+        key = request.path_params["key"]
+        address = need_live().address_of(key)
+        if need_live().node(key) is None:
+            return _error(404, "no such node in this deployment")
+        if follow_log is None or address is None:
+            return _error(501, "no live log: the golden node cannot reach this node's "
+                               "status service")
+        if follows[0] >= LOG_FOLLOWS:
+            return _error(503, f"{LOG_FOLLOWS} node logs are followed already: close one")
+        follows[0] += 1
+        return StreamingResponse(_follow(follow_log, address, closing, follows),
+                                 media_type="text/event-stream",
+                                 headers={"x-accel-buffering": "no"})
+
     async def events(request: Request) -> Response:
         model = need_live()
         text = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
@@ -117,6 +137,7 @@ def create_app(live: Deployment | None, logs: Path, token: str, *,
         Route("/api/v1/nodes", nodes),
         Route("/api/v1/nodes/{key}", node),
         Route("/api/v1/nodes/{key}/log", node_log_view),
+        Route("/api/v1/nodes/{key}/log/follow", node_log_follow),
         Route("/api/v1/events", events),
         Route("/api/v1/history", past),
         Route("/api/v1/history/{name:path}", one_past),
@@ -143,7 +164,7 @@ async def _stream(model: Deployment, after: int, closing: threading.Event
     version, idle = after, 0.0
     while True:
         # Read first: the last change is then sent before the end.
-        ended = model.ended is not None or closing.is_set()
+        closed, ended = closing.is_set(), model.ended is not None
         changes = model.changes(version)
         if changes is not None:
             version, idle = changes["deployment"]["version"], 0.0
@@ -152,8 +173,52 @@ async def _stream(model: Deployment, after: int, closing: threading.Event
         if ended:
             yield f"id: {version}\nevent: end\ndata: {{}}\n\n"
             return
+        if closed:
+            return
         if idle >= KEEPALIVE:
             idle = 0.0
             yield ": still here\n\n"
         await asyncio.sleep(POLL)
         idle += POLL
+
+
+async def _follow(follow_log: FollowLog, address: str, closing: threading.Event,
+                  follows: list[int]) -> AsyncIterator[str]:
+    """A node's log as it comes: `step` once, `line` events, and `end` with why it ended."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: tuple[Any, ...]) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the server's loop has ended: nobody reads any more
+            stop.set()
+
+    def run() -> None:
+        try:
+            # Also ends when the server stops; the loop joins its worker threads then.
+            follow_log(address, put, lambda: stop.is_set() or closing.is_set())
+        except Exception as e:  # noqa: BLE001 - said to the client, which then stops
+            put(("end", f"following the log failed: {e}"))
+
+    loop.run_in_executor(None, run)
+    try:
+        yield "retry: 5000\n\n"
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), KEEPALIVE)
+            except TimeoutError:
+                yield ": still here\n\n"
+                continue
+            kind, *rest = item
+            if kind == "step":
+                yield f"event: step\ndata: {json.dumps({'step': rest[0]})}\n\n"
+            elif kind == "line":
+                yield f"event: line\ndata: {json.dumps({'step': rest[0], 'line': rest[1]})}\n\n"
+            else:
+                yield f"event: end\ndata: {json.dumps({'reason': rest[0]})}\n\n"
+                return
+    finally:
+        stop.set()  # its thread ends within nodelog.POLL seconds
+        follows[0] -= 1

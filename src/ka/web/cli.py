@@ -74,8 +74,13 @@ def dashboard(address: str, token_file: str | None, logs: Path, live: Deployment
 
         return recent_log(node_address, status_port, key)
 
+    def follow(node_address: str, put: Any, stopped: Any) -> None:
+        from ka.web.nodelog import follow_log
+
+        follow_log(node_address, status_port, key, put, stopped)
+
     app = create_app(live, logs, token, node_log=node_log if live is not None else None,
-                     closing=closing)
+                     follow_log=follow if live is not None else None, closing=closing)
     with Dashboard(app, host, port, closing) as d:
         print(f"ka: dashboard at {url_of(host, d.port, token)}", file=sys.stderr, flush=True)
         yield d

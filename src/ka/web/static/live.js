@@ -161,6 +161,9 @@ function addEvents(events) {
   box.scrollTop = box.scrollHeight;
 }
 
+let follow = null;  // the EventSource of the selected node's log
+const LOG_LINES = 2000;
+
 async function select(key) {
   selected = key;
   schedule();
@@ -169,11 +172,44 @@ async function select(key) {
   ka.setText("detail-name", n ? n.name : key);
   ka.setText("detail-info", n ? (n.address || "") + " · " + n.sessions.length + " session(s)" +
              (n.reason ? " · " + n.reason : "") : "");
-  await showLog(key);
+  if (follow) follow.close();
+  follow = null;
+  ka.setText("log", "");
+  if (n && n.result === null && !(deployment && deployment.finished)) followLog(key);
+  else await showLog(key);
+}
+
+// A running node's log as it comes (its status service, through the golden node); when it
+// cannot be followed (too many followed, no status service), a look every 3 s instead.
+function followLog(key) {
+  const pre = document.getElementById("log");
+  const es = new EventSource("/api/v1/nodes/" + encodeURIComponent(key) + "/log/follow");
+  follow = es;
+  const stepIs = (step) => ka.setText("log-status", "following · step: " + (step || "-"));
+  ka.setText("log-status", "following…");
+  es.addEventListener("step", (m) => stepIs(JSON.parse(m.data).step));
+  es.addEventListener("line", (m) => {
+    const d = JSON.parse(m.data);
+    pre.append(d.line + "\n");  // a text node: a log line is never markup
+    while (pre.childNodes.length > LOG_LINES) pre.firstChild.remove();
+    pre.scrollTop = pre.scrollHeight;
+    stepIs(d.step);
+  });
+  es.addEventListener("end", (m) => {
+    es.close();
+    if (follow === es) follow = null;
+    ka.setText("log-status", JSON.parse(m.data).reason);
+  });
+  es.onerror = () => {
+    es.close();
+    if (follow !== es) return;
+    follow = null;
+    if (!pre.childNodes.length) showLog(key);
+  };
 }
 
 async function showLog(key) {
-  if (selected !== key) return;
+  if (selected !== key || follow) return;
   try {
     const log = await ka.getJSON("/api/v1/nodes/" + encodeURIComponent(key) + "/log");
     ka.setText("log-status", log.error ? log.error : "step: " + (log.step || "-"));

@@ -68,3 +68,13 @@ def test_web_token_file_needs_web(tmp_path: Path) -> None:
                        f"sda={tmp_path / 'layout.desc'}", "--logs", str(tmp_path / "logs"),
                        "--web-token-file", str(tmp_path / "token")])
     assert status == 2
+
+
+def test_lab_clone_web_takes_a_port() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["lab", "clone", "--web", "8080"])
+    assert args.web == 8080
+    assert parser.parse_args(["lab", "clone"]).web is None
+    for bad in ("0.0.0.0:8080", "65536", "http"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["lab", "clone", "--web", bad])

@@ -136,6 +136,10 @@ class LabRun:
                     r = c.get(f"/api/v1/nodes/{n['key']}/log")
                     logs[n["key"]] = (r.status_code, r.json())
                 self.seen["logs"] = logs
+                self.seen["followed"] = _follow(c, next(
+                    n["key"] for n in nodes if n["name"] != HOSTILE))
+                self.seen["first"] = c.get("/api/v1/nodes?failures=first").status_code
+                self.seen["running"] = c.get("/api/v1/nodes?state=running").json()
                 self.seen["outside"] = self._from_a_node()
         finally:
             self.observed.set()
@@ -172,6 +176,21 @@ class LabRun:
         for t in self._threads:
             t.join(WAIT * 2)
         assert not any(t.is_alive() for t in self._threads)
+
+
+def _follow(c: httpx.Client, key: str, lines: int = 3) -> list[dict[str, Any]]:
+    """The first events of a node's followed log; leaving frees its follower."""
+    got: list[dict[str, Any]] = []
+    with c.stream("GET", f"/api/v1/nodes/{key}/log/follow", timeout=WAIT) as r:
+        kind = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: "):]
+            elif line.startswith("data: "):
+                got.append({"event": kind, **json.loads(line[len("data: "):])})
+                if kind == "end" or sum(e["event"] == "line" for e in got) >= lines:
+                    break
+    return got
 
 
 def _all_three(c: httpx.Client) -> list[dict[str, Any]] | None:
@@ -276,6 +295,9 @@ def test_every_live_endpoint_during_the_run(lab: LabRun) -> None:
     assert answered and all("receive plan" in " ".join(b["lines"]) for b in answered), logs
     assert all(status == 502 and body["error"] for status, body in logs.values()
                if status != 200), logs
+    followed = lab.seen["followed"]
+    assert followed[0]["event"] == "step" and "receive plan" in followed[1]["line"], followed
+    assert lab.seen["first"] == 200 and len(lab.seen["running"]) <= 3
 
 
 def test_the_token_is_needed_from_another_host(lab: LabRun) -> None:
@@ -306,7 +328,13 @@ def test_the_event_stream_delivers_every_nodes_steps_in_order(lab: LabRun) -> No
         final.update({n["key"]: n for n in u["nodes"]})
     assert sorted((n["name"], n["result"]) for n in final.values()) == [
         (HOSTILE, "failed"), ("node01", "ok"), ("node03", "ok")]
+    order = {s: i for i, s in enumerate(sessions)}
     for key, n in final.items():
+        # As it came: a node's rows never go back to an earlier session, and it ends
+        # installed or failed.
+        rows = [m for u in updates for m in u["nodes"] if m["key"] == key]
+        assert [order[r["session"]] for r in rows] == sorted(order[r["session"]] for r in rows)
+        assert rows[-1]["step"] == ("installed" if n["result"] == "ok" else "failed")
         mine = [e for e in events if e["node"] == key]
         # Every session the node took part in, in the order of the run, each from its join
         # to its end.

@@ -244,7 +244,7 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     verified = [o.verdict for o in outcomes if o.verdict is not None]
     identities = check_identities(reference.machine_id,
                                   {v.node: v.machine_id for v in verified})
-    report = LabCloneReport(
+    done = LabCloneReport(
         nodes=tuple(outcomes), golden_status=golden_status, golden_log_tail=tail(
             procs.log("golden")), identities=identities, seconds=time.monotonic() - started,
         clone_seconds=clone_seconds, data_bytes=tree.data_bytes, files=tree.files,
@@ -254,8 +254,8 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
                                                captured.raw_bytes),
         served=served)
     if hold is not None and web is not None:
-        hold(report)
-    return report
+        hold(done)
+    return done
 
 
 def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path, golden: Image,

@@ -16,7 +16,9 @@ function timeline(nodes, t0) {
   const height = ROW * withSteps.length + 30;
   const svg = ka.svg("svg", {width: LABEL + WIDTH + 20, height: height, id: "timeline-chart",
                              role: "img"});
-  const x = (t) => LABEL + ((t - t0) / span) * WIDTH;
+  // A step that began before the deployment's estimated start is drawn from it, never over
+  // the names.
+  const x = (t) => LABEL + Math.max(0, (t - t0) / span) * WIDTH;
   for (let i = 0; i <= 5; i++) {  // the time axis
     const t = t0 + (span * i) / 5;
     svg.append(ka.svg("line", {x1: x(t), x2: x(t), y1: 0, y2: height - 18, stroke: "#ddd"}));
@@ -26,8 +28,10 @@ function timeline(nodes, t0) {
   }
   withSteps.forEach((n, i) => {
     const y = i * ROW + 4;
-    const name = ka.svg("text", {x: 4, y: y + 13, class: "node-name"});
+    const name = ka.svg("text", {x: 4, y: y + 13, class: "node-name",
+                                 textLength: LABEL - 12, lengthAdjust: "spacingAndGlyphs"});
     name.textContent = n.name;
+    if (String(n.name).length <= 22) name.removeAttribute("textLength");
     svg.append(name);
     for (const s of n.report.steps) {
       const bar = ka.svg("rect", {x: x(s.started), y: y, height: ROW - 6,

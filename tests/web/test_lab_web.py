@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ka.lab.clone import LabCloneOptions, lab_clone
+from ka.lab.clone import LabCancelled, LabCloneOptions, lab_clone
 from ka.lab.forward import join_netns
 from ka.lab.network import subnet_for
 from ka.lab.report import LabCloneReport
@@ -53,6 +53,7 @@ class LabRun:
         self.observed = threading.Event()
         self.held = threading.Event()
         self.release = threading.Event()
+        self.cancel = threading.Event()
         self.stream: list[dict[str, Any]] = []  # every SSE message: {"id", "event", "data"}
         self.seen: dict[str, Any] = {}  # what the API said during the run
         self.report: LabCloneReport | None = None
@@ -87,7 +88,7 @@ class LabRun:
 
     def _lab(self) -> None:
         options = LabCloneOptions(**{**OPTIONS.__dict__, "workdir": self.workdir})
-        lab_clone(options, on_dashboard=self._serving, hold=self._hold)
+        lab_clone(options, on_dashboard=self._serving, hold=self._hold, cancel=self.cancel)
 
     def _serving(self, url: str) -> None:
         self.url = url
@@ -172,6 +173,8 @@ class LabRun:
             return inside.submit(ask).result(timeout=WAIT)
 
     def join(self) -> None:
+        """Ends the lab (early, if the tests stopped early: a failure, Ctrl-C, SIGTERM)."""
+        self.cancel.set()
         self.release.set()
         for t in self._threads:
             t.join(WAIT * 2)
@@ -373,3 +376,31 @@ def test_the_history_of_the_run(lab: LabRun) -> None:
         # `ka web` serves the history alone: no live deployment any more.
         assert c.get("/api/v1/deployment").status_code == 404
         assert c.post("/api/v1/history").status_code == 405
+
+
+def _lab_namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {x.split()[0] for x in out.splitlines() if x.startswith(f"ka-t{os.getpid()}")}
+
+
+def test_cancelled_once_the_dashboard_serves_leaves_nothing(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (loop devices / network namespaces / mounts)")
+    before = _lab_namespaces()  # the module's lab, held up meanwhile, if it runs
+    cancel, urls = threading.Event(), []
+
+    def serving(url: str) -> None:
+        urls.append(url)
+        cancel.set()
+
+    options = LabCloneOptions(**{**OPTIONS.__dict__, "workdir": tmp_path / "work",
+                                 "node_sizes": (), "node_names": ()})
+    with pytest.raises(LabCancelled):
+        lab_clone(options, on_dashboard=serving, cancel=cancel)
+    assert len(urls) == 1
+    assert _lab_namespaces() == before
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in loops
+    assert not (tmp_path / "work").exists()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(urls[0].partition("/?")[0] + "/", timeout=3)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,12 +90,14 @@ Hold = Callable[["LabCloneReport"], None]
 
 
 def lab_clone(options: LabCloneOptions, on_step: Step | None = None, *,
-              on_dashboard: Step | None = None, hold: Hold | None = None) -> LabCloneReport:
+              on_dashboard: Step | None = None, hold: Hold | None = None,
+              cancel: threading.Event | None = None) -> LabCloneReport:
     """Run one lab clone and return what happened on every node, verified.
 
     With `options.web`, `on_dashboard` is told the dashboard's address once it serves, and
     `hold` is called with the report before the lab is torn down, while the dashboard
-    still serves the run's history.
+    still serves the run's history. A run in a thread of its own ends early, everything
+    removed, with LabCancelled once `cancel` is set (checked while the clone runs).
     """
     if os.geteuid() != 0:
         raise KaError("the lab needs root (namespaces, loop devices, mounts)",
@@ -110,14 +113,16 @@ def lab_clone(options: LabCloneOptions, on_step: Step | None = None, *,
     try:
         with contextlib.ExitStack() as stack:
             return _run(options, desc, workdir, stack, step, started,
-                        on_dashboard or (lambda url: step(f"dashboard at {url}")), hold)
+                        on_dashboard or (lambda url: step(f"dashboard at {url}")), hold,
+                        cancel)
     finally:
         if not options.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.ExitStack,
-         step: Step, started: float, on_dashboard: Step, hold: Hold | None) -> LabCloneReport:
+         step: Step, started: float, on_dashboard: Step, hold: Hold | None,
+         cancel: threading.Event | None) -> LabCloneReport:
     (workdir / "golden.desc").write_text(desc)
     golden_expected = expected_partitions(desc, options.size)
     step(f"golden disk: {options.size // MiB} MiB, GPT: ESP vfat, / ext4, /var xfs, swap")
@@ -200,8 +205,11 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     procs.start("golden", lab.argv(0, clone_argv), workdir / "golden.log")
     script = ServeScript(options.late_node, options.kill_node if options.restart_killed
                          else None, options.term_golden, node_argv, step)
-    ticks = [t for t in (script.tick if options.serve else None, web.tick if web else None)
-             if t is not None]
+    ticks: list[Callable[[LabProcesses], None]] = [
+        t for t in (script.tick if options.serve else None, web.tick if web else None)
+        if t is not None]
+    if cancel is not None:
+        ticks.append(lambda _p: _cancelled(cancel))
 
     def tick(p: LabProcesses) -> None:
         for t in ticks:
@@ -256,6 +264,15 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     if hold is not None and web is not None:
         hold(done)
     return done
+
+
+class LabCancelled(KaError):
+    """The lab's caller asked it to end early."""
+
+
+def _cancelled(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise LabCancelled("the lab clone was cancelled: everything it made is removed")
 
 
 def _clone_argv(options: LabCloneOptions, prefix: str, drive: str, workdir: Path, golden: Image,

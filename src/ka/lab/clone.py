@@ -96,8 +96,9 @@ def lab_clone(options: LabCloneOptions, on_step: Step | None = None, *,
 
     With `options.web`, `on_dashboard` is told the dashboard's address once it serves, and
     `hold` is called with the report before the lab is torn down, while the dashboard
-    still serves the run's history. A run in a thread of its own ends early, everything
-    removed, with LabCancelled once `cancel` is set (checked while the clone runs).
+    serves the run's history (not when that could not be started). A run in a thread of
+    its own ends early, everything removed, with LabCancelled once `cancel` is set (checked
+    while the clone runs).
     """
     if os.geteuid() != 0:
         raise KaError("the lab needs root (namespaces, loop devices, mounts)",
@@ -221,6 +222,7 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
     clone_seconds = time.monotonic() - t0
     golden_status = procs.status("golden")
     step(f"ka clone exited with status {golden_status} after {clone_seconds:.1f} s")
+    history_up = False
     if web is not None:
         history_up = web.serve_history(procs)
         step(f"ka web serves the run's history at {web.url}" if history_up else
@@ -261,7 +263,7 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
         capture=None if captured is None else (captured.seconds, captured.stored_bytes,
                                                captured.raw_bytes),
         served=served)
-    if hold is not None and web is not None:
+    if hold is not None and history_up:
         hold(done)
     return done
 

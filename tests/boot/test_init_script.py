@@ -67,17 +67,19 @@ def test_scripts_parse(text: str, tmp_path: os.PathLike[str]) -> None:
         BootOptions(session="lab1", retries=2),
         BootOptions(host="10.0.0.1", key_url="http://10.0.0.1/k", disks=("sda=/dev/vda",),
                     shell=True),
+        BootOptions(session="lab2", stage2_port=31000),
     ],
 )
 def test_shell_reads_the_command_line_like_python(boot_sh: str, boot: BootOptions) -> None:
     line = f"BOOT_IMAGE=/ka/vmlinuz initrd=initrd.img {boot.kernel_args()} quiet"
     result = sh('. "$1"; ka_parse_cmdline "$2"; '
-                'echo "$KA_SESSION|$KA_HOST|$KA_RETRIES|$KA_KEY_URL|$KA_DISKS|$KA_SHELL"',
+                'echo "$KA_SESSION|$KA_HOST|$KA_RETRIES|$KA_KEY_URL|$KA_DISKS|$KA_SHELL|'
+                '$KA_STAGE2_PORT"',
                 boot_sh, line)
     parsed = parse_cmdline(line)
     expected = "|".join([parsed.session or "", parsed.host or "", str(parsed.retries),
                          parsed.key_url or "", ",".join(parsed.disks),
-                         "1" if parsed.shell else "0"])
+                         "1" if parsed.shell else "0", str(parsed.stage2_port)])
     assert result.stdout.strip() == expected
 
 

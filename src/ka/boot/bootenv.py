@@ -1,19 +1,37 @@
-"""`ka bootenv build`: a kernel and an initramfs that install a blank node with ka.
+"""`ka bootenv build`: the kernel and the two stages that install a blank node with ka.
 
 Everything comes from this machine's installed packages: the kernel (linux-image-amd64, or the
 one given) and its driver modules, busybox (busybox-static) for /init, the DHCP client and the
 shell tools, the Python that runs ka with ka and its dependencies, and the disk tools that
-`ka install` runs. One initramfs holds it all (no separate stage2 image): it is fetched once by
-TFTP and nothing more has to be found before `ka install` starts.
+`ka install` runs.
+
+As the KA method does it, the boot environment comes in two stages:
+
+* **stage1** (`initrd.img`, fetched by TFTP, so paid once per node): busybox, the network
+  drivers, and the part of Python and ka that `ka receive` imports (found by importing it in a
+  child interpreter, so nothing is guessed), with the session key and the golden identity;
+* **stage2** (`stage2.cpio.gz`, everything else `ka install` needs: the rest of Python and of
+  ka, the disk tools, the other drivers): served by `ka clone` as a session of its own,
+  PREFIX-stage2, through the chain, so nodes that boot together fetch it once between them.
+  stage1 refuses a stage2 the golden node did not sign, exactly as any other session.
+
+`--single` keeps the one-initramfs layout for one-off machines: it does not scale (TFTP is
+unicast and lock-step: N nodes pay its whole size N times). ELF files are stripped of their
+symbol tables when `strip` (binutils) is installed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -38,6 +56,17 @@ DLOPENED_LIBS = ("libgcc_s.so.1",)
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
                "__pycache__", "site-packages", "dist-packages", "unittest", "venv"}
 MIN_STDLIB_FILES = 100
+STAGE2_NAME = "stage2.cpio.gz"
+# Python modules stage1 needs beyond what importing `ka receive` loads: what the receive path
+# imports lazily (the golden's signature, hostname lookups through the idna codec).
+STAGE1_IMPORTS = (
+    "ka.cli", "ka.transport.cli", "ka.transport.receiver", "ka.keys", "ka.transport.identity",
+    "cryptography.hazmat.primitives.serialization",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.hazmat.primitives.ciphers.aead", "encodings.idna", "encodings.ascii",
+    "encodings.latin_1", "encodings.utf_8", "os",
+)
+STAGE1_TARGET_BYTES = 12 * 2**20
 
 
 class BootEnvError(KaError):
@@ -54,6 +83,10 @@ class BootEnvReport:
     modules: tuple[str, ...]
     missing_modules: tuple[str, ...]
     missing_tools: tuple[str, ...]
+    stage2: str | None = None  # None: one initramfs (--single)
+    stage2_bytes: int = 0
+    stage2_entries: int = 0
+    stripped: bool = False  # ELF files went through strip --strip-unneeded
 
 
 def find_kernel(boot_dir: str = "/boot", modules_root: str = "/lib/modules") -> tuple[str, str]:
@@ -99,7 +132,8 @@ def kernel_config_of(kernel: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def add_base(tree: FileTree, key_file: str | None, golden_key: bytes | None = None) -> None:
+def add_base(tree: FileTree, key_file: str | None, golden_key: bytes | None = None,
+             two_stage: bool = False) -> None:
     for d in ("/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/root", "/var/tmp", "/etc/ka"):
         tree.directory(d)
     tree.char_device("/dev/console", 5, 1)
@@ -116,6 +150,9 @@ def add_base(tree: FileTree, key_file: str | None, golden_key: bytes | None = No
         tree.blob(init_script.KEY_PATH, encode_key(read_key_file(key_file)), mode=0o600)
     if golden_key is not None:
         tree.blob(init_script.GOLDEN_KEY_PATH, encode_key(golden_key), mode=0o644)
+    if two_stage:
+        # /init fetches stage2 through the chain before it runs `ka install`.
+        tree.text(init_script.STAGE2_MARKER_PATH, "stage2 comes through the chain\n")
 
 
 def add_busybox(tree: FileTree) -> None:
@@ -255,7 +292,11 @@ def add_libraries(tree: FileTree, native: Iterable[str]) -> None:
 
 
 def add_modules(tree: FileTree, modules_dir: str, kernel_config: str | None = None,
+                wanted: Iterable[str] = kmodules.WANTED,
+                list_path: str = init_script.MODULES_LIST_PATH, skip: Iterable[str] = (),
                 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The `wanted` modules with their dependencies, except those in `skip` (stage1's, when
+    this is stage2's list), and their load order at `list_path`."""
     with open(os.path.join(modules_dir, "modules.dep")) as f:
         dep = kmodules.parse_modules_dep(f.read())
     builtin: list[str] = []
@@ -263,8 +304,8 @@ def add_modules(tree: FileTree, modules_dir: str, kernel_config: str | None = No
     if os.path.isfile(builtin_file):
         with open(builtin_file) as f:
             builtin = f.read().split()
-    wanted = list(kmodules.WANTED)
-    if kernel_config is not None and os.path.isfile(kernel_config):
+    wanted = list(wanted)
+    if kernel_config is not None and os.path.isfile(kernel_config) and "vfat" in wanted:
         with open(kernel_config, errors="replace") as f:
             wanted += [m for m in kmodules.fat_charset_modules(f.read()) if m not in wanted]
     selection = kmodules.select_modules(dep, builtin, wanted)
@@ -272,17 +313,100 @@ def add_modules(tree: FileTree, modules_dir: str, kernel_config: str | None = No
     version = os.path.basename(os.path.normpath(modules_dir))
     target_dir = f"/usr/lib/modules/{version}"
     load_order = []
-    for rel in selection.paths:
+    skipped = set(skip)
+    paths = tuple(rel for rel in selection.paths if rel not in skipped)
+    for rel in paths:
         target = f"{target_dir}/{kmodules.stored_name(rel)}"
         tree.blob(target, kmodules.read_module(os.path.join(modules_dir, rel)))
         load_order.append(target)
-    tree.text(init_script.MODULES_LIST_PATH, "".join(f"{p}\n" for p in load_order))
-    return selection.paths, selection.missing
+    tree.text(list_path, "".join(f"{p}\n" for p in load_order))
+    return paths, selection.missing
+
+
+def probe_imports(exe: str, modules: Iterable[str] = STAGE1_IMPORTS) -> set[str]:
+    """The real paths of every file a child interpreter loads to import `modules`: what
+    stage1's Python needs, found by doing it rather than by a list that could drift."""
+    # OpenSSL's hash and TLS modules stay out: hashlib and hmac fall back to Python's own
+    # hashes without them, and libcrypto alone would be a third of stage1.
+    code = ("import importlib, json, sys\n"
+            "sys.modules['_hashlib'] = sys.modules['_ssl'] = None\n"
+            f"for m in {list(modules)!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted({getattr(m, '__file__', None) or '' "
+            "for m in list(sys.modules.values())} - {''})))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        result = subprocess.run([exe, "-c", code], capture_output=True, text=True, env=env,
+                                timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BootEnvError(f"could not run {exe} to find what stage1 needs: {e}") from e
+    if result.returncode != 0:
+        raise BootEnvError(f"{exe} could not import what `ka receive` needs: "
+                           f"{result.stderr.strip()[-500:]}")
+    return {os.path.realpath(f) for f in json.loads(result.stdout) if os.path.isfile(f)}
+
+
+def add_stage1_python(stage1: FileTree, full: FileTree, exe: str, probed: set[str]
+                      ) -> list[str]:
+    """The probed part of the full tree's Python (interpreter, standard library, ka, its
+    dependencies), and the wrapper; returns the native files whose libraries it needs."""
+    native = [exe]
+    stage1.add_host_path(exe)
+    for entry in full.sorted_entries():
+        if entry.source is not None and os.path.realpath(entry.source) in probed:
+            stage1.copy(entry.source, entry.path)
+            if entry.path.endswith(".so"):
+                native.append(entry.source)
+    stage1.text(KA_WRAPPER, full.entries[KA_WRAPPER].data.decode(), mode=0o755)  # type: ignore[union-attr]
+    return native
+
+
+def split_stage2(full: FileTree, stage1: FileTree) -> FileTree:
+    """Everything of the full tree that stage1 does not hold (directories: where they hold
+    something of stage2's)."""
+    stage2 = FileTree()
+    for entry in full.sorted_entries():
+        if entry.kind == "dir" or entry.path in stage1.entries:
+            continue
+        stage2._put(entry)
+    return stage2
+
+
+def strip_binaries(tree: FileTree, strip: str) -> None:
+    """ELF files without their symbol tables (`strip --strip-unneeded`): a Python built from
+    source carries some 17 MiB of them in libpython alone. A file strip cannot handle is kept
+    as it is."""
+    for path, entry in list(tree.entries.items()):
+        if entry.kind != "file" or entry.source is None:
+            continue
+        with open(entry.source, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                continue
+        with tempfile_path() as out:
+            result = subprocess.run([strip, "--strip-unneeded", "-o", out, entry.source],
+                                    capture_output=True, timeout=120, check=False)
+            if result.returncode != 0 or os.path.getsize(out) >= os.path.getsize(entry.source):
+                continue
+            with open(out, "rb") as f:
+                tree.entries[path] = dataclasses.replace(entry, source=None, data=f.read())
+
+
+@contextlib.contextmanager
+def tempfile_path() -> Iterator[str]:
+    fd, path = tempfile.mkstemp(prefix="ka-strip-")
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def build(output: str, kernel: str | None = None, modules_dir: str | None = None,
           key_file: str | None = None, tools: Iterable[str] = (),
-          compress: bool = True, golden_key: bytes | None = None) -> BootEnvReport:
+          compress: bool = True, golden_key: bytes | None = None,
+          single: bool = False) -> BootEnvReport:
+    """Write OUTPUT/vmlinuz and OUTPUT/initrd.img (stage1), and OUTPUT/stage2.cpio.gz (or,
+    with `single`, one initrd.img holding everything)."""
     if kernel is None:
         kernel, modules_dir = find_kernel()
     elif modules_dir is None:
@@ -291,22 +415,59 @@ def build(output: str, kernel: str | None = None, modules_dir: str | None = None
         raise BootEnvError(f"kernel {kernel} does not exist")
     if modules_dir is not None and not os.path.isfile(os.path.join(modules_dir, "modules.dep")):
         raise BootEnvError(f"{modules_dir} has no modules.dep", hint="run depmod for it")
-    tree = FileTree()
-    add_base(tree, key_file, golden_key)
-    add_busybox(tree)
-    exe, native = add_python(tree)
-    tool_paths, missing_tools = add_tools(tree, tools)
-    add_libraries(tree, native + tool_paths)
+    full = FileTree()
+    add_base(full, key_file, golden_key)
+    add_busybox(full)
+    exe, native = add_python(full)
+    tool_paths, missing_tools = add_tools(full, tools)
+    add_libraries(full, native + tool_paths)
+    config = kernel_config_of(kernel)
+    stage1: FileTree | None = None
     modules: tuple[str, ...] = ()
     missing_modules: tuple[str, ...] = ()
+    if not single:
+        stage1 = FileTree()
+        add_base(stage1, key_file, golden_key, two_stage=True)
+        add_busybox(stage1)
+        add_libraries(stage1, add_stage1_python(stage1, full, exe, probe_imports(exe)))
     if modules_dir is not None:
-        modules, missing_modules = add_modules(tree, modules_dir, kernel_config_of(kernel))
+        if stage1 is None:
+            modules, missing_modules = add_modules(full, modules_dir, config)
+        else:
+            first, missing_first = add_modules(stage1, modules_dir, config, kmodules.NETWORK)
+            rest, missing_rest = add_modules(full, modules_dir, config,
+                                             list_path=init_script.MODULES_STAGE2_PATH,
+                                             skip=first)
+            modules = first + rest
+            missing_modules = tuple(dict.fromkeys(missing_first + missing_rest))
+    strip = shutil.which("strip")
+    for tree in (full,) if stage1 is None else (full, stage1):
+        if strip:
+            strip_binaries(tree, strip)
     os.makedirs(output, exist_ok=True)
     kernel_out = os.path.join(output, "vmlinuz")
     shutil.copyfile(kernel, kernel_out)
     os.chmod(kernel_out, 0o644)
     initrd = os.path.join(output, "initrd.img")
-    size = write_initramfs(tree, initrd, compress=compress)
+    stage2_path = os.path.join(output, STAGE2_NAME)
+    stage2_bytes = stage2_entries = 0
+    if stage1 is None:
+        size = write_initramfs(full, initrd, compress=compress)
+        entries = len(full.entries)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stage2_path)  # a stale stage2 beside a single initramfs would be served
+    else:
+        stage2 = split_stage2(full, stage1)
+        # xz: some 20 % smaller than gzip, and this is the file every node pays by TFTP.
+        size = write_initramfs(stage1, initrd, compress=compress, xz=True)
+        entries = len(stage1.entries)
+        # Never holds the key (stage1 does): readable, like any file a chain carries.
+        stage2_bytes = write_initramfs(stage2, stage2_path, compress=True)
+        stage2_entries = len(stage2.entries)
+        os.chmod(stage2_path, 0o644)
     os.chmod(initrd, 0o600 if key_file else 0o644)
-    return BootEnvReport(kernel_out, initrd, size, len(tree.entries), exe, modules,
-                         missing_modules, tuple(missing_tools))
+    return BootEnvReport(kernel_out, initrd, size, entries, exe, modules,
+                         missing_modules, tuple(missing_tools),
+                         stage2=None if stage1 is None else stage2_path,
+                         stage2_bytes=stage2_bytes, stage2_entries=stage2_entries,
+                         stripped=strip is not None)

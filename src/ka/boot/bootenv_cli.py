@@ -12,13 +12,20 @@ from ka.keys import read_golden_key
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     env = subparsers.add_parser(
-        "bootenv", help="build the boot environment (kernel + initramfs running ka install)",
-        description="Build, from this machine's packages, a kernel and an initramfs that bring "
-                    "up the network by DHCP, run ka install (ka.session=, ka.host=, ka.retries= "
-                    "from the kernel command line), and reboot.")
+        "bootenv", help="build the boot environment (kernel, stage1 and stage2 running ka install)",
+        description="Build, from this machine's packages, a kernel and a small initramfs "
+                    "(stage1) that brings up the network by DHCP and receives stage2 (the rest: "
+                    "Python, ka, the disk tools) through the chain from `ka clone`, then runs ka "
+                    "install (ka.session=, ka.host=, ka.retries= from the kernel command line) "
+                    "and reboots.")
     env.set_defaults(func=lambda args: _help(env))
     sub = env.add_subparsers(dest="bootenv_command", metavar="BOOTENV_COMMAND")
-    build = sub.add_parser("build", help="write DIR/vmlinuz and DIR/initrd.img")
+    build = sub.add_parser(
+        "build", help="write DIR/vmlinuz, DIR/initrd.img (stage1) and DIR/stage2.cpio.gz",
+        description="Write DIR/vmlinuz, DIR/initrd.img (stage1: fetched by TFTP) and "
+                    "DIR/stage2.cpio.gz (served by `ka clone` in the session PREFIX-stage2, "
+                    "through the chain; `ka pxe config --bootenv DIR` puts it where `ka clone "
+                    "--pxe` finds it).")
     build.add_argument("--output", "-o", required=True, metavar="DIR",
                        help="where to write vmlinuz and initrd.img (e.g. TFTP_ROOT/ka)")
     build.add_argument("--kernel", metavar="PATH",
@@ -33,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "whoever else read the session key from the boot files")
     build.add_argument("--tool", action="append", default=[], metavar="PROGRAM",
                        help="another program to include (repeatable)")
-    build.add_argument("--no-compress", action="store_true", help="write an uncompressed cpio")
+    build.add_argument("--no-compress", action="store_true",
+                       help="write an uncompressed cpio (stage1 or --single)")
+    build.add_argument("--single", action="store_true",
+                       help="one initramfs holding everything, no stage2 (one-off machines: "
+                            "it does not scale, TFTP carries all of it to every node)")
     build.set_defaults(func=_build)
 
 
@@ -47,10 +58,23 @@ def _build(args: argparse.Namespace) -> int:
                            modules_dir=args.modules, key_file=args.key_file,
                            tools=tuple(args.tool), compress=not args.no_compress,
                            golden_key=read_golden_key(args.golden_key) if args.golden_key
-                           else None)
+                           else None, single=args.single)
     print(f"ka bootenv: {report.kernel}")
-    print(f"ka bootenv: {report.initrd} ({report.initrd_bytes / 2**20:.1f} MiB, "
+    stage = "" if report.stage2 is None else "stage1, by TFTP: "
+    print(f"ka bootenv: {report.initrd} ({stage}{report.initrd_bytes / 2**20:.1f} MiB, "
           f"{report.entries} files, Python {report.python}, {len(report.modules)} modules)")
+    if report.stage2 is not None:
+        print(f"ka bootenv: {report.stage2} (stage2, through the chain: "
+              f"{report.stage2_bytes / 2**20:.1f} MiB, {report.stage2_entries} files)")
+        if report.initrd_bytes > bootenv.STAGE1_TARGET_BYTES:
+            print(f"ka bootenv: warning: stage1 is above "
+                  f"{bootenv.STAGE1_TARGET_BYTES // 2**20} MiB: every node pays it by TFTP")
+    else:
+        print("ka bootenv: one initramfs (--single): TFTP carries all of it to every node; "
+              "for many nodes at once leave --single out")
+    if not report.stripped:
+        print("ka bootenv: strip (Debian package binutils) is not installed: the programs and "
+              "libraries keep their symbol tables")
     if report.missing_modules:
         print(f"ka bootenv: not in this kernel: {' '.join(report.missing_modules)}")
     if report.missing_tools:

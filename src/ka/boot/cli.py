@@ -12,7 +12,7 @@ from typing import Any
 from ka.boot import serve as pxe_serve
 from ka.boot.cmdline import DEFAULT_CONSOLES, DEFAULT_RETRIES, BootOptions
 from ka.boot.loaders import BIOS_LOADERS, UEFI_LOADERS
-from ka.boot.menus import ENTRIES
+from ka.boot.menus import ENTRIES, STAGE2
 from ka.boot.nodes import NodeEntry, parse_nodes
 from ka.boot.pxe import (
     DNSMASQ_CONF,
@@ -154,6 +154,9 @@ def _config(args: argparse.Namespace) -> int:
     if os.path.isfile(os.path.join(state_dir, STATE_FILE)):
         previous = load_state(state_dir)
     write_tree(config.tftp_root, tree)
+    stale = os.path.join(config.tftp_root, STAGE2)
+    if args.bootenv and not any(e.target == STAGE2 for e in tree) and os.path.exists(stale):
+        os.unlink(stale)  # a --single boot environment: an old stage2 must not be served
     if previous is not None:
         kept = carry_over(previous, config)
         if kept:

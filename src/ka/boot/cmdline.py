@@ -11,6 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from ka.boot.init_script import STAGE2_PORT
 from ka.errors import UsageError
 
 DEFAULT_RETRIES = 5  # the original stage1's KA_MAX_RETRY
@@ -35,6 +36,7 @@ class BootOptions:
     disks: tuple[str, ...] = ()  # "GOLDEN=LOCAL" maps, passed to `ka install --disk`
     consoles: tuple[str, ...] = DEFAULT_CONSOLES
     shell: bool = False  # on final failure open a console shell instead of rebooting
+    stage2_port: int = STAGE2_PORT  # where stage1 looks for the stage2 session
     extra: tuple[str, ...] = field(default=())  # other kernel parameters, verbatim
 
     def __post_init__(self) -> None:
@@ -42,6 +44,8 @@ class BootOptions:
             raise UsageError("give either a session name or a host, not both")
         if self.retries < 1:
             raise UsageError(f"retries must be at least 1, not {self.retries}")
+        if not 0 < self.stage2_port < 65536:
+            raise UsageError(f"stage2 port {self.stage2_port} is not a port number")
         for name, value in (("session", self.session), ("host", self.host),
                             ("key URL", self.key_url)):
             if value is not None:
@@ -66,6 +70,8 @@ class BootOptions:
             args.append(f"ka.disk={','.join(self.disks)}")
         if self.shell:
             args.append("ka.shell")
+        if self.stage2_port != STAGE2_PORT:
+            args.append(f"ka.stage2_port={self.stage2_port}")
         args.extend(self.extra)
         return " ".join(args)
 
@@ -90,6 +96,7 @@ def parse_cmdline(text: str) -> BootOptions:
     consoles: list[str] = []
     extra: list[str] = []
     shell = False
+    stage2_port = STAGE2_PORT
     for word in shlex.split(text):
         name, _, value = word.partition("=")
         key = name.replace("-", "_")
@@ -111,10 +118,14 @@ def parse_cmdline(text: str) -> BootOptions:
             if not value.isdigit():
                 raise UsageError(f"ka.retries={value!r} is not a number")
             retries = int(value)
+        elif key == "ka.stage2_port":
+            if not value.isdigit():
+                raise UsageError(f"ka.stage2_port={value!r} is not a number")
+            stage2_port = int(value)
         else:
             raise UsageError(f"unknown boot option {name!r}",
                              hint="known: ka.session ka.host ka.retries ka.key_url ka.disk "
-                                  "ka.shell")
+                                  "ka.shell ka.stage2_port")
     return BootOptions(session=session, host=host, retries=retries, key_url=key_url,
                        disks=tuple(disks), consoles=tuple(consoles), shell=shell,
-                       extra=tuple(extra))
+                       stage2_port=stage2_port, extra=tuple(extra))

@@ -7,6 +7,13 @@ up to `ka.retries` times. It reboots after a success, and also after the last fa
 clear message on the console, so that a node left on "boot ka" keeps trying until a golden
 node serves it (the original stage1 did the same).
 
+With two stages (the default of `ka bootenv build`), the initramfs is stage1: before `ka
+install`, /init receives stage2 with `ka receive` from the session PREFIX-stage2 (or from
+ka.host=, on the stage2 port, 30764 unless ka.stage2_port= says otherwise), into /run/ka; only
+a stream that ended whole and signed (the session key, the golden identity baked in) is
+unpacked over /, and its drivers loaded. A missing, cut or refused stage2 is retried
+ka.retries times, then the node reboots like after a failed install.
+
 The functions live in /etc/ka/boot.sh so that tests can run them with a stand-in `ka` and
 `reboot` (KA_COMMAND, KA_REBOOT, KA_RETRY_DELAY) without booting anything.
 """
@@ -16,6 +23,9 @@ from __future__ import annotations
 BOOT_SH_PATH = "/etc/ka/boot.sh"
 UDHCPC_SCRIPT_PATH = "/etc/ka/udhcpc.script"
 MODULES_LIST_PATH = "/etc/ka/modules"
+MODULES_STAGE2_PATH = "/etc/ka/modules.stage2"  # the drivers that come with stage2
+STAGE2_MARKER_PATH = "/etc/ka/stage2"  # present in stage1: fetch stage2 before installing
+STAGE2_PORT = 30764  # below the plan session's 30765: a session of its own, before the plan
 KEY_PATH = "/etc/ka/key"
 GOLDEN_KEY_PATH = "/etc/ka/golden.pub"  # the pinned golden identity, public by design
 FIND_TIMEOUT_SECONDS = 120
@@ -30,6 +40,8 @@ ka_parse_cmdline "$(cat "${KA_CMDLINE_FILE:-/proc/cmdline}")"
 ka_load_modules /etc/ka/modules
 ka_network_up || ka_give_up "no network interface got a DHCP lease"
 ka_fetch_key || ka_give_up "could not fetch the session key from $KA_KEY_URL"
+ka_fetch_stage2 || ka_give_up "could not receive stage2 after $KA_RETRIES attempts"
+ka_load_modules /etc/ka/modules.stage2
 ka_run_attempts
 """
 
@@ -44,6 +56,9 @@ KA_SHELL=0
 KA_NAME=
 KA_NEXT_SERVER=
 KA_KEY_FILE=
+KA_STAGE2_PORT={STAGE2_PORT}
+: "${{KA_STAGE2_MARKER:={STAGE2_MARKER_PATH}}}"
+: "${{KA_UNPACK_ROOT:=/}}"
 : "${{KA_FIND_TIMEOUT:={FIND_TIMEOUT_SECONDS}}}"
 : "${{KA_COMMAND:=ka}}"
 : "${{KA_REBOOT:=reboot -f}}"
@@ -73,6 +88,7 @@ ka_parse_cmdline() {{
             ka.retries=*) KA_RETRIES=${{word#*=}} ;;
             ka.key_url=*|ka.key-url=*) KA_KEY_URL=${{word#*=}} ;;
             ka.disk=*) KA_DISKS=${{word#*=}} ;;
+            ka.stage2_port=*|ka.stage2-port=*) KA_STAGE2_PORT=${{word#*=}} ;;
             ka.shell|ka.shell=1|ka.shell=yes) KA_SHELL=1 ;;
             ka.*) ka_say "warning: unknown boot option $word (ignored)" ;;
         esac
@@ -81,6 +97,11 @@ ka_parse_cmdline() {{
     case "$KA_RETRIES" in
         ''|*[!0-9]*|0) ka_say "warning: ka.retries=$KA_RETRIES is not a positive number, using 5"
                        KA_RETRIES=5 ;;
+    esac
+    case "$KA_STAGE2_PORT" in
+        ''|*[!0-9]*|0) ka_say "warning: ka.stage2_port=$KA_STAGE2_PORT is not a port, using \
+{STAGE2_PORT}"
+                       KA_STAGE2_PORT={STAGE2_PORT} ;;
     esac
 }}
 
@@ -132,16 +153,66 @@ ka_install_args() {{
     else
         echo --host; echo "${{KA_HOST:-$KA_NEXT_SERVER}}"
     fi
-    [ -n "$KA_KEY_FILE" ] && {{ echo --key-file; echo "$KA_KEY_FILE"; }}
-    golden=${{KA_GOLDEN_KEY_FILE:-{GOLDEN_KEY_PATH}}}
-    [ -f "$golden" ] && {{ echo --golden-key; echo "$golden"; }}
-    [ -n "$KA_NAME" ] && {{ echo --name; echo "$KA_NAME"; }}
-    echo --find-timeout; echo "$KA_FIND_TIMEOUT"
+    ka_common_args
     set -f
     for disk in $(echo "$KA_DISKS" | tr , ' '); do
         echo --disk; echo "$disk"
     done
     set +f
+}}
+
+# What both `ka receive` (stage2) and `ka install` are told to find the golden node and trust it.
+ka_common_args() {{
+    [ -n "$KA_KEY_FILE" ] && {{ echo --key-file; echo "$KA_KEY_FILE"; }}
+    golden=${{KA_GOLDEN_KEY_FILE:-{GOLDEN_KEY_PATH}}}
+    [ -f "$golden" ] && {{ echo --golden-key; echo "$golden"; }}
+    [ -n "$KA_NAME" ] && {{ echo --name; echo "$KA_NAME"; }}
+    echo --find-timeout; echo "$KA_FIND_TIMEOUT"
+}}
+
+# The `ka receive` command line that fetches stage2, one argument a line.
+ka_stage2_args() {{
+    echo receive
+    if [ -n "$KA_SESSION" ]; then
+        echo --session; echo "$KA_SESSION-stage2"
+    else
+        echo --host; echo "${{KA_HOST:-$KA_NEXT_SERVER}}"
+    fi
+    echo --port; echo "$KA_STAGE2_PORT"
+    echo --output; echo "$KA_RUN/stage2"
+    ka_common_args
+}}
+
+# stage1 only: stage2 through the chain, unpacked over / once it arrived whole and signed.
+ka_fetch_stage2() {{
+    [ -f "$KA_STAGE2_MARKER" ] || return 0
+    if [ -z "$KA_SESSION$KA_HOST$KA_NEXT_SERVER" ]; then
+        ka_give_up "no ka.session= or ka.host= option and no DHCP next-server to contact"
+    fi
+    attempt=1
+    while [ "$attempt" -le "$KA_RETRIES" ]; do
+        ka_say "receiving stage2 through the chain (attempt $attempt of $KA_RETRIES)"
+        rm -f "$KA_RUN/stage2"
+        set -f
+        # shellcheck disable=SC2046
+        $KA_COMMAND $(ka_stage2_args | tr '\n' ' ')
+        status=$?
+        set +f
+        if [ "$status" = 0 ]; then
+            if gzip -dc "$KA_RUN/stage2" | (cd "$KA_UNPACK_ROOT" && cpio -idmu 2>/dev/null); then
+                rm -f "$KA_RUN/stage2" "$KA_STAGE2_MARKER"
+                ka_say "stage2 received and unpacked"
+                return 0
+            fi
+            ka_say "stage2 could not be unpacked (not a gzip cpio archive?)"
+        else
+            ka_say "stage2 was not received or was refused (ka exit status $status)"
+        fi
+        rm -f "$KA_RUN/stage2"
+        attempt=$((attempt + 1))
+        [ "$attempt" -le "$KA_RETRIES" ] && sleep "$KA_RETRY_DELAY"
+    done
+    return 1
 }}
 
 ka_give_up() {{

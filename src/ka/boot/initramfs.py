@@ -9,6 +9,7 @@ gives the same archive.
 from __future__ import annotations
 
 import gzip
+import lzma
 import os
 import re
 import stat
@@ -162,11 +163,17 @@ def _pad(out: BinaryIO, length: int) -> int:
     return pad
 
 
-def write_initramfs(tree: FileTree, path: str, compress: bool = True) -> int:
-    """Write the archive (gzip-compressed unless told not to); return the file's size."""
+def write_initramfs(tree: FileTree, path: str, compress: bool = True, xz: bool = False) -> int:
+    """Write the archive (gzip-compressed unless told not to; with `xz`, in the xz format the
+    kernel unpacks: CRC32 check, x86 branch filter); return the file's size."""
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as raw:
-        if compress:
+        if compress and xz:
+            filters = [{"id": lzma.FILTER_X86}, {"id": lzma.FILTER_LZMA2, "preset": 6}]
+            with lzma.LZMAFile(raw, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
+                               filters=filters) as packed:
+                write_newc(tree.sorted_entries(), packed)  # type: ignore[arg-type]
+        elif compress:
             with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6,
                                mtime=0) as gz:
                 write_newc(tree.sorted_entries(), gz)  # type: ignore[arg-type]

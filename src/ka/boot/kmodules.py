@@ -19,12 +19,16 @@ import zstandard
 
 # Names as in modules.dep (with - and _ alike). Missing ones are skipped: a kernel may have a
 # driver built in, or not have it at all.
+# What stage1 loads to reach the golden node: the network cards (virtio_pci carries
+# virtio_net). Everything else in WANTED comes with stage2.
+NETWORK = (
+    "af_packet", "virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e",
+    "r8169", "tg3", "bnx2", "bnxt_en", "vmxnet3", "hv_netvsc",
+)
 WANTED = (
-    # network
-    "af_packet", "virtio_net", "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "r8169",
-    "tg3", "bnx2", "bnxt_en", "vmxnet3", "hv_netvsc",
+    *NETWORK,
     # disks
-    "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "sr_mod", "ahci", "ata_piix", "nvme",
+    "virtio_blk", "virtio_scsi", "sd_mod", "sr_mod", "ahci", "ata_piix", "nvme",
     "mptsas", "megaraid_sas", "hpsa", "vmw_pvscsi", "hv_storvsc", "usb_storage", "xhci_pci",
     "ehci_pci",
     # filesystems and what the disk layer uses. The crc32c implementations come first:

@@ -16,6 +16,7 @@ ENTRIES: tuple[Entry, ...] = ("ka", "local")
 
 KERNEL = "ka/vmlinuz"
 INITRD = "ka/initrd.img"
+STAGE2 = "ka/stage2.cpio.gz"  # served by `ka clone --pxe` through the chain, not by TFTP
 TIMEOUT_SECONDS = 3
 KA_TITLE = "Install this machine with ka"
 LOCAL_TITLE = "Boot the local disk"

@@ -36,6 +36,7 @@ from ka.boot.loaders import (
 from ka.boot.menus import (
     INITRD,
     KERNEL,
+    STAGE2,
     Entry,
     grub_menu,
     ipxe_boot_script,
@@ -204,7 +205,9 @@ def menu_files(config: PxeConfig, entry: Entry, mac_key: str | None) -> tuple[Te
 def plan_tree(config: PxeConfig, bootenv: str | None = None) -> tuple[TreeEntry, ...]:
     """Every file of the TFTP tree: loaders, their default menus, and the boot environment.
 
-    `bootenv` is a directory with `vmlinuz` and `initrd.img` (`ka bootenv build --output`).
+    `bootenv` is a directory with `vmlinuz` and `initrd.img` (`ka bootenv build --output`),
+    and `stage2.cpio.gz` unless it was built --single: kept beside them, where `ka clone --pxe`
+    finds it to serve it through the chain.
     """
     entries: list[TreeEntry] = [*bios_files(config.bios), *uefi_files(config.uefi)]
     if config.uses_ipxe:
@@ -213,7 +216,17 @@ def plan_tree(config: PxeConfig, bootenv: str | None = None) -> tuple[TreeEntry,
     if bootenv is not None:
         entries.append(PackagedFile(os.path.join(bootenv, "vmlinuz"), KERNEL, "ka bootenv"))
         entries.append(PackagedFile(os.path.join(bootenv, "initrd.img"), INITRD, "ka bootenv"))
+        stage2 = os.path.join(bootenv, os.path.basename(STAGE2))
+        if os.path.isfile(stage2):
+            entries.append(PackagedFile(stage2, STAGE2, "ka bootenv"))
     return tuple(entries)
+
+
+def stage2_of(config: PxeConfig) -> str | None:
+    """The stage2 that `ka clone --pxe` serves for this configuration, when its boot
+    environment has one (`ka bootenv build` without --single)."""
+    path = os.path.join(config.tftp_root, STAGE2)
+    return path if os.path.isfile(path) else None
 
 
 def describe_tree(entries: tuple[TreeEntry, ...]) -> str:

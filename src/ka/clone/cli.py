@@ -27,6 +27,13 @@ from ka.clone.hostnames import HostnameRule, parse_pattern, parse_table
 from ka.clone.install import InstallOptions, install
 from ka.clone.mapping import parse_disk_options
 from ka.clone.plan import BootloaderRequest, ClonePlan
+from ka.clone.stage2 import (
+    STAGE2_PORT,
+    check_port,
+    check_stage2,
+    serving_stage2,
+    stage2_path,
+)
 from ka.clone.status import STATUS_PORT, StatusService, console
 from ka.clone.view import (
     LiveTable,
@@ -39,6 +46,7 @@ from ka.clone.view import (
 )
 from ka.errors import UsageError
 from ka.image.deploy import image_sources
+from ka.image.serve_cli import WAVES
 from ka.image.store import DEFAULT_STORE
 from ka.keys import (
     add_golden_key_option,
@@ -136,6 +144,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--pxe", nargs="?", const=PXE_DIR, metavar="DIR",
                    help="switch each node that installed to local boot in the `ka pxe` "
                         f"state DIR ({PXE_DIR}) before releasing it; failed nodes stay on ka")
+    boot = p.add_argument_group(
+        "network boot, stage2",
+        "Nodes booted by `ka pxe` run stage1 (`ka bootenv build`), which asks for stage2 in "
+        "the session PREFIX-stage2 before it runs ka install. ka clone serves it for as long "
+        "as it runs: nodes that boot together share one session, a later node gets the next.")
+    boot.add_argument("--stage2", metavar="FILE",
+                      help="serve this stage2.cpio.gz (default with --pxe: the one `ka pxe "
+                           "config --bootenv` put in the TFTP tree, if any)")
+    boot.add_argument("--no-stage2", action="store_true",
+                      help="with --pxe, serve no stage2 (a --single boot environment)")
+    boot.add_argument("--stage2-port", type=int, default=STAGE2_PORT, metavar="PORT",
+                      help=f"port of the stage2 sessions ({STAGE2_PORT}; the nodes' "
+                           "ka.stage2_port=)")
     p.add_argument("--json", action="store_true", help="print the plan or result as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
     add_web_options(p)
@@ -289,6 +310,7 @@ def cmd_clone(args: argparse.Namespace) -> int:
     # Checked before anything is sent: a state that cannot be switched is found out now,
     # not after the nodes are installed.
     pxe = bootswitch.check_state(args.pxe) if args.pxe is not None else None
+    stage2 = stage2_path(args.stage2, pxe, args.no_stage2)
     settings = SessionSettings(
         root=args.root or "/", port=args.port, key=key, identity=identity_from_args(args),
         join_timeout=args.join_timeout, stall_timeout=args.stall_timeout, bind=args.bind,
@@ -310,6 +332,8 @@ def cmd_clone(args: argparse.Namespace) -> int:
         source = f"golden {plan.golden_hostname or socket.gethostname()}"
     settings = dataclasses.replace(settings, source=source)
     check_settings(plan, settings)
+    if stage2 is not None:
+        check_port(args.stage2_port, plan, settings.port, WAVES if args.serve else 0)
     if not args.dry_run or args.json:  # the text of --dry-run ends with them already
         for note in plan.notes:
             print(f"ka: note: {note}", file=sys.stderr)
@@ -321,12 +345,16 @@ def cmd_clone(args: argparse.Namespace) -> int:
             if pxe is not None:
                 assert plan.report_session is not None
                 print(f"\nnetwork boot (--pxe): {bootswitch.describe(pxe, plan.report_session)}")
+            if stage2 is not None:
+                print(f"stage2: {stage2} ({check_stage2(stage2) / 2**20:.1f} MiB) in "
+                      f"{plan.prefix}-stage2 on port {args.stage2_port}")
         return 0
     if settings.key is None:
         print("ka: warning: no --key-file: the sessions are open to anyone on the network",
               file=sys.stderr)
     live = LiveDeployment.of_plan(plan, source, serve=args.serve)
-    with maybe_dashboard(args, live, settings.key) as web:
+    with maybe_dashboard(args, live, settings.key) as web, \
+            serving_stage2(stage2, plan, settings, args.stage2_port):
         if args.serve:
             from ka.image.serve_cli import run_serve
 

@@ -64,7 +64,7 @@ STAGE1_IMPORTS = (
     "cryptography.hazmat.primitives.serialization",
     "cryptography.hazmat.primitives.asymmetric.ed25519",
     "cryptography.hazmat.primitives.ciphers.aead", "encodings.idna", "encodings.ascii",
-    "encodings.latin_1", "encodings.utf_8", "os",
+    "encodings.latin_1", "encodings.utf_8", "os", "runpy",  # runpy: `python -m ka`
 )
 STAGE1_TARGET_BYTES = 12 * 2**20
 
@@ -357,6 +357,11 @@ def add_stage1_python(stage1: FileTree, full: FileTree, exe: str, probed: set[st
             stage1.copy(entry.source, entry.path)
             if entry.path.endswith(".so"):
                 native.append(entry.source)
+    # `python -m ka` runs ka/__main__.py without importing it as a module: never probed.
+    import ka
+
+    main = os.path.join(os.path.dirname(os.path.realpath(ka.__file__)), "__main__.py")
+    stage1.copy(main, os.path.join(SITE, "ka", "__main__.py"))
     stage1.text(KA_WRAPPER, full.entries[KA_WRAPPER].data.decode(), mode=0o755)  # type: ignore[union-attr]
     return native
 

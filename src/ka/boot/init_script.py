@@ -199,7 +199,11 @@ ka_fetch_stage2() {{
         status=$?
         set +f
         if [ "$status" = 0 ]; then
-            if gzip -dc "$KA_RUN/stage2" | (cd "$KA_UNPACK_ROOT" && cpio -idmu 2>/dev/null); then
+            # Tested whole first (its CRC and length): a cut archive must not be half
+            # unpacked over stage1.
+            if gzip -t "$KA_RUN/stage2" 2>/dev/null \
+                    && gzip -dc "$KA_RUN/stage2" | (cd "$KA_UNPACK_ROOT" && cpio -idmu 2>/dev/null)
+            then
                 rm -f "$KA_RUN/stage2" "$KA_STAGE2_MARKER"
                 ka_say "stage2 received and unpacked"
                 return 0

@@ -1,12 +1,14 @@
-"""A node installed by the boot environment: its /init (PID 1 of a new PID namespace, chrooted
-into the built initramfs, in a lab node's network namespace) gets a lease from `ka pxe serve`,
-joins `ka clone` on the golden node at the DHCP next-server with the key baked into the
-initramfs, installs a loop disk with the initramfs's own Python and disk tools, and reboots."""
+"""A node installed by the boot environment, in two stages: its /init (PID 1 of a new PID
+namespace, chrooted into the built stage1, in a lab node's network namespace) gets a lease from
+`ka pxe serve`, receives stage2 from `ka clone` in the session ka-stage2 (signed by the golden
+identity pinned in stage1, with the key baked into it), unpacks it, then joins `ka clone` at the
+DHCP next-server, installs a loop disk with the boot environment's own Python and disk tools,
+and reboots."""
 
 from __future__ import annotations
 
 import contextlib
-import gzip
+import lzma
 import os
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 from test_pxe_lab import start_serve, stop  # tests/boot is on sys.path (no __init__.py)
 
+from ka.keys import write_identity
 from ka.lab.disks import (
     attached_image,
     expected_partitions,
@@ -59,13 +62,15 @@ def test_boot_environment_installs_a_node(workdir: Path,
     kernel = workdir / "vmlinuz-stand-in"
     kernel.write_bytes(b"not booted in this test")
     env_dir = workdir / "env"
+    _private, golden_pub = write_identity(str(workdir / "identity"))
     assert ka_boot(["bootenv", "build", "--output", str(env_dir), "--kernel", str(kernel),
-                    "--key-file", str(key)]) == 0
+                    "--key-file", str(key), "--golden-key", str(golden_pub)]) == 0
     root = workdir / "root"
     root.mkdir()
     subprocess.run(["cpio", "-idm", "--quiet"],
-                   input=gzip.decompress((env_dir / "initrd.img").read_bytes()), cwd=root,
+                   input=lzma.decompress((env_dir / "initrd.img").read_bytes()), cwd=root,
                    check=True)
+    assert not (root / "usr/lib/ka/site/ka/clone/install.py").exists(), "stage1 only"
 
     with contextlib.ExitStack() as stack:
         expected = expected_partitions(desc, SIZE)
@@ -103,7 +108,9 @@ def test_boot_environment_installs_a_node(workdir: Path,
             sys.executable, "-m", "ka", "clone", "--nodes", "1", "--root", str(tree),
             "--desc", f"{drive}={workdir / 'golden.desc'}", "--hostnames", "node{n:02d}",
             "--logs", str(workdir / "logs"), "--join-timeout", "90",
-            "--key-file", str(key), "--raw", golden.partition(esp.number)]),
+            "--key-file", str(key), "--identity", str(workdir / "identity"),
+            "--stage2", os.path.join(state, "tftp", "ka", "stage2.cpio.gz"),
+            "--raw", golden.partition(esp.number)]),
             capture_output=True, text=True, timeout=300, check=False)
         status = node.wait(timeout=120)
         log = (workdir / "node.log").read_text(errors="replace")
@@ -112,6 +119,9 @@ def test_boot_environment_installs_a_node(workdir: Path,
         lines = [line for line in log.splitlines() if line.startswith(("ka: ", "REBOOT"))]
         assert lines[-2:] == ["ka: install succeeded; rebooting", "REBOOT"], log
         assert "ka: install attempt 1 of 1" in lines
+        assert lines.index("ka: stage2 received and unpacked") < lines.index(
+            "ka: install attempt 1 of 1"), log
+        assert "stage2: 1 node(s) received it in 1 session(s)" in clone.stderr, clone.stderr
         labels = run(["blkid", "-p", "-s", "LABEL", "-o", "value",
                       node_disk.partition(2)], check=False).stdout.strip()
         assert labels == "root"

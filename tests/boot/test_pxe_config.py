@@ -19,6 +19,7 @@ from ka.boot.pxe import (
     parse_range,
     plan_tree,
     render_dnsmasq,
+    stage2_of,
 )
 from ka.boot.state import load_state, write_tree
 from ka.errors import UsageError
@@ -251,3 +252,17 @@ def test_config_command_writes_tree_and_state(tmp_path: os.PathLike[str],
         assert f.read() == render_dnsmasq(load_state(state))
     assert load_state(state).tftp_root == tftp
     assert oct(os.stat(tftp).st_mode & 0o777) == "0o755", "dnsmasq reads it after dropping root"
+    assert stage2_of(load_state(state)) is None, "a boot environment without stage2"
+    # Two stages: stage2 goes where `ka clone --pxe` looks for it...
+    with open(os.path.join(bootenv, "stage2.cpio.gz"), "wb") as f:
+        f.write(b"stage2")
+    assert ka_boot(["pxe", "config", "--interface", "eth1", "--range", "10.9.0.100,10.9.0.199",
+                    "--dir", state, "--session", "lab1", "--bootenv", bootenv]) == 0
+    assert stage2_of(load_state(state)) == os.path.join(tftp, "ka", "stage2.cpio.gz")
+    with open(os.path.join(tftp, "ka", "stage2.cpio.gz"), "rb") as f:
+        assert f.read() == b"stage2"
+    # ...and a boot environment rebuilt --single leaves no stale stage2 to be served.
+    os.unlink(os.path.join(bootenv, "stage2.cpio.gz"))
+    assert ka_boot(["pxe", "config", "--interface", "eth1", "--range", "10.9.0.100,10.9.0.199",
+                    "--dir", state, "--session", "lab1", "--bootenv", bootenv]) == 0
+    assert stage2_of(load_state(state)) is None

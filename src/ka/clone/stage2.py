@@ -67,6 +67,8 @@ class Stage2Server:
     """Sessions PREFIX-stage2 one after another, until `close()`; each waits for `nodes`
     (fewer as nodes are served, never below one) or `gather` seconds after its first node."""
 
+    RETRY_SECONDS = 2.0  # after a failed session (times the failures in a row, up to 30 s)
+
     def __init__(self, path: str, prefix: str, *, nodes: int, key: bytes | None,
                  identity: bytes | None, port: int = STAGE2_PORT, bind: str = "0.0.0.0",
                  stall_timeout: float = 5.0, gather: float = GATHER_SECONDS,
@@ -126,7 +128,7 @@ class Stage2Server:
                 self.stats.errors.append(str(e))
                 self.say(f"stage2: session failed: {e}")
                 # A port another program holds does not free itself: say it, wait, try again.
-                self._stop.wait(min(30.0, 2.0 * failures))
+                self._stop.wait(min(30.0, self.RETRY_SECONDS * failures))
                 continue
             failures = 0
             ok = sum(1 for n in report.nodes if n.state == "ok")

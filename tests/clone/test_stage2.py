@@ -152,3 +152,64 @@ def test_bad_settings_are_refused_before_any_session(tmp_path: Path) -> None:
     path = make_stage2(tmp_path / "s.cpio.gz")
     with pytest.raises(UsageError):
         Stage2Server(path, "ka", nodes=1, key=b"short", identity=None).__enter__()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow  # a real sender and three node processes on loopback
+def test_nodes_that_boot_together_share_a_session_and_a_later_one_gets_its_own(
+        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from ka.keys import new_key, write_identity, write_key_file
+
+    path = tmp_path / "stage2.cpio.gz"
+    path.write_bytes(gzip.compress(b"070701" + os.urandom(3 << 20)))
+    key_file = tmp_path / "key"
+    write_key_file(str(key_file), new_key())
+    private, public = write_identity(str(tmp_path / "identity"))
+    from ka.keys import read_identity, read_key_file
+
+    port = free_port()
+    said: list[str] = []
+
+    def node(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ka", "receive", "--host", "127.0.0.1", "--port", str(port),
+             "--output", str(tmp_path / name), "--key-file", str(key_file), "--golden-key",
+             str(public), "--name", name, "--find-timeout", "30"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with Stage2Server(str(path), "lab", nodes=3, key=read_key_file(str(key_file)),
+                          identity=read_identity(str(private)), port=port, bind="127.0.0.1",
+                          gather=1.5, say=said.append) as server:
+            procs += [node("n1"), node("n2")]
+            for p in procs:
+                assert p.wait(60) == 0, p.stderr.read() if p.stderr else ""
+            assert server.stats.sessions == 1 and server.stats.received == 2, said
+            procs.append(node("n3"))  # boots later, alone
+            assert procs[-1].wait(60) == 0
+            deadline = time.monotonic() + 10
+            while server.stats.sessions < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert server.stats.sessions == 2 and server.stats.received == 3, said
+    for name in ("n1", "n2", "n3"):
+        assert (tmp_path / name).read_bytes() == path.read_bytes()
+    assert said[0].startswith("serving stage2 (3.0 MiB) to booting nodes in lab-stage2")
+    assert said[1].startswith("stage2: 2 of 2 node(s) received it in")
+    assert said[2].startswith("stage2: 1 of 1 node(s) received it in")

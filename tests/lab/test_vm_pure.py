@@ -25,6 +25,7 @@ from ka.lab.debian import (
 )
 from ka.lab.vm import Machine, VmError, console_lines, node_mac, ovmf_files
 from ka.lab.vmcheck import (
+    STAGE2,
     GoldenIdentity,
     MachineOutcome,
     boot_entries,
@@ -94,6 +95,11 @@ def test_marker() -> None:
     assert parse_marker(lines) == (1, {"hostname": "node01", "machine-id": "a" * 32,
                                        "root-uuid": "u-1", "firmware": "uefi"})
     assert parse_marker(["no marker"]) is None
+    # A systemd status line written just before it, on the same line of the console.
+    shared = [f"[  OK  ] Finished ssh.service.{MARKER} hostname=node02 machine-id=b root-uuid=v "
+              "firmware=bios"]
+    assert parse_marker(shared) == (0, {"hostname": "node02", "machine-id": "b",
+                                        "root-uuid": "v", "firmware": "bios"})
 
 
 def test_boot_entries_are_read_from_the_pxe_state(tmp_path: Path) -> None:
@@ -143,6 +149,11 @@ def test_a_machine_to_clone_that_never_booted_its_clone(tmp_path: Path) -> None:
                         workdir=tmp_path)
     assert out.installed and not out.ok and out.result == "FAILED"
     assert any("marker" in p for p in out.problems)
+    assert any("never showed stage2" in p for p in out.problems), "booted without stage2"
+    late = judge_machine("vm1", ["ka: install succeeded; rebooting", STAGE2], tmp_path / "vm1.img",
+                         vm_desc(), GOLDEN, expect_failure=False, reports=reports,
+                         boot_entry="local", mac=MAC1, seconds=2.0, workdir=tmp_path)
+    assert any("stage2 came after the install" in p for p in late.problems)
 
 
 def test_summary_node_by_mac(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from ka.lab.disks import Image, expected_partitions, mounted_tree
 from ka.lab.verdict import read_text
 
 INSTALLED = "ka: install succeeded; rebooting"
+STAGE2 = "ka: stage2 received and unpacked"  # stage1 got stage2 through the chain
 GIVE_UP = "could not install this node"
 _MARKER_FIELD = re.compile(r"(\S+)=(\S*)")
 
@@ -69,8 +70,11 @@ class MachineOutcome:
 def parse_marker(lines: Sequence[str]) -> tuple[int, dict[str, str]] | None:
     """(line index, fields) of the last marker line on a console."""
     for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith(MARKER + " "):
-            return i, dict(_MARKER_FIELD.findall(lines[i]))
+        # Anywhere in the line: systemd's status lines share the serial console, and on a
+        # loaded machine one can be written just before the marker, on the same line.
+        at = lines[i].find(MARKER + " ")
+        if at >= 0:
+            return i, dict(_MARKER_FIELD.findall(lines[i][at:]))
     return None
 
 
@@ -126,6 +130,11 @@ def judge_machine(name: str, lines: Sequence[str], disk_image: Path, desc: str,
     else:
         if not installed:
             problems.append("its console never showed a successful install")
+        stage2 = [i for i, line in enumerate(lines) if STAGE2 in line]
+        if not stage2:
+            problems.append("its console never showed stage2 received through the chain")
+        elif installed and stage2[0] > installed[0]:
+            problems.append("stage2 came after the install")
         if found is None or marker is None:
             problems.append("its console never showed the clone's marker (the clone did not "
                             "boot, or did not reach multi-user)")

@@ -3,7 +3,7 @@ the boot loader and its own menu by TFTP. Everything runs inside the lab's names
 
 from __future__ import annotations
 
-import gzip
+import lzma
 import os
 import shutil
 import subprocess
@@ -180,7 +180,7 @@ def test_boot_environment_gets_a_lease_and_retries(lab: LabNetwork, workdir: str
     root = os.path.join(workdir, "root")
     os.mkdir(root)
     with open(os.path.join(state, "tftp/ka/initrd.img"), "rb") as f:
-        subprocess.run(["cpio", "-idm", "--quiet"], input=gzip.decompress(f.read()), cwd=root,
+        subprocess.run(["cpio", "-idm", "--quiet"], input=lzma.decompress(f.read()), cwd=root,
                        check=True)
     with open(os.path.join(root, "etc/ka/test-cmdline"), "w") as f:
         f.write("BOOT_IMAGE=/ka/vmlinuz initrd=initrd.img console=ttyS0 ka.retries=2\n")
@@ -204,11 +204,14 @@ def test_boot_environment_gets_a_lease_and_retries(lab: LabNetwork, workdir: str
     address = leased[0].split()[3].rstrip(",")
     assert address.startswith(f"{net}.") and 100 <= int(address.rsplit(".", 1)[1]) <= 150
     assert leased[0] == f"ka: eth0 is {address}, boot server {golden}, name {mac}"
-    failures = [line for line in lines if "failed (ka exit status" in line]
-    assert [f.split(" failed")[0] for f in failures] == [
-        "ka: install attempt 1 of 2", "ka: install attempt 2 of 2"]
+    attempts = [line for line in lines if line.startswith("ka: receiving stage2")]
+    assert attempts == ["ka: receiving stage2 through the chain (attempt 1 of 2)",
+                        "ka: receiving stage2 through the chain (attempt 2 of 2)"], node.stdout
+    failures = [line for line in lines if "was not received or was refused" in line]
+    assert len(failures) == 2, node.stdout
     assert all(f.endswith("(ka exit status 10)") for f in failures), "10: sender not found"
-    assert lines[-3:] == ["ka: !!! could not install this node after 2 attempts !!!",
+    assert not any("install attempt" in line for line in lines), "no install without stage2"
+    assert lines[-3:] == ["ka: !!! could not receive stage2 after 2 attempts !!!",
                           "ka: rebooting in 0 seconds", "REBOOT"]
     assert node.returncode == 1
 

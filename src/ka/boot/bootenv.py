@@ -377,23 +377,33 @@ def split_stage2(full: FileTree, stage1: FileTree) -> FileTree:
     return stage2
 
 
-def strip_binaries(tree: FileTree, strip: str) -> None:
+def strip_binaries(trees: Iterable[FileTree], strip: str) -> None:
     """ELF files without their symbol tables (`strip --strip-unneeded`): a Python built from
-    source carries some 17 MiB of them in libpython alone. A file strip cannot handle is kept
-    as it is."""
-    for path, entry in list(tree.entries.items()):
-        if entry.kind != "file" or entry.source is None:
-            continue
-        with open(entry.source, "rb") as f:
-            if f.read(4) != b"\x7fELF":
+    source carries some 17 MiB of them in libpython alone. Each host file is stripped once,
+    whichever trees hold it; a file strip cannot handle is kept as it is."""
+    done: dict[str, bytes | None] = {}  # host file -> stripped content (None: keep it)
+    for tree in trees:
+        for path, entry in list(tree.entries.items()):
+            if entry.kind != "file" or entry.source is None:
                 continue
-        with tempfile_path() as out:
-            result = subprocess.run([strip, "--strip-unneeded", "-o", out, entry.source],
-                                    capture_output=True, timeout=120, check=False)
-            if result.returncode != 0 or os.path.getsize(out) >= os.path.getsize(entry.source):
-                continue
-            with open(out, "rb") as f:
-                tree.entries[path] = dataclasses.replace(entry, source=None, data=f.read())
+            if entry.source not in done:
+                done[entry.source] = _stripped(entry.source, strip)
+            data = done[entry.source]
+            if data is not None:
+                tree.entries[path] = dataclasses.replace(entry, source=None, data=data)
+
+
+def _stripped(source: str, strip: str) -> bytes | None:
+    with open(source, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            return None
+    with tempfile_path() as out:
+        result = subprocess.run([strip, "--strip-unneeded", "-o", out, source],
+                                capture_output=True, timeout=120, check=False)
+        if result.returncode != 0 or os.path.getsize(out) >= os.path.getsize(source):
+            return None
+        with open(out, "rb") as f:
+            return f.read()
 
 
 @contextlib.contextmanager
@@ -446,9 +456,8 @@ def build(output: str, kernel: str | None = None, modules_dir: str | None = None
             modules = first + rest
             missing_modules = tuple(dict.fromkeys(missing_first + missing_rest))
     strip = shutil.which("strip")
-    for tree in (full,) if stage1 is None else (full, stage1):
-        if strip:
-            strip_binaries(tree, strip)
+    if strip:
+        strip_binaries((full,) if stage1 is None else (full, stage1), strip)
     os.makedirs(output, exist_ok=True)
     kernel_out = os.path.join(output, "vmlinuz")
     shutil.copyfile(kernel, kernel_out)

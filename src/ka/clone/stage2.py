@@ -16,9 +16,8 @@ import gzip
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ka.boot.init_script import STAGE2_PORT
@@ -59,8 +58,6 @@ class Stage2Stats:
     sessions: int = 0
     received: int = 0  # nodes that received it whole (a node that boots twice counts twice)
     failed: int = 0
-    seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 class Stage2Server:
@@ -116,7 +113,6 @@ class Stage2Server:
         send_fn = self._send or send
         failures = 0
         while not self._stop.is_set():
-            started = time.monotonic()
             try:
                 report = send_fn(FileSource(self.path),
                                  self.options(self.nodes - self.stats.received), None,
@@ -125,7 +121,6 @@ class Stage2Server:
                 if self._stop.is_set():
                     return
                 failures += 1
-                self.stats.errors.append(str(e))
                 self.say(f"stage2: session failed: {e}")
                 # A port another program holds does not free itself: say it, wait, try again.
                 self._stop.wait(min(30.0, self.RETRY_SECONDS * failures))
@@ -135,7 +130,6 @@ class Stage2Server:
             self.stats.sessions += 1
             self.stats.received += ok
             self.stats.failed += len(report.nodes) - ok
-            self.stats.seconds += time.monotonic() - started
             names = ", ".join(n.name or n.node for n in report.nodes if n.state != "ok")
             self.say(f"stage2: {ok} of {len(report.nodes)} node(s) received it in "
                      f"{report.seconds:.1f} s" + (f" (not: {names})" if names else ""))

@@ -71,14 +71,23 @@ def create_app(live: Deployment | None, logs: Path, token: str, *,
             return _error(404, "no such node in this deployment")
         return JSONResponse(found)
 
-    async def node_log_view(request: Request) -> Response:
-        key = request.path_params["key"]
-        address = need_live().address_of(key)
-        if need_live().node(key) is None:
+    def log_address(key: str, reader: object | None) -> str | Response:
+        """The node's status-service address, or the error to answer instead."""
+        model = need_live()
+        address = model.address_of(key)
+        if model.node(key) is None:
             return _error(404, "no such node in this deployment")
-        if node_log is None or address is None:
+        if reader is None or address is None:
             return _error(501, "no live log: the golden node cannot reach this node's "
                                "status service")
+        return address
+
+    async def node_log_view(request: Request) -> Response:
+        key = request.path_params["key"]
+        address = log_address(key, node_log)
+        if isinstance(address, Response):
+            return address
+        assert node_log is not None
         async with fetches:
             try:
                 step, lines = await run_in_threadpool(node_log, address)
@@ -88,13 +97,10 @@ def create_app(live: Deployment | None, logs: Path, token: str, *,
         return JSONResponse({"node": key, "step": step, "lines": lines, "error": None})
 
     async def node_log_follow(request: Request) -> Response:
-        key = request.path_params["key"]
-        address = need_live().address_of(key)
-        if need_live().node(key) is None:
-            return _error(404, "no such node in this deployment")
-        if follow_log is None or address is None:
-            return _error(501, "no live log: the golden node cannot reach this node's "
-                               "status service")
+        address = log_address(request.path_params["key"], follow_log)
+        if isinstance(address, Response):
+            return address
+        assert follow_log is not None
         if follows[0] >= LOG_FOLLOWS:
             return _error(503, f"{LOG_FOLLOWS} node logs are followed already: close one")
         follows[0] += 1

@@ -26,6 +26,7 @@ from ka.boot.pxe import (
 from ka.boot.state import load_state, save_state, write_tree
 from ka.boot.switch import boot_states, carry_over, check_entry, set_boot
 from ka.errors import UsageError
+from ka.signals import sigterm_interrupts
 
 DEFAULT_DIR = "/var/lib/ka/pxe"
 
@@ -198,12 +199,9 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"ka pxe: dnsmasq (pid {proc.pid}) serving on {config.interface}; Ctrl-C stops it",
           file=sys.stderr)
 
-    def stop(signum: int, frame: object) -> None:
-        proc.terminate()
-
-    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        status = proc.wait()
+        with sigterm_interrupts():
+            status = proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
         try:
@@ -211,7 +209,5 @@ def _serve(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             status = proc.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     # dnsmasq ends with status 0 on SIGTERM; anything else is its own failure.
     return 0 if status in (0, -signal.SIGTERM) else 1

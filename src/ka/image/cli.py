@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from ka.image.capture import CaptureOptions, Progress, capture
 from ka.image.manifest import ImageError, Manifest, read_manifest
 from ka.image.store import DEFAULT_STORE, check_files, label, list_images, resolve, verify_stream
 from ka.keys import add_key_option, key_from_args
+from ka.signals import sigterm_interrupts
 
 EPILOG = f"""\
 An image is a directory: manifest.json (format version, name, creation time, source host, ka
@@ -107,20 +107,16 @@ class _ProgressLine:
             self._t0 = now
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_capture(args: argparse.Namespace) -> int:
     # A SIGTERM ends a capture like Ctrl-C does: tar is ended, the partial image removed.
-    signal.signal(signal.SIGTERM, _interrupt)
     output = resolve(args.output, args.store)
     key = key_from_args(args)
     opts = CaptureOptions(selection=selection_options(args, nodes=0), output=output,
                           name=args.name, level=_level(args.compress), key=key,
                           space_check=not args.no_space_check)
     t0 = time.monotonic()
-    manifest = capture(opts, _ProgressLine())
+    with sigterm_interrupts():
+        manifest = capture(opts, _ProgressLine())
     seconds = time.monotonic() - t0
     ratio = manifest.stored_bytes / manifest.raw_bytes if manifest.raw_bytes else 0.0
     print(f"image {manifest.name} written to {output}: {len(manifest.streams)} stream file(s), "

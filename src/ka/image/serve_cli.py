@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from ka.errors import UsageError
 from ka.image.deploy import image_sources
 from ka.image.manifest import Manifest
 from ka.image.serve import ServeOptions, ServeResult, serve, wave_plan
+from ka.signals import stop_on_signals
 
 WAVES = 4  # waves at once, at most; each has a block of ports of its own
 
@@ -38,12 +38,6 @@ def run_serve(args: argparse.Namespace, settings: SessionSettings, plan: ClonePl
         check_settings(wave_plan(plan, 1, 1, settings.port + 1 + block * later), settings)
     stop = threading.Event()
     settings = SessionSettings(**{**settings.__dict__, "stop": stop})
-
-    def ending(_signum: int, _frame: object) -> None:
-        say("ending: every session stops now (SIGINT/SIGTERM)")
-        stop.set()
-
-    old = {s: signal.signal(s, ending) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
 
     def say(message: str) -> None:
@@ -53,22 +47,20 @@ def run_serve(args: argparse.Namespace, settings: SessionSettings, plan: ClonePl
         + (f" until {args.until} node(s) are installed" if args.until else
            " until SIGINT/SIGTERM"))
     try:
-        result = serve(
-            lambda number, first, port: wave_plan(plan, number, first, port),
-            lambda p: image_sources(directory, manifest, p), settings,
-            ServeOptions(until=args.until, gather=args.batch_wait or 0.0, waves=WAVES,
-                         wave_nodes=plan.nodes),
-            later, on_event=live.event if live is not None else None, say=say,
-            before_release=before_release,
-            on_wave=(lambda w: live.finish_wave(w.result) if w.result else None)
-            if live is not None else None)
+        with stop_on_signals(stop, lambda: say("ending: every session stops now (SIGINT/SIGTERM)")):
+            result = serve(
+                lambda number, first, port: wave_plan(plan, number, first, port),
+                lambda p: image_sources(directory, manifest, p), settings,
+                ServeOptions(until=args.until, gather=args.batch_wait or 0.0, waves=WAVES,
+                             wave_nodes=plan.nodes),
+                later, on_event=live.event if live is not None else None, say=say,
+                before_release=before_release,
+                on_wave=(lambda w: live.finish_wave(w.result) if w.result else None)
+                if live is not None else None)
     except BaseException as e:
         if live is not None:
             live.close(False, [str(e) or type(e).__name__])
         raise
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
     rows = node_rows(result)
     record = {"image": manifest.name, "interrupted": result.interrupted,
               "installed": len(result.installed()), "failed_attempts": result.failed_attempts(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from ka.errors import KaError, UsageError
 from ka.lab.clone import GiB, LabCloneOptions, MiB, lab_clone
 from ka.lab.debian import DEFAULT_CACHE
 from ka.lab.report import LabCloneReport, summary_table
+from ka.signals import sigterm_interrupts
 
 
 def _size(text: str) -> int:
@@ -88,7 +88,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     # A SIGTERM tears the lab down like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
+    with sigterm_interrupts():
+        return _handler(args)
+
+
+def _handler(args: argparse.Namespace) -> int:
     if args.vm is not None:
         if args.image:
             raise UsageError("--image is for namespace nodes, not with --vm")
@@ -143,10 +147,6 @@ def _vm_handler(args: argparse.Namespace) -> int:
     report = lab_clone_vm(options, on_step=lambda m: print(f"ka lab clone: {m}", flush=True))
     print(vm_summary(report))
     return 0 if report.ok else 1
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _register_debian(subparsers: argparse._SubParsersAction[Any]) -> None:

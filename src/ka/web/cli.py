@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 from ka.clone.deploy import DEFAULT_LOGS
 from ka.clone.status import STATUS_PORT
+from ka.signals import stop_on_signals
 from ka.web.state import Deployment
 
 
@@ -40,19 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def ending(_signum: int, _frame: object) -> None:
-        stop.set()
-
-    old = {s: signal.signal(s, ending) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with dashboard(args.address, args.web_token_file, Path(args.logs), None, None):
-            while not stop.wait(0.5):
-                pass
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+    with stop_on_signals(threading.Event()) as stop, \
+            dashboard(args.address, args.web_token_file, Path(args.logs), None, None):
+        while not stop.wait(0.5):
+            pass
     print("ka: dashboard stopped", file=sys.stderr)
     return 0
 

@@ -14,8 +14,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 TIER_MARKERS = ("root", "lab", "slow", "browser")
+
+# Property tests check what is computed, not how fast: hypothesis's default 200 ms deadline per
+# example failed test_frame's flipped-bit property on a machine busy with other tests.
+settings.register_profile("ka", deadline=None)
+settings.load_profile("ka")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,6 +5,7 @@ Run as root from the repository (it builds virtual labs with `ka.lab.network`):
     .venv/bin/python benchmarks/broadcast.py            # every scenario, full sizes (minutes)
     .venv/bin/python benchmarks/broadcast.py --quick    # every scenario, small sizes
     .venv/bin/python benchmarks/broadcast.py --scenario slow --methods ka,udpcast --nodes 1,8
+    .venv/bin/python benchmarks/broadcast.py --methods ka,original --repeat 3
 
 Scenarios (from the project's speed goals):
   slow   100 Mbit/s links, 50 MiB of random data, N = 1, 4, 8
@@ -15,8 +16,12 @@ Scenarios (from the project's speed goals):
 Every run launches all its processes back to back and times each node from that moment to its
 exit (process start-up and rendezvous included). A node's CPU time and peak RSS come from
 wait4(2) on its process. `ka` rows also show the per-node rate ka itself reports (from the
-start of the stream). Methods:
-  ka       `ka send --input FILE` on the golden node, `ka receive --output /dev/null` on nodes
+start of the stream). With --repeat K every run is made K times and the table shows the run
+of median wall time (the JSON keeps them all). Methods:
+  ka       `ka send --input FILE` on the golden node, `ka receive --output FILE` on nodes,
+           with a session key (authenticated and encrypted, the default of a keyed session)
+  ka-open  the same without a key: the cost of security is the difference to `ka`
+  original the original ka-deploy's ka-d-server and ka-d-client (benchmarks/original.py)
   unicast  the golden node serves each node its own TCP stream (benchmarks/unicast.py)
   udpcast  udp-sender/udp-receiver (Debian's udpcast), on each namespace's eth0 only; capped
            with --max-bitrate at 95 % of a shaped link (without a cap it floods the token
@@ -36,32 +41,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ka.lab.network import LabNetwork, parse_rate
-from ka.run import spawn
+from ka.run import run, spawn
 
-MIB = 1 << 20
-GIB = 1 << 30
-MB = 1_000_000
-# TCP payload per byte that tbf counts: 1448 payload bytes (1500 MTU less IP, TCP and timestamp
-# headers) per 1514-byte Ethernet frame. At 100 Mbit/s that is 11.95 MB/s.
-TCP_PAYLOAD_SHARE = 1448 / 1514
+sys.path.insert(0, str(Path(__file__).parent))
+import original  # noqa: E402  (benchmarks/original.py, next to this script)
+from figures import MB, MIB, TCP_PAYLOAD_SHARE, RunResult, Scenario, print_table  # noqa: E402
+
 UNICAST_PORT = 30800
 UNICAST = str(Path(__file__).with_name("unicast.py"))
-METHODS = ("ka", "unicast", "udpcast")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    key: str
-    title: str
-    rate: str | None
-    size_mib: int
-    nodes: tuple[int, ...]
-    data: str = "random"  # "random" | "usr-tar"
-    compress: bool = False
+METHODS = ("ka", "ka-open", "original", "unicast", "udpcast")
+KA_METHODS = ("ka", "ka-open")
+KEY = "session.key"  # in the work directory, made once per benchmark run
 
 
 FULL = (
@@ -126,26 +120,6 @@ class Process:
                 self.peak_rss_kib = max(self.peak_rss_kib, int(line.split()[1]))
 
 
-@dataclass
-class RunResult:
-    scenario: str
-    method: str
-    nodes: int
-    size: int
-    ok: bool
-    wall: float = 0.0  # launch of the first process to exit of the last node
-    stream_seconds: list[float] = field(default_factory=list)  # per node, from stream start
-    node_cpu: list[float] = field(default_factory=list)
-    node_rss_kib: list[int] = field(default_factory=list)
-    sender_cpu: float = 0.0
-    sender_rss_kib: int = 0
-    error: str = ""
-
-    @property
-    def stream_wall(self) -> float:
-        return max(self.stream_seconds, default=0.0)
-
-
 def make_data(kind: str, size: int, path: Path) -> str:
     """Write `size` bytes of test data to `path`; returns its sha256."""
     digest = hashlib.sha256()
@@ -177,17 +151,25 @@ def make_data(kind: str, size: int, path: Path) -> str:
 
 
 def commands(
-    method: str, lab: LabNetwork, n: int, data: Path, scenario: Scenario, work: Path, run_id: str
+    method: str,
+    lab: LabNetwork,
+    n: int,
+    data: Path,
+    scenario: Scenario,
+    work: Path,
+    run_id: str,
+    original_dir: Path | None = None,
 ) -> list[tuple[int, str, list[str]]]:
     """(host, role, argv) in launch order."""
-    ka = [sys.executable, "-m", "ka"]
     nodes = range(1, n + 1)
 
     def output(node: int) -> str:
         # Every method writes each node's copy to tmpfs, where it is checked after the run.
         return str(work / f"{run_id}-node{node}.out")
 
-    if method == "ka":
+    if method in KA_METHODS:
+        ka = [sys.executable, "-m", "ka"]
+        key = ["--key-file", str(work / KEY)] if method == "ka" else []
         send = [
             *ka,
             "send",
@@ -199,16 +181,21 @@ def commands(
             str(data),
             "--report",
             str(work / f"{run_id}.json"),
+            *key,
         ]
         if scenario.compress:
             send += ["--compress", "zstd"]
         return [
             *(
-                (i, f"node{i}", [*ka, "receive", "--session", run_id, "--output", output(i)])
+                (i, f"node{i}", [*ka, "receive", "--session", run_id, "--output", output(i), *key])
                 for i in nodes
             ),
             (0, "sender", send),
         ]
+    if method == "original":
+        assert original_dir is not None
+        outputs = [output(i) for i in nodes]
+        return original.commands(original_dir, lab.hosts[0].address, n, data, outputs, run_id)
     if method == "unicast":
         serve = [sys.executable, UNICAST, "serve", str(data), str(UNICAST_PORT), str(n)]
         fetch = [sys.executable, UNICAST, "fetch", lab.hosts[0].address, str(UNICAST_PORT)]
@@ -281,6 +268,7 @@ def run_once(
     scenario: Scenario,
     work: Path,
     run_id: str,
+    original_dir: Path | None = None,
 ) -> RunResult:
     size = data.stat().st_size
     result = RunResult(scenario.key, method, n, size, ok=False)
@@ -290,7 +278,8 @@ def run_once(
     procs: list[Process] = []
     start = time.monotonic()
     try:
-        for host, role, argv in commands(method, lab, n, data, scenario, work, run_id):
+        launch = commands(method, lab, n, data, scenario, work, run_id, original_dir)
+        for host, role, argv in launch:
             popen = lab.spawn(host, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             proc = Process(role, popen)
             proc.reader = threading.Thread(target=proc.read_output, daemon=True)
@@ -329,8 +318,10 @@ def stream_seconds(
     method: str, sender: Process, nodes: Sequence[Process], report: Path
 ) -> list[float]:
     """Per node, the time from the start of the stream to the node having it all."""
-    if method == "ka":
+    if method in KA_METHODS:
         return ka_reported_seconds(report)
+    if method == "original":
+        return original.stream_seconds([[line for _, line in p.lines] for p in nodes])
     if method == "unicast":
         start, done = sender.when("start"), [p.lines[-1][0] if p.lines else None for p in nodes]
     else:
@@ -367,60 +358,8 @@ def ka_reported_seconds(path: Path) -> list[float]:
     return [float(node["seconds"]) for node in report.get("nodes", []) if node.get("seconds")]
 
 
-def link_payload_rate(rate: str | None) -> float | None:
-    bits = parse_rate(rate)
-    return bits / 8 * TCP_PAYLOAD_SHARE if bits else None
-
-
-def print_table(results: Sequence[RunResult], scenarios: Sequence[Scenario]) -> None:
-    by_key = {s.key: s for s in scenarios}
-    head = (
-        f"{'scenario':<8} {'method':<8} {'N':>2} {'MiB':>5} {'wall s':>7} {'stream s':>8} "
-        f"{'node MB/s':>15} {'% link':>7} {'T/T(1)':>6} {'CPU s/GiB':>9} {'RSS MiB':>7} "
-        f"{'snd CPU':>7}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        scenario = by_key[r.scenario]
-        link = link_payload_rate(scenario.rate)
-        if not r.ok:
-            print(
-                f"{r.scenario:<8} {r.method:<8} {r.nodes:>2} {r.size / MIB:>5.0f} FAILED: {r.error}"
-            )
-            continue
-        rates = [r.size / s / MB for s in r.stream_seconds]
-        pct = f"{100 * min(rates) / (link / MB):6.1f}%" if link else "      -"
-        base = next(
-            (
-                b
-                for b in results
-                if b.scenario == r.scenario and b.method == r.method and b.nodes == 1 and b.ok
-            ),
-            None,
-        )
-        ratio = f"{r.stream_wall / base.stream_wall:6.2f}" if base else "     -"
-        cpu = max(r.node_cpu) / (r.size / GIB)
-        rss = max(r.node_rss_kib) / 1024
-        print(
-            f"{r.scenario:<8} {r.method:<8} {r.nodes:>2} {r.size / MIB:>5.0f} {r.wall:7.2f} "
-            f"{r.stream_wall:8.2f} {min(rates):6.1f}..{max(rates):<7.1f} {pct} {ratio} "
-            f"{cpu:9.2f} {rss:7.0f} {r.sender_cpu:7.2f}"
-        )
-    print()
-    print(
-        "wall s: launch of all processes to the last node's exit (start-up and rendezvous\n"
-        "included); stream s and node MB/s: from the start of the stream to each node having\n"
-        "it all (ka: as ka reports it; udpcast: from 'Starting transfer' to 'Transfer\n"
-        "complete'; unicast: from the first accepted connection), 1 MB = 10^6 bytes, MB/s as\n"
-        "payload (uncompressed) bytes; % link: slowest node against the link's TCP payload rate\n"
-        f"({100 * TCP_PAYLOAD_SHARE:.1f} % of the nominal rate); T/T(1): slowest node's stream\n"
-        "time against N=1; CPU s/GiB and RSS (peak VmHWM): the worst node; snd CPU: sender's\n"
-        "CPU seconds."
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[Scenario]]:
+    """The options and the scenarios they select (the methods checked, sizes and N applied)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -433,40 +372,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help="comma-separated: ka, unicast, udpcast (default: all)",
+        help=f"comma-separated: {', '.join(METHODS)} (default: all)",
     )
     parser.add_argument("--nodes", help="comma-separated node counts, overriding the scenario's")
     parser.add_argument("--size-mib", type=int, help="stream size, overriding the scenario's")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="K", help="run everything K times (default 1)"
+    )
+    parser.add_argument(
+        "--original",
+        metavar="DIR",
+        help=f"ka-d-server and ka-d-client already built (default: ${original.ENV}, else "
+        "built from the original's sources into a temporary directory)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        parser.error("the benchmark builds network namespaces: run it as root")
-    methods = [m for m in args.methods.split(",") if m]
-    if unknown := set(methods) - set(METHODS):
+    args.methods = [m for m in args.methods.split(",") if m]
+    if unknown := set(args.methods) - set(METHODS):
         parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
+    if args.repeat < 1:
+        parser.error("--repeat needs at least 1")
     wanted = args.scenario.split(",")
+    if unknown := set(wanted) - {s.key for s in FULL}:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     scenarios = [s for s in (QUICK if args.quick else FULL) if s.key in wanted]
-    if args.nodes or args.size_mib:
-        scenarios = [
-            Scenario(
-                s.key,
-                s.title,
-                s.rate,
-                args.size_mib or s.size_mib,
-                tuple(int(n) for n in args.nodes.split(",")) if args.nodes else s.nodes,
-                s.data,
-                s.compress,
-            )
-            for s in scenarios
-        ]
+    try:
+        nodes = tuple(int(n) for n in args.nodes.split(",")) if args.nodes else None
+    except ValueError:
+        parser.error(f"--nodes takes counts separated by commas, not {args.nodes!r}")
+    if nodes is not None and min(nodes) < 1:
+        parser.error("--nodes: every count is at least 1")
+    scenarios = [
+        replace(s, size_mib=args.size_mib or s.size_mib, nodes=nodes or s.nodes) for s in scenarios
+    ]
+    return args, scenarios
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, scenarios = parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark builds network namespaces: run it as root")
+    # `ka` runs with the key given on its command line and `ka-open` with none, whatever the
+    # environment says.
+    os.environ.pop("KA_KEY_FILE", None)
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="ka-bench-", dir="/dev/shm") as tmp:
         work = Path(tmp)
+        run([sys.executable, "-m", "ka", "keygen", str(work / KEY)])
+        original_dir = None
+        if "original" in args.methods:
+            try:
+                original_dir = original.programs(args.original, work)
+            except original.OriginalUnavailable as e:
+                raise SystemExit(f"original: {e}") from None
         for rate in dict.fromkeys(s.rate for s in scenarios):
             group = [s for s in scenarios if s.rate == rate]
             with LabNetwork(max(max(s.nodes) for s in group), rate=rate) as lab:
                 for scenario in group:
-                    results += run_scenario(scenario, methods, lab, work)
+                    results += run_scenario(
+                        scenario, args.methods, lab, work, args.repeat, original_dir
+                    )
     print()
     print_table(results, scenarios)
     if args.json:
@@ -475,25 +440,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_scenario(
-    scenario: Scenario, methods: Sequence[str], lab: LabNetwork, work: Path
+    scenario: Scenario,
+    methods: Sequence[str],
+    lab: LabNetwork,
+    work: Path,
+    repeat: int = 1,
+    original_dir: Path | None = None,
 ) -> list[RunResult]:
     data = work / f"{scenario.key}.data"
     digest = make_data(scenario.data, scenario.size_mib * MIB, data)
     results = []
     for n in scenario.nodes:
-        for method in methods:
-            run_id = f"{scenario.key}-{method}-{n}"
-            print(
-                f"running {scenario.key}: {scenario.title}, {method}, N={n}, "
-                f"{scenario.size_mib} MiB ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            result = run_once(method, lab, n, data, digest, scenario, work, run_id)
-            if not result.ok:
-                print(f"  failed: {result.error}", file=sys.stderr, flush=True)
-            results.append(result)
-            time.sleep(0.5)  # let the last run's sockets close before the next binds
+        for k in range(repeat):
+            for method in methods:
+                run_id = f"{scenario.key}-{method}-{n}-{k}"
+                print(
+                    f"running {scenario.key}: {scenario.title}, {method}, N={n}, "
+                    f"{scenario.size_mib} MiB, run {k + 1} of {repeat} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result = run_once(
+                    method, lab, n, data, digest, scenario, work, run_id, original_dir
+                )
+                if not result.ok:
+                    print(f"  failed: {result.error}", file=sys.stderr, flush=True)
+                results.append(result)
+                time.sleep(0.5)  # let the last run's sockets close before the next binds
     data.unlink()
     return results
 

@@ -12,6 +12,7 @@ packages=(
   pxelinux syslinux-common grub-efi-amd64-bin ipxe busybox-static cpio tftp-hpa
   qemu-system-x86 ipxe-qemu ovmf debootstrap
   man-db
+  gcc gcc-multilib make
   chromium chromium-driver
 )
 missing=()

@@ -37,9 +37,11 @@ def test_every_method_delivers_a_verified_copy(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     runs = json.loads(figures.read_text())
-    assert sorted(r["method"] for r in runs) == ["ka", "udpcast", "unicast"]
+    # the original built from its sources (gcc-multilib), beside ka with and without a key
+    assert sorted(r["method"] for r in runs) == ["ka", "ka-open", "original", "udpcast", "unicast"]
     for run in runs:
         assert run["ok"], run["error"]
         assert run["size"] == 2 * 1024 * 1024
         assert len(run["stream_seconds"]) == 2
     assert "open     ka        2" in result.stdout
+    assert "open      2 ka-open " in result.stdout  # its wall time against the original's

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ka import run
+from ka.boot.init_script import STAGE2_PORT
 from ka.cli import main
 from ka.doctor import roles
 from ka.doctor.checks import key_file, port_ranges
@@ -100,6 +101,31 @@ def test_a_taken_tcp_port_is_named_with_its_process(capsys: pytest.CaptureFixtur
     free = by_name(report, "port", f"{port}/udp, {port + 1}/tcp+udp")
     assert free["status"] == "ok"
     assert rc == 1
+
+
+def test_the_stage2_port_of_the_golden_node(capsys: pytest.CaptureFixture[str]) -> None:
+    """Booting nodes ask for stage2 on a port of its own, outside the session block: taken
+    by another program, the golden node cannot serve it (TCP listener or discovery socket)."""
+    _, report = doctor(capsys, "--golden", "--sessions", "1")
+    assert any(c["kind"] == "port" and c["name"].startswith(f"{STAGE2_PORT}/")
+               for c in report["checks"]), "the default is ka clone's --stage2-port"
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc, report = doctor(capsys, "--golden", "--sessions", "1", "--stage2-port", str(port))
+        _, unused = doctor(capsys, "--golden", "--sessions", "1", "--stage2-port", "0")
+    taken = by_name(report, "port", f"{port}/tcp")
+    assert taken["status"] == "missing" and rc == 1 and report["works"] is False
+    assert f"pid {os.getpid()}" in taken["detail"] and "stage2" in taken["detail"]
+    assert "--stage2-port" in taken["hint"] and "ka.stage2_port=" in taken["hint"]
+    assert by_name(report, "port", f"{port}/udp")["status"] == "ok"
+    assert not any(str(port) in c["name"] for c in unused["checks"]), "0: not served"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", 0))
+        port = s.getsockname()[1]
+        _, report = doctor(capsys, "--golden", "--sessions", "1", "--stage2-port", str(port))
+    assert by_name(report, "port", f"{port}/udp")["status"] == "missing"
 
 
 def test_a_taken_udp_port_on_every_address(capsys: pytest.CaptureFixture[str]) -> None:

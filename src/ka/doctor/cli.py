@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 
+from ka.boot.init_script import STAGE2_PORT
 from ka.boot.loaders import BIOS_LOADERS, UEFI_LOADERS
 from ka.doctor.checks import Check
 from ka.doctor.roles import DEFAULT_SESSIONS, ROLES, WHAT, Options, Role, preflight
@@ -17,10 +18,11 @@ EPILOG = """\
 One line per check: ok, missing (the role cannot work without it) or warning (ka may work,
 but see the hint). Checks: the programs ka runs in that role (with the Debian package of
 each), the kernel's support for the filesystems a node mounts (of --desc's layouts, or the
-usual ones), the ports ka listens on (free, or taken and by which process: all of them are
-named only when run as root), the key file (readable by others is a warning), the golden
-identity (--golden) or its pinned public key (--node), the disks (a
-node needs one that nothing has mounted), the interface the nodes reach, and root.
+usual ones), the ports ka listens on (--golden: the sessions' and stage2's, which booting
+nodes ask for; free, or taken and by which process: all of them are named only when run as
+root), the key file (readable by others is a warning), the golden identity (--golden) or
+its pinned public key (--node), the disks (a node needs one that nothing has mounted), the
+interface the nodes reach, and root.
 Nothing is changed and nothing is sent. Exit status: 0 when nothing is missing, 1 otherwise.
 """
 
@@ -42,6 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"the --port of ka clone / ka install ({DEFAULT_PORT})")
     d.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS, metavar="N",
                    help=f"--golden: how many ports from P to check ({DEFAULT_SESSIONS})")
+    d.add_argument("--stage2-port", type=int, default=STAGE2_PORT, metavar="P",
+                   help=f"--golden: the --stage2-port of ka clone ({STAGE2_PORT}; 0: stage2 "
+                        "not served)")
     d.add_argument("--status-port", type=int, default=None, metavar="P",
                    help="--node: the --status-port of ka install (30760; 0: off)")
     d.add_argument("--bind", metavar="ADDR",
@@ -61,7 +66,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     role: Role = args.role or "golden"
     options = Options(role=role, port=args.port, sessions=max(1, args.sessions),
                       key_file=args.key_file, identity=args.identity,
-                      golden_key=args.golden_key, bind=args.bind, desc=tuple(args.desc),
+                      golden_key=args.golden_key, bind=args.bind,
+                      stage2_port=args.stage2_port, desc=tuple(args.desc),
                       bios=args.bios, uefi=args.uefi)
     if args.status_port is not None:
         options = dataclasses.replace(options, status_port=args.status_port)

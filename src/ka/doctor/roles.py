@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ka.boot.init_script import STAGE2_PORT
 from ka.boot.loaders import (
     BiosLoader,
     BuiltFile,
@@ -45,6 +46,7 @@ class Options:
     port: int = DEFAULT_PORT
     sessions: int = DEFAULT_SESSIONS
     status_port: int = STATUS_PORT
+    stage2_port: int = STAGE2_PORT  # --golden; 0: no stage2 served
     key_file: str | None = None
     identity: str | None = None
     golden_key: str | None = None
@@ -69,6 +71,13 @@ def golden(o: Options) -> list[Check]:
     out += checks.ports([(proto, p) for p in session_ports for proto in ("tcp", "udp")], why,
                         "ka clone listens there (TCP) and answers discovery (UDP): stop that "
                         "server, or give ka clone and ka install another --port")
+    if o.stage2_port:
+        # Its own port, outside the session block: booting nodes ask for PREFIX-stage2 there.
+        out += checks.ports([("tcp", o.stage2_port), ("udp", o.stage2_port)],
+                            {o.stage2_port: "stage2 for booting nodes"},
+                            "ka clone serves stage2 there with --pxe or --stage2: stop that "
+                            "server, or give ka clone --stage2-port and the nodes' boot "
+                            "menus ka.stage2_port= another port (--no-stage2: not served)")
     out += key(o.key_file)
     out += checks.identity(o.identity or os.environ.get(IDENTITY_ENV), golden=True)
     out += checks.disks(want_free=False)

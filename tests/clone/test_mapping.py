@@ -96,16 +96,35 @@ def test_disks_from_lsblk_marks_disks_in_use() -> None:
 
 def test_fits_checks_layout_and_data() -> None:
     golden = GoldenDisk("sda", DESC)
-    parts = (GoldenPartition("sda", 1, "ext4", "/", used=90 * MiB, content="tar"),
+    parts = (GoldenPartition("sda", 1, "ext4", "/", used=80 * MiB, content="tar"),
              GoldenPartition("sda", 2, "ext4", "/srv", used=150 * MiB, content="tar"))
     p = plan(golden, parts=parts)
     assert fits(golden, 400 * MiB, p) is None
     reason = fits(golden, 200 * MiB, p)
-    assert reason is not None and "partition 2 (/srv)" in reason and "150 MiB" in reason
+    # /srv gets the 99 MiB that the 100 MiB / leaves of 200 MiB.
+    assert reason is not None and reason.startswith(
+        "needs at least 173 MiB for /srv, the layout gives 98 MiB (150 MiB on the golden node")
     reason = fits(golden, 50 * MiB, p)
-    assert reason is not None
-    tight = (GoldenPartition("sda", 1, "ext4", "/", used=99 * MiB, content="tar"),)
-    assert "partition 1 (/)" in (fits(golden, 400 * MiB, plan(golden, parts=tight)) or "")
+    assert reason is not None and "only 48.98 MiB are left on the disk" in reason
+    # 90 MiB is less than 100 MiB, but not less than what a 100 MiB ext4 leaves for data.
+    tight = (GoldenPartition("sda", 1, "ext4", "/", used=90 * MiB, content="tar"),)
+    reason = fits(golden, 400 * MiB, plan(golden, parts=tight))
+    assert reason is not None and reason.startswith("needs at least 105 MiB for /, the layout "
+                                                     "gives 100 MiB")
+
+
+def test_fits_counts_the_inodes_of_ext() -> None:
+    golden = GoldenDisk("sda", DESC)
+    # 30 MiB in 40,000 files fit a 100 MiB / by bytes, not by inodes (one per 4 KiB there).
+    many = (GoldenPartition("sda", 1, "ext4", "/", used=30 * MiB, inodes=40_000,
+                            content="tar"),)
+    reason = fits(golden, 400 * MiB, plan(golden, parts=many))
+    assert reason is not None and "for /, the layout gives 100 MiB" in reason
+    assert "in 40000 files" in reason
+    as_xfs = (GoldenPartition("sda", 1, "xfs", "/", used=30 * MiB, inodes=40_000,
+                              content="tar"),)
+    assert fits(GoldenDisk("sda", DESC.replace("100MiB fs=ext4", "400MiB fs=xfs")), 900 * MiB,
+                plan(golden, parts=as_xfs)) is None
 
 
 def test_fits_checks_raw_partitions() -> None:

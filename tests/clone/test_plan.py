@@ -83,15 +83,15 @@ def test_bad_plans_are_refused(mutate, message: str) -> None:  # type: ignore[no
 
 
 def test_a_plan_of_an_older_ka_is_refused_with_the_version_message() -> None:
-    # Version 2 had no later_port (version 1 no report session, no partition aliases): a
+    # Version 3 had no inodes, 2 no later_port (1 no report session, no partition aliases): a
     # node reading such a plan (or an old node reading ours) must say "version", not
     # "unknown fields".
     data = json.loads(sample_plan().to_json())
-    assert data["version"] == 3
-    data["version"] = 2
+    assert data["version"] == 4
+    data["version"] = 3
     with pytest.raises(PlanError) as e:
         ClonePlan.from_json(json.dumps(data))
-    assert e.value.message == "clone plan version 2 is not supported (this ka reads version 3)"
+    assert e.value.message == "clone plan version 3 is not supported (this ka reads version 4)"
     assert e.value.hint == "run the same ka version on the golden node and on the nodes"
 
 

@@ -62,6 +62,21 @@ def test_too_small_disk_fails_alone(leaves_nothing: Path) -> None:
     assert not report.ok
 
 
+def test_a_root_too_small_for_the_golden_data_is_refused_before_the_disk_is_touched(
+        leaves_nothing: Path) -> None:
+    # 420 MiB takes the layout (ESP, the 320 MiB of /var, swap) and leaves 34 MiB for /,
+    # where the golden's / holds about 38 MiB of the 48 MiB of data.
+    report = _run(leaves_nothing, nodes=2, data_bytes=48 * MiB, node_sizes=((1, 420 * MiB),))
+    small = report.node("node1")
+    assert small.status not in (0, None)
+    assert "needs at least" in small.log_tail and "MiB for /, the layout gives 34 MiB" in \
+        small.log_tail, small.log_tail
+    assert small.disk_written == 0, "the refused node's disk was written to"
+    _verified(report, "node2")
+    assert report.node("node2").disk_written > 0
+    assert report.golden_status != 0
+
+
 def test_middle_node_killed_during_filesystem_session(leaves_nothing: Path) -> None:
     report = _run(leaves_nothing, rate="100mbit", kill_node=2)
     killed = report.node("node2")

@@ -26,6 +26,7 @@ from ka.clone.golden import CloneOptions, build_plan, check_disk_options
 from ka.clone.hostnames import HostnameRule, parse_pattern, parse_table
 from ka.clone.install import InstallOptions, install
 from ka.clone.mapping import parse_disk_options
+from ka.clone.nodedisks import fit_warnings
 from ka.clone.plan import BootloaderRequest, ClonePlan
 from ka.clone.stage2 import (
     STAGE2_PORT,
@@ -334,6 +335,9 @@ def cmd_clone(args: argparse.Namespace) -> int:
     check_settings(plan, settings)
     if stage2 is not None:
         check_port(args.stage2_port, plan, settings.port, WAVES if args.serve else 0)
+    # Said on the golden side, before any node joins: each node would refuse it anyway.
+    for warning in fit_warnings(plan):
+        print(f"ka: warning: {warning}", file=sys.stderr)
     if not args.dry_run or args.json:  # the text of --dry-run ends with them already
         for note in plan.notes:
             print(f"ka: note: {note}", file=sys.stderr)

@@ -127,6 +127,11 @@ def used_bytes(path: str) -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
+def used_inodes(path: str) -> int:
+    st = os.statvfs(path)
+    return max(0, st.f_files - st.f_ffree)
+
+
 @dataclass
 class _Disk:
     name: str
@@ -208,6 +213,7 @@ def build_plan(opts: CloneOptions) -> ClonePlan:
                     # Only a mounted filesystem says how much it holds; a directory's
                     # statvfs would describe whatever filesystem it happens to sit on.
                     used=used_bytes(mount.path) if mount and content == "tar" else 0,
+                    inodes=used_inodes(mount.path) if mount and content == "tar" else 0,
                     content=content,
                 )
             )

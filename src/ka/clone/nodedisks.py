@@ -11,32 +11,73 @@ import uuid as uuidlib
 
 from ka import run
 from ka.clone.plan import ClonePlan, GoldenDisk
+from ka.disk.apply import check_filesystem_sizes
+from ka.disk.capacity import Contents, misfit
 from ka.disk.desc import parse_desc
 from ka.disk.errors import DoesNotFit
 from ka.disk.plan import Plan, plan_layout
 
-# A filesystem needs room beyond its data for metadata and journal; refuse below this.
-CONTENT_MARGIN = 1.05
-
 
 def fits(golden: GoldenDisk, size: int, plan: ClonePlan) -> str | None:
-    """Why the golden disk's layout or data does not fit `size` bytes, or None."""
+    """Why the golden disk's layout or data does not fit `size` bytes, or None.
+
+    Checked before the disk is touched: a partition that cannot hold what the golden's
+    filesystem holds (its bytes and, for ext, its inodes, beyond what the new filesystem
+    keeps for itself) would fail only once tar ran out of room.
+    """
     try:
         planned = plan_layout(parse_desc(golden.desc, f"<{golden.name}>"), size)
+        check_filesystem_sizes(planned)
     except DoesNotFit as e:
         return e.message
     sizes = {p.number: p.size_bytes for p in planned.partitions}
     for part in plan.partitions_of(golden.name):
-        room = sizes.get(part.number, 0)
-        if part.content == "tar" and part.used * CONTENT_MARGIN > room:
-            return (f"partition {part.number} ({part.mountpoint}) would get {room >> 20} MiB "
-                    f"but holds {part.used >> 20} MiB on the golden node")
+        if part.content == "tar" and (part.used or part.inodes):
+            reason = misfit(Contents(part.fstype, part.used, part.inodes),
+                            part.mountpoint or f"partition {part.number}",
+                            sizes.get(part.number, 0))
+            if reason:
+                return reason
     for stream in plan.streams:
         if stream.kind == "raw" and stream.disk == golden.name:
             if sizes.get(stream.number, 0) < stream.size:
                 return (f"raw partition {stream.number} needs {stream.size >> 20} MiB, "
                         f"would get {sizes.get(stream.number, 0) >> 20} MiB")
     return None
+
+
+_LARGEST_DISK_MIB = 1 << 26  # 64 TiB
+
+
+def smallest_disk(golden: GoldenDisk, plan: ClonePlan) -> int | None:
+    """The smallest node disk, in whole MiB, that takes the golden disk's layout and data;
+    None when none does (a partition of fixed size too small for what it must hold)."""
+    lo, hi = 1, _LARGEST_DISK_MIB
+    if fits(golden, hi << 20, plan) is not None:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(golden, mid << 20, plan) is None:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi << 20
+
+
+def fit_warnings(plan: ClonePlan) -> list[str]:
+    """What the golden node can tell before any node joins: a layout that no disk can take,
+    or one that a disk the size of its own could not."""
+    out = []
+    for golden in plan.disks:
+        need = smallest_disk(golden, plan)
+        if need is None:
+            reason = fits(golden, _LARGEST_DISK_MIB << 20, plan)
+            out.append(f"golden disk {golden.name}: no node disk can take it: {reason}")
+        elif golden.size and need > golden.size:
+            out.append(f"golden disk {golden.name}: a node disk of its size "
+                       f"({golden.size >> 20} MiB) cannot take it: "
+                       f"{fits(golden, golden.size, plan)}; the nodes need {need >> 20} MiB")
+    return out
 
 
 def new_uuid(fstype: str | None) -> str | None:

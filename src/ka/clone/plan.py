@@ -22,7 +22,8 @@ from ka.errors import KaError
 # 2: the report session before the release (reports_before_release), partition aliases.
 # 3: later_port (the sessions after the plan may sit on ports of their own: the waves of
 #    `ka clone --serve` run side by side).
-PLAN_VERSION = 3
+# 4: inodes of each golden filesystem (a node refuses a partition that cannot hold them).
+PLAN_VERSION = 4
 PLAN_KIND = "ka-clone-plan"
 
 
@@ -49,6 +50,7 @@ class GoldenPartition:
     # Other device paths by which the golden's fstab names it (/dev/disk/by-id/...,
     # /dev/disk/by-path/...): they name the golden's hardware, so the nodes get UUID= instead.
     aliases: tuple[str, ...] = ()
+    inodes: int = 0  # inodes in use on the golden filesystem (0: unknown, or btrfs's none)
 
 
 @dataclass(frozen=True)

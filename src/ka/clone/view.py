@@ -14,6 +14,7 @@ from typing import Any
 from ka.clone import tarstream
 from ka.clone.bootswitch import BootSwitch
 from ka.clone.deploy import CloneResult, SessionSettings, node_json, source_for
+from ka.clone.nodedisks import smallest_disk
 from ka.clone.plan import ClonePlan, Stream
 from ka.transport import CompressedSource
 from ka.transport.view import plain, printable
@@ -26,7 +27,10 @@ def describe_plan(plan: ClonePlan, settings: SessionSettings,
              f"sessions {', '.join(plan.sessions)} on ports {settings.port}-{last} in turn"]
     for disk in plan.disks:
         size = f"{disk.size >> 20} MiB" if disk.size else "no device (desc only)"
-        lines.append(f"\ngolden disk {disk.name} ({disk.device or '-'}, {size}):")
+        need = smallest_disk(disk, plan)
+        needs = (f"node disks of at least {need >> 20} MiB" if need is not None
+                 else "fits no node disk")
+        lines.append(f"\ngolden disk {disk.name} ({disk.device or '-'}, {size}; {needs}):")
         lines += ["  " + x for x in disk.desc.splitlines()]
         if disk.boot_code:
             lines.append("  MBR boot code: 440 bytes written after the bootloader step")

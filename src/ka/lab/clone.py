@@ -250,7 +250,8 @@ def _run(options: LabCloneOptions, desc: str, workdir: Path, stack: contextlib.E
                                  by_position=not (options.serve or names))
         outcomes.append(NodeOutcome(
             node=name, status=status, killed=name == killed, seconds=procs.seconds(name),
-            report=report, log_tail=tail(log), verdict=verdict))
+            report=report, log_tail=tail(log), verdict=verdict,
+            disk_written=os.stat(image.path).st_blocks * 512))
     verified = [o.verdict for o in outcomes if o.verdict is not None]
     identities = check_identities(reference.machine_id,
                                   {v.node: v.machine_id for v in verified})

@@ -44,6 +44,8 @@ class NodeOutcome:
     report: dict[str, Any] | None
     log_tail: str
     verdict: NodeVerdict | None
+    # Bytes of the node's sparse disk image that were ever written (0: its disk untouched).
+    disk_written: int = 0
 
     @property
     def result(self) -> str:

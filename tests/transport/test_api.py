@@ -12,7 +12,7 @@ import pytest
 import zstandard
 from transport_cluster import free_port
 
-from ka.errors import ToolMissingError
+from ka.errors import ToolMissingError, UsageError
 from ka.transport import (
     BytesSink,
     BytesSource,
@@ -112,6 +112,37 @@ def test_command_source_and_file_sink(tmp_path: Any) -> None:
     for p in out:
         assert p.read_bytes() == expected
     assert report.digest == results[1].digest
+
+
+def test_small_chunks_reach_every_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ka.transport import producer, sender
+    sizes: list[int] = []
+
+    class Recording(producer.Producer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            sizes.append(args[3])  # source, ring, chunk key, chunk size
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sender, "Producer", Recording)
+    data = os.urandom(1024 * 1024 + 5)
+    sinks = [BytesSink(), BytesSink()]
+    report, _ = run_session(BytesSource(data), sinks,
+                            {"nodes": 2, "key": KEY, "chunk_size": 16 * 1024},
+                            [{"key": KEY}, {"key": KEY}])
+    assert sizes == [16 * 1024]
+    assert report.ok and all(s.data == data for s in sinks)
+
+
+@pytest.mark.parametrize(("chunk", "ring", "wrong"), [
+    (1024, 64 * 1024 * 1024, "--chunk-size"),
+    (8 * 1024 * 1024, 64 * 1024 * 1024, "--chunk-size"),
+    (1024 * 1024, 2 * 1024 * 1024, "--ring-size"),
+])
+def test_chunk_size_and_ring_size_are_checked_together(chunk: int, ring: int,
+                                                       wrong: str) -> None:
+    from ka.transport.sender import validate
+    with pytest.raises(UsageError, match=wrong):
+        validate(SendOptions(nodes=1, chunk_size=chunk, ring_size=ring))
 
 
 def test_empty_stream() -> None:

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--rate",
         default="1gbit",
         metavar="RATE",
-        help="link rate of every port, both ways: 100mbit, 1gbit or none (default: 1gbit)",
+        help="link rate of every port, both ways: e.g. 10mbit, 100mbit, 1gbit, or none "
+        "(default: 1gbit)",
     )
     _name_option(up, "name of the lab (default: lab); several labs can be up at once")
     up.add_argument("--json", action="store_true", help="print the lab as JSON")

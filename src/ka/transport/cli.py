@@ -21,6 +21,7 @@ from ka.keys import (
 )
 from ka.transport.endpoints import CommandSink, CommandSource, FileSink, FileSource, Sink, Source
 from ka.transport.options import (
+    CHUNK_SIZE,
     DEFAULT_PORT,
     Event,
     ReceiveOptions,
@@ -65,6 +66,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="evict a node without progress for S s (default 5)")
     s.add_argument("--ring-size", type=parse_size, default=64 * 1024**2,
                    help="retention per node, e.g. 64M (default); the memory each node uses")
+    s.add_argument("--chunk-size", type=parse_size, default=CHUNK_SIZE, metavar="SIZE",
+                   help="bytes per frame, 4K to 4M (default 256K); every hop holds a whole "
+                        "chunk before passing it on: smaller ones fill a long, slow chain sooner")
     s.add_argument("--order", help="explicit node order: comma-separated addresses or names")
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP control and UDP port")
     s.add_argument("--bind", default="0.0.0.0", help="local address to listen on")
@@ -107,7 +111,7 @@ def run_send(args: argparse.Namespace) -> int:
         key=key_from_args(args), identity=identity_from_args(args), compress=args.compress,
         release_delay=args.release_delay / 10 if args.release_delay is not None else None,
         min_nodes=args.min_nodes, wait_timeout=args.wait_timeout,
-        stall_timeout=args.stall_timeout, ring_size=args.ring_size,
+        stall_timeout=args.stall_timeout, ring_size=args.ring_size, chunk_size=args.chunk_size,
         node_order=tuple(x.strip() for x in args.order.split(",") if x.strip())
         if args.order else None,
         bind=args.bind, encrypt=False if args.no_encrypt else None,

@@ -12,6 +12,7 @@ PROTOCOL = 3  # bump on any incompatible change of the wire format
 # 2: frame MACs keyed per session, the session id in END, attach tickets
 DEFAULT_PORT = 30765
 CHUNK_SIZE = 256 * 1024
+MIN_CHUNK, MAX_CHUNK = 4 * 1024, 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class SendOptions:
     gather: float | None = None  # start this long after the first node joined
     stall_timeout: float = 5.0
     ring_size: int = 64 * 1024 * 1024
+    # Every hop stores and checks a whole chunk before passing it on: a chain of N nodes
+    # starts N chunk-times late (docs/transport.md, Chunk size).
+    chunk_size: int = CHUNK_SIZE
     node_order: tuple[str, ...] | None = None
     bind: str = "0.0.0.0"
     encrypt: bool | None = None  # None: encrypt the payload whenever there is a key

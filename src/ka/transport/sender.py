@@ -23,7 +23,7 @@ from ka.transport.errors import ProtocolError, TransportError
 from ka.transport.frame import PREFIX, chunk_key, seal_key, session_key
 from ka.transport.gate import accept_loop
 from ka.transport.health import HEARTBEAT, Progress
-from ka.transport.options import CHUNK_SIZE, Event, SendOptions, SessionReport
+from ka.transport.options import MAX_CHUNK, MIN_CHUNK, Event, SendOptions, SessionReport
 from ka.transport.producer import Producer, compression_level
 from ka.transport.relay import Relay, SharedRing, listen
 from ka.transport.session import NodeState, Session
@@ -46,8 +46,12 @@ def validate(options: SendOptions) -> None:
         raise UsageError("--arity must be at least 1")
     if options.min_nodes is not None and not 1 <= options.min_nodes <= options.nodes:
         raise UsageError("--min-nodes must be between 1 and --nodes")
-    if options.ring_size < 4 * (CHUNK_SIZE + PREFIX):
-        raise UsageError(f"--ring-size must be at least {4 * (CHUNK_SIZE + PREFIX)} bytes")
+    if not MIN_CHUNK <= options.chunk_size <= MAX_CHUNK:
+        raise UsageError(f"--chunk-size must be between {MIN_CHUNK // 1024} KiB and "
+                         f"{MAX_CHUNK // 1024**2} MiB")
+    if options.ring_size < 4 * (options.chunk_size + PREFIX):
+        raise UsageError(f"--ring-size must be at least {4 * (options.chunk_size + PREFIX)} "
+                         "bytes (four chunks)")
     if options.release_delay is not None and options.release_delay < 0:
         raise UsageError("--release-delay must not be negative")
     if options.wait_timeout is not None and options.wait_timeout < 0:
@@ -107,7 +111,7 @@ def send(source: Source, options: SendOptions,
                    data={"port": options.port, "session": options.session}))
         salt = os.urandom(16)
         sealed = options.key is not None and options.encrypt is not False
-        producer = Producer(source, ring, chunk_key(root, salt), CHUNK_SIZE, level,
+        producer = Producer(source, ring, chunk_key(root, salt), options.chunk_size, level,
                             seal_key(root, salt) if sealed else None, session_id=salt,
                             identity=options.identity)
         session = Session(options, ring, relay, producer, emit, salt)

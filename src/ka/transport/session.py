@@ -19,7 +19,7 @@ from ka.transport.channel import Channel
 from ka.transport.errors import TransportError
 from ka.transport.frame import PREFIX
 from ka.transport.health import DEAD_AFTER, Progress, gate_floor, is_dead, stalled, subtree_complete
-from ka.transport.options import CHUNK_SIZE, PROTOCOL, Event, NodeReport, SendOptions, SessionReport
+from ka.transport.options import PROTOCOL, Event, NodeReport, SendOptions, SessionReport
 from ka.transport.producer import Producer
 from ka.transport.relay import Relay, SharedRing
 from ka.transport.topology import ROOT, ChainPlan, Member, order_members
@@ -100,7 +100,7 @@ class Session:
             return None
         late = self.started
         if late and (self.all_terminal_at is not None
-                     or not self.ring.admit_from_start(2 * (CHUNK_SIZE + PREFIX))):
+                     or not self.ring.admit_from_start(2 * (self.options.chunk_size + PREFIX))):
             _refuse(chan, "the session has already started and the start of the stream "
                           "is gone; join the next one")
             self.emit(Event("late", f"refused {name or address}: the session already started"))

@@ -59,8 +59,11 @@ MIN_STDLIB_FILES = 100
 STAGE2_NAME = "stage2.cpio.gz"
 # Python modules stage1 needs beyond what importing `ka receive` loads: what the receive path
 # imports lazily (the golden's signature, hostname lookups through the idna codec).
+# ka receive imports some modules only when it needs them (its view once it runs, zstandard at
+# the first compressed chunk): they are named here, or stage1 would lack them.
 STAGE1_IMPORTS = (
-    "ka.cli", "ka.transport.cli", "ka.transport.receiver", "ka.keys", "ka.transport.identity",
+    "ka.cli", "ka.transport.cli", "ka.transport.receiver", "ka.transport.view", "zstandard",
+    "ka.keys", "ka.transport.identity",
     "cryptography.hazmat.primitives.serialization",
     "cryptography.hazmat.primitives.asymmetric.ed25519",
     "cryptography.hazmat.primitives.ciphers.aead", "encodings.idna", "encodings.ascii",

@@ -8,7 +8,12 @@ Memory: every node (and the sender) retains up to `ring_size` bytes of the strea
 64 MiB) plus one chunk and its socket buffers. The sender never lets production run more than
 `ring_size` ahead of the slowest live node, so any ancestor still holds what a re-attaching
 descendant needs: healing can never fail for lack of data.
+
+`send` and `receive` are imported when first used: a node that imports `receive` does not
+pay for the sender's modules (start-up is on the critical path of every session).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ka.transport.endpoints import (
     BytesSink,
@@ -37,8 +42,23 @@ from ka.transport.options import (
     SendOptions,
     SessionReport,
 )
-from ka.transport.receiver import receive
-from ka.transport.sender import send
+
+if TYPE_CHECKING:
+    from ka.transport.receiver import receive
+    from ka.transport.sender import send
+
+
+def __getattr__(name: str) -> Any:
+    if name == "receive":
+        from ka.transport.receiver import receive
+
+        return receive
+    if name == "send":
+        from ka.transport.sender import send
+
+        return send
+    raise AttributeError(f"module 'ka.transport' has no attribute {name!r}")
+
 
 __all__ = [
     "BytesSink",

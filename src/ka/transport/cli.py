@@ -28,9 +28,6 @@ from ka.transport.options import (
     SendOptions,
     SessionReport,
 )
-from ka.transport.receiver import receive
-from ka.transport.sender import send
-from ka.transport.view import EventView
 
 _SIZE = re.compile(r"^(\d+)\s*([kmgKMG]?)(i?[bB]?)$")
 
@@ -102,7 +99,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.set_defaults(func=run_receive)
 
 
+# Each command imports only its own side (and the view once it has its options): a node's
+# `ka receive` is started right before a session and looks for it as soon as it can.
+
+
 def run_send(args: argparse.Namespace) -> int:
+    from ka.transport.sender import send
+    from ka.transport.view import EventView
+
     source: Source = CommandSource(args.command) if args.command else FileSource(args.input)
     if (args.min_nodes is None) != (args.wait_timeout is None) and args.min_nodes is not None:
         raise UsageError("--min-nodes needs --wait-timeout")
@@ -142,6 +146,9 @@ def write_report(path: str, report: SessionReport) -> None:
 
 
 def run_receive(args: argparse.Namespace) -> int:
+    from ka.transport.receiver import receive
+    from ka.transport.view import EventView
+
     sink: Sink
     if args.command:
         sink = CommandSink(args.command)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import blake3
-import zstandard
 
 from ka.errors import KaError
 from ka.transport import auth, identity
@@ -225,7 +224,7 @@ class ConsumerWriter:
     def _drain(self) -> bool:
         ring = self._ring
         digest = blake3.blake3()
-        dctx = zstandard.ZstdDecompressor()
+        dctx = None  # made at the first compressed chunk: most streams have none
         pos = 0
         while True:
             frame = ring.get(pos, lambda: False)
@@ -256,6 +255,9 @@ class ConsumerWriter:
                     else:
                         data = self._unseal(pos, payload)
                 if header.flags & FLAG_ZSTD and self.mismatch is None:
+                    import zstandard
+
+                    dctx = dctx or zstandard.ZstdDecompressor()
                     try:
                         data = dctx.decompress(data, max_output_size=header.raw_length)
                     except zstandard.ZstdError as e:

@@ -124,8 +124,12 @@ def test_node_gets_address_boot_file_and_menus(lab: LabNetwork, workdir: str,
                         os.path.join(workdir, "got.cfg"))
         assert menu.decode() == pxelinux_menu(BootOptions(host=golden), "local")
 
-        # A second server on the same interface is refused before dnsmasq starts.
+        # A second server on the same interface is refused before dnsmasq starts: by the
+        # preflight, which names the holder, and without it by ka pxe serve's own bind.
         second = ka(lab, 0, "pxe", "serve", "--dir", state)
+        assert second.returncode == 5, second.stderr
+        assert "missing  port 67/udp: " in second.stderr and "dnsmasq" in second.stderr
+        second = ka(lab, 0, "pxe", "serve", "--dir", state, "--no-preflight")
         assert second.returncode == 1
         assert "is already in use" in second.stderr
         assert serve.poll() is None, "the first server is unharmed"

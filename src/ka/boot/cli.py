@@ -99,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     serve = sub.add_parser("serve", help="run dnsmasq in the foreground with the configuration")
     _dir_option(serve)
+    serve.add_argument("--no-preflight", action="store_true",
+                       help="skip the checks of `ka doctor --pxe` made before dnsmasq starts "
+                            "(dnsmasq, the DHCP and TFTP ports, root)")
     serve.set_defaults(func=_serve)
 
     from ka.boot import bootenv_cli
@@ -195,6 +198,11 @@ def _show(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_state(os.path.abspath(args.dir))
+    if not args.no_preflight:
+        from ka.doctor.roles import pxe_serve as serving
+        from ka.doctor.roles import require
+
+        require("pxe", serving(dhcp=config.dhcp != "tftp-only"))
     proc = pxe_serve.start(config)
     print(f"ka pxe: dnsmasq (pid {proc.pid}) serving on {config.interface}; Ctrl-C stops it",
           file=sys.stderr)

@@ -160,6 +160,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            "ka.stage2_port=)")
     p.add_argument("--json", action="store_true", help="print the plan or result as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the checks of `ka doctor --golden` made before anything starts")
     add_web_options(p)
     p.set_defaults(func=cmd_clone)
 
@@ -328,6 +330,11 @@ def cmd_clone(args: argparse.Namespace) -> int:
         sources = image_sources(directory, manifest, plan)
         source = f"image {manifest.name}"
     else:
+        if not args.no_preflight:  # planning runs them: said as ka doctor says it, first
+            from ka.doctor.checks import tools
+            from ka.doctor.roles import GOLDEN_TOOLS, require
+
+            require("golden", tools(GOLDEN_TOOLS))
         plan = build_plan(opts)
         check_disk_options(opts, plan)
         source = f"golden {plan.golden_hostname or socket.gethostname()}"
@@ -335,6 +342,8 @@ def cmd_clone(args: argparse.Namespace) -> int:
     check_settings(plan, settings)
     if stage2 is not None:
         check_port(args.stage2_port, plan, settings.port, WAVES if args.serve else 0)
+    if not args.dry_run and not args.no_preflight:
+        _preflight(args, plan, settings, stage2 is not None)
     # Said on the golden side, before any node joins: each node would refuse it anyway.
     for warning in fit_warnings(plan):
         print(f"ka: warning: {warning}", file=sys.stderr)
@@ -409,6 +418,22 @@ def _clone(args: argparse.Namespace, settings: SessionSettings, plan: ClonePlan,
         for warning in done.warnings:
             print(printable(f"ka: warning: {warning}"), file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _preflight(args: argparse.Namespace, plan: ClonePlan, settings: SessionSettings,
+               stage2: bool) -> None:
+    """The checks of `ka doctor --golden`, with this clone's own ports: a port taken, a key
+    or an interface that cannot work stop it before any session starts."""
+    from ka.doctor.roles import Options, golden, require
+
+    blocks = WAVES if args.serve else 0
+    last = plan.session_port(plan.sessions[-1], settings.port) + blocks * (len(plan.sessions) - 1)
+    found = golden(Options(role="golden", port=settings.port, sessions=last - settings.port + 1,
+                           stage2_port=args.stage2_port if stage2 else 0,
+                           key_file=args.key_file, identity=args.identity, bind=args.bind))
+    if args.image is not None:  # an image is sent as stored: no tar, no disk tools
+        found = [c for c in found if c.kind != "tool"]
+    require("golden", found)
 
 
 def _image_plan(args: argparse.Namespace, key: bytes | None) -> tuple[Path, Any, ClonePlan]:

@@ -9,8 +9,17 @@ import sys
 
 from ka.boot.init_script import STAGE2_PORT
 from ka.boot.loaders import BIOS_LOADERS, UEFI_LOADERS
-from ka.doctor.checks import Check
-from ka.doctor.roles import DEFAULT_SESSIONS, ROLES, WHAT, Options, Role, preflight
+from ka.doctor.roles import (
+    DEFAULT_SESSIONS,
+    ROLES,
+    WHAT,
+    Options,
+    PreflightFailed,
+    Role,
+    line,
+    preflight,
+    verdict,
+)
 from ka.keys import add_golden_key_option, add_identity_option, add_key_option
 from ka.transport.options import DEFAULT_PORT
 
@@ -23,7 +32,8 @@ nodes ask for; free, or taken and by which process: all of them are named only w
 root), the key file (readable by others is a warning), the golden identity (--golden) or
 its pinned public key (--node), the disks (a node needs one that nothing has mounted), the
 interface the nodes reach, and root.
-Nothing is changed and nothing is sent. Exit status: 0 when nothing is missing, 1 otherwise.
+Nothing is changed and nothing is sent. Exit status: 0 when nothing is missing, 5 otherwise
+(as ka clone and ka pxe serve, which run the same checks first).
 """
 
 
@@ -81,18 +91,5 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for c in found:
             print(line(c))
         print(verdict(role, found))
-    return 0 if works else 1
+    return 0 if works else PreflightFailed.exit_code
 
-
-def line(c: Check) -> str:
-    text = f"{c.status:<8} {c.kind} {c.name}: {c.detail}"
-    return text + (f" (hint: {c.hint})" if c.hint else "")
-
-
-def verdict(role: Role, found: list[Check]) -> str:
-    missing = sum(c.status == "missing" for c in found)
-    warnings = sum(c.status == "warning" for c in found)
-    counts = f"{missing} missing, {warnings} warning{'s' if warnings != 1 else ''}"
-    if missing:
-        return f"ka doctor: {counts}: this machine cannot be {WHAT[role]} yet"
-    return f"ka doctor: {counts}: this machine can be {WHAT[role]}"

@@ -21,6 +21,7 @@ from ka.boot.serve import DHCP_PORT, TFTP_PORT
 from ka.clone.status import STATUS_PORT
 from ka.doctor import checks
 from ka.doctor.checks import Check
+from ka.errors import KaError
 from ka.keys import GOLDEN_KEY_ENV, IDENTITY_ENV, KEY_ENV
 from ka.transport.options import DEFAULT_PORT
 
@@ -54,6 +55,36 @@ class Options:
     desc: Sequence[str] = field(default_factory=tuple)
     bios: BiosLoader = "pxelinux"
     uefi: UefiLoader = "grub"
+
+
+class PreflightFailed(KaError):
+    """This machine lacks what the role needs: said by `ka doctor`, and by `ka clone` and
+    `ka pxe serve` before they start anything."""
+
+    exit_code = 5
+
+
+def line(c: Check) -> str:
+    text = f"{c.status:<8} {c.kind} {c.name}: {c.detail}"
+    return text + (f" (hint: {c.hint})" if c.hint else "")
+
+
+def verdict(role: Role, found: Sequence[Check]) -> str:
+    missing = sum(c.status == "missing" for c in found)
+    warnings = sum(c.status == "warning" for c in found)
+    counts = f"{missing} missing, {warnings} warning{'s' if warnings != 1 else ''}"
+    if missing:
+        return f"ka doctor: {counts}: this machine cannot be {WHAT[role]} yet"
+    return f"ka doctor: {counts}: this machine can be {WHAT[role]}"
+
+
+def require(role: Role, found: Sequence[Check]) -> None:
+    """Raise PreflightFailed with the doctor's lines of what is missing, if anything is."""
+    missing = [c for c in found if c.status == "missing"]
+    if missing:
+        raise PreflightFailed("\n".join([verdict(role, found), *map(line, missing)]),
+                              hint=f"`ka doctor --{role}` shows every check; --no-preflight "
+                                   "skips them")
 
 
 def preflight(o: Options) -> list[Check]:
@@ -107,6 +138,22 @@ def node(o: Options) -> list[Check]:
     return out
 
 
+def pxe_serve(dhcp: bool = True) -> list[Check]:
+    """What `ka pxe serve` needs once `ka pxe config` has written the TFTP tree: dnsmasq,
+    its ports (DHCP only when it answers DHCP), root."""
+    out = checks.tools(("dnsmasq",))
+    out += _dnsmasq_ports(dhcp)
+    out += checks.privileges("dnsmasq binds ports 67 and 69")
+    return out
+
+
+def _dnsmasq_ports(dhcp: bool) -> list[Check]:
+    wanted = [("udp", DHCP_PORT)] if dhcp else []
+    return checks.ports([*wanted, ("udp", TFTP_PORT)], {DHCP_PORT: "DHCP", TFTP_PORT: "TFTP"},
+                        "dnsmasq must bind it: stop that server (another DHCP server on the "
+                        "same network: use ka pxe config --proxy-dhcp)")
+
+
 def pxe(o: Options) -> list[Check]:
     out = checks.tools(("dnsmasq",))
     loaders = bios_files(o.bios) + uefi_files(o.uefi)
@@ -120,10 +167,7 @@ def pxe(o: Options) -> list[Check]:
                              f"{len(absent)} of {len(f.inputs)} files missing" if absent
                              else f"{len(f.inputs)} files from {f.package}",
                              f"apt-get install {f.package}" if absent else None))
-    out += checks.ports([("udp", DHCP_PORT), ("udp", TFTP_PORT)],
-                        {DHCP_PORT: "DHCP", TFTP_PORT: "TFTP"},
-                        "dnsmasq must bind it: stop that server (another DHCP server on the "
-                        "same network: use ka pxe config --proxy-dhcp)")
+    out += _dnsmasq_ports(dhcp=True)
     if o.key_file or os.environ.get(KEY_ENV):
         out += key(o.key_file)
     out += checks.interface(o.bind, "pxe")

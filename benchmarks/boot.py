@@ -54,6 +54,7 @@ FULL_NODES = (1, 8, 32)
 QUICK_NODES = (1, 2)
 BLOCK_SIZE = 1468  # TFTP block size a PXE ROM asks for (1500-byte frames)
 PREFIX = "bench"
+PAYLOAD_SHARE = 1448 / 1538  # TCP payload per byte on the wire, 1500-byte frames
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 TIMEOUT = 900.0  # one TFTP fetch or chain session; 32 nodes of a single initramfs: ~2 min
@@ -72,8 +73,11 @@ class Run:
     tftp_bytes: int = 0  # payload fetched by TFTP per node
     chain_bytes: int = 0  # stage2's size
     node_cpu_per_gib: float | None = None  # the busiest ka receive
+    node_cpu: list[float] = field(default_factory=list)  # each ka receive's CPU seconds
+    cores: int = 0  # this machine's, shared by every process of the lab
     load: tuple[float, float] = (0.0, 0.0)
     exact: bool = False
+    error: str | None = None  # why this run did not deliver
     built: dict[str, str] = field(default_factory=dict)  # file -> sha256 of what was built
     copies: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> file -> sha256
 
@@ -131,10 +135,11 @@ def table(runs: Sequence[Run]) -> str:
     lines = [head]
     for r in runs:
         load = f"{r.load[0]:.1f}-{r.load[1]:.1f}"
-        lines.append(f"{r.method:<8}{r.nodes:>4}{num(r.total, 9)}{num(r.tftp, 8)}"
+        total = None if r.error else r.total
+        lines.append(f"{r.method:<8}{r.nodes:>4}{num(total, 9)}{num(r.tftp, 8)}"
                      f"{num(r.chain, 9)}{num(r.stream, 10, 2)}{r.golden_bytes / 1e6:>11.1f}"
                      f"{num(r.node_cpu_per_gib, 11, 2)}{load:>12}  "
-                     f"{'exact' if r.exact else 'DIFFER'}")
+                     f"{'exact' if r.exact else 'FAILED' if r.error else 'DIFFER'}")
     ratios = chain_ratios(runs)
     for n, (stream, wall) in ratios.items():
         if n == 1:
@@ -143,7 +148,24 @@ def table(runs: Sequence[Run]) -> str:
                                              else "  (goal <= 1.1: NOT met)")
         lines.append(f"chain T({n})/T(1): stream {num(stream, 0, 3).strip()}, "
                      f"wall {num(wall, 0, 3).strip()}{verdict}")
+    lines += [line for r in runs if (line := cpu_bound(r))]
+    lines += [f"{r.method}, N={r.nodes}: {r.error}" for r in runs if r.error]
     return "\n".join(lines)
+
+
+def cpu_bound(r: Run) -> str | None:
+    """A line when the nodes' CPU, spread over the machine's cores, took longer than the link
+    needs for stage2: the chain's time then says how busy the machine was, not the network."""
+    bits = parse_rate(r.rate)
+    if not r.node_cpu or not bits or not r.cores:
+        return None
+    link = r.chain_bytes / (bits / 8 * PAYLOAD_SHARE)
+    spread = sum(r.node_cpu) / r.cores
+    if spread <= link:
+        return None
+    return (f"stage2, N={r.nodes}: CPU-bound: the nodes' ka receive used {sum(r.node_cpu):.1f} "
+            f"CPU s ({max(r.node_cpu):.2f} s the busiest), {spread:.1f} s on {r.cores} cores, "
+            f"against {link:.1f} s of link time for stage2")
 
 
 # --- building the boot environments --------------------------------------------------------
@@ -256,13 +278,13 @@ def fetch_all(lab: LabNetwork, n: int, server: str, files: Sequence[str], out: P
     for t in threads:
         t.join()
     if errors:
-        raise SystemExit("boot.py: TFTP failed: " + "; ".join(errors))
+        raise RunFailed("TFTP failed: " + "; ".join(errors))
     return time.monotonic() - t0
 
 
 def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
-          out: Path) -> tuple[float, float, float]:
-    """stage2 through one session PREFIX-stage2: (wall s, stream s, busiest node CPU s)."""
+          out: Path) -> tuple[float, float, list[float]]:
+    """stage2 through one session PREFIX-stage2: (wall s, stream s, each node's CPU s)."""
     from ka.boot.init_script import STAGE2_PORT
 
     common = ["--session", f"{PREFIX}-stage2", "--port", str(STAGE2_PORT), "--key-file",
@@ -280,31 +302,40 @@ def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
     finally:
         for log in logs:
             log.close()
-    cpu, failed = 0.0, []
+    cpu: list[float] = []
+    failed = []
     try:
         for i, proc in enumerate(nodes, 1):
             # wait4: `ip netns exec` execs the command, so this is ka receive's own usage.
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
-            cpu = max(cpu, usage.ru_utime + usage.ru_stime)
+            cpu.append(usage.ru_utime + usage.ru_stime)
             if proc.returncode != 0:
-                failed.append(f"node{i}: {(out / f'node{i}.log').read_text(errors='replace')}")
+                lines = (out / f"node{i}.log").read_text(errors="replace").splitlines()
+                failed.append(lines[-1] if lines else f"exit status {proc.returncode}")
         wall = time.monotonic() - t0
         sender.wait(timeout=TIMEOUT)
     finally:
         for proc in [*nodes, sender]:
             if proc.returncode is None:
                 stop(proc)
-    if failed or sender.returncode != 0:
-        raise SystemExit("boot.py: stage2 session failed: "
-                         + ("; ".join(failed) or (out / "node0.log").read_text()))
+    if failed:
+        why = "; ".join(f"{failed.count(e)} x {e}" for e in dict.fromkeys(failed))
+        raise RunFailed(f"stage2: {len(failed)} of {n} node(s) failed: {why}")
+    if sender.returncode != 0:
+        lines = (out / "node0.log").read_text(errors="replace").splitlines()
+        raise RunFailed(f"stage2: ka send failed: {lines[-1] if lines else sender.returncode}")
     session = json.loads((out / "stage2.json").read_text())
     return wall, session["seconds"] + session["drain_seconds"], cpu
 
 
+class RunFailed(Exception):
+    """One run did not deliver: said in its row, and the benchmark goes on with the next."""
+
+
 def run_one(method: str, n: int, rate: str, env: Path, work: Path) -> Run:
     files = ["vmlinuz", "initrd.img"]
-    result = Run(method, n, rate, load=(os.getloadavg()[0], 0.0))
+    result = Run(method, n, rate, load=(os.getloadavg()[0], 0.0), cores=os.cpu_count() or 1)
     out = Path(tempfile.mkdtemp(prefix="ka-boot-bench-", dir="/dev/shm"))
     os.chmod(out, 0o755)
     try:
@@ -319,10 +350,11 @@ def run_one(method: str, n: int, rate: str, env: Path, work: Path) -> Run:
                 stop(serve)
             result.total = result.tftp
             if method == "stage2":
-                wall, result.stream, cpu = chain(lab, n, env / "stage2.cpio.gz", work, out)
+                wall, result.stream, result.node_cpu = chain(lab, n, env / "stage2.cpio.gz",
+                                                             work, out)
                 result.chain, result.total = wall, result.tftp + wall
                 result.chain_bytes = (env / "stage2.cpio.gz").stat().st_size
-                result.node_cpu_per_gib = cpu / (result.chain_bytes / GIB)
+                result.node_cpu_per_gib = max(result.node_cpu) / (result.chain_bytes / GIB)
                 files.append("stage2")
             result.golden_bytes = golden_tx(lab) - tx0
         result.tftp_bytes = sum((env / f).stat().st_size for f in ("vmlinuz", "initrd.img"))
@@ -331,6 +363,8 @@ def run_one(method: str, n: int, rate: str, env: Path, work: Path) -> Run:
         result.copies = {f"node{i}": {f: sha256(out / f"node{i}" / f) for f in files}
                          for i in range(1, n + 1)}
         result.exact = all(c == result.built for c in result.copies.values())
+    except RunFailed as e:
+        result.error = str(e)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     result.load = (result.load[0], os.getloadavg()[0])

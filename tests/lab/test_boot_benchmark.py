@@ -74,6 +74,30 @@ def test_the_table_has_a_row_per_run_and_the_chain_ratios() -> None:
     assert boot.chain_ratios(runs)[1] == (1.0, 1.0)
 
 
+def test_a_chain_slowed_by_the_nodes_cpu_says_so() -> None:
+    # 18.3 MB of stage2 take 1.6 s at 100 Mbit/s; 32 nodes of about 0.45 CPU s, 7.3 s on 2 cores.
+    busy = boot.Run("stage2", 32, "100mbit", chain=20.0, stream=9.0, chain_bytes=18_259_061,
+                    node_cpu=[0.45] * 30 + [0.5, 0.6], cores=2)
+    assert boot.cpu_bound(busy) == ("stage2, N=32: CPU-bound: the nodes' ka receive used 14.6 "
+                                    "CPU s (0.60 s the busiest), 7.3 s on 2 cores, against 1.6 "
+                                    "s of link time for stage2")
+    assert boot.table([busy]).splitlines()[-1] == boot.cpu_bound(busy)
+    quiet = boot.Run("stage2", 1, "100mbit", chain=3.0, stream=1.7, chain_bytes=18_259_061,
+                     node_cpu=[0.3], cores=2)
+    assert boot.cpu_bound(quiet) is None
+    assert boot.cpu_bound(boot.Run("single", 8, "100mbit", cores=2)) is None
+
+
+def test_a_failed_run_has_no_total_and_says_why() -> None:
+    failed = boot.Run("stage2", 32, "100mbit", total=44.0, tftp=44.0, cores=2,
+                      error="stage2: 30 of 32 node(s) failed: 30 x ka: error: evicted")
+    lines = boot.table([run("stage2", 1, 4.0, 2.0, 1.5), failed]).splitlines()
+    assert lines[2].split()[:4] == ["stage2", "32", "-", "44.0"]
+    assert lines[2].split()[-1] == "FAILED"
+    assert lines[-1] == "stage2, N=32: stage2: 30 of 32 node(s) failed: 30 x ka: error: evicted"
+    assert list(boot.chain_ratios([run("stage2", 1, 4.0, 2.0, 1.5), failed])) == [1]
+
+
 def test_no_ratio_without_a_single_node_chain() -> None:
     runs = [run("single", 1, 3.3), run("stage2", 8, 14.0, 3.0, 1.8)]
     assert boot.chain_ratios(runs) == {}
@@ -103,4 +127,5 @@ def test_two_nodes_get_exact_copies_and_stage2_leaves_the_golden_once(tmp_path: 
         assert payload <= r["golden_bytes"] < 1.1 * payload, r
     assert runs["single"]["chain"] is None and runs["stage2"]["chain"] > 0
     assert runs["stage2"]["chain_bytes"] > 0 and runs["single"]["chain_bytes"] == 0
+    assert len(runs["stage2"]["node_cpu"]) == 2 and all(c > 0 for c in runs["stage2"]["node_cpu"])
     assert "stage2     2" in result.stdout and "single     2" in result.stdout

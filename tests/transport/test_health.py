@@ -52,7 +52,32 @@ def test_progress_resets_the_clock() -> None:
 def test_link_stall_blames_only_the_deepest() -> None:
     plan = chain(3)
     prog = {"n1": progress(100, 100), "n2": progress(60, 60), "n3": progress(40, 40)}
+    assert stalled(plan, prog, produced=100, now=1.0, stall_timeout=5.0) == []
     assert stalled(plan, prog, produced=100, now=10.0, stall_timeout=5.0) == ["n3"]
+
+
+def test_a_node_deep_in_a_slow_chain_waits_for_its_first_data_without_stalling() -> None:
+    """At 10 Mbit/s a 256 KiB chunk takes 0.2 s per hop: the 26th node of a chain sees its
+    first byte 5 s after the start. Its clock starts when its parent holds data, not before."""
+    plan = chain(2)
+    prog = {"n1": progress(0, 0), "n2": progress(0, 0)}
+    for now in (1.0, 2.0, 3.0, 4.0):
+        assert stalled(plan, prog, produced=100, now=now, stall_timeout=5.0) == []
+    prog["n1"].update(4.5, 100, 0, False)  # the parent's first chunk; its consumer not yet
+    assert stalled(plan, prog, produced=100, now=4.6, stall_timeout=5.0) == []
+    assert stalled(plan, prog, produced=100, now=9.0, stall_timeout=5.0) == []
+    prog["n1"].update(9.0, 100, 100, False)
+    # The son still has nothing 5 s after its parent had the chunk: that is a stall.
+    assert stalled(plan, prog, produced=100, now=9.7, stall_timeout=5.0) == ["n2"]
+
+
+def test_a_consumer_is_timed_from_its_first_data() -> None:
+    plan = chain(1)
+    p = progress(0, 0)
+    p.update(4.9, 100, 0, False)
+    assert stalled(plan, {"n1": p}, produced=100, now=5.0, stall_timeout=5.0) == []
+    assert stalled(plan, {"n1": p}, produced=100, now=9.8, stall_timeout=5.0) == []
+    assert stalled(plan, {"n1": p}, produced=100, now=10.0, stall_timeout=5.0) == ["n1"]
 
 
 def test_gate_floor_is_the_slowest_consumer() -> None:

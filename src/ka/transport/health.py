@@ -5,6 +5,9 @@ HEARTBEAT seconds, so a dead or stopped peer is detected within 3 s). A node is 
 it is alive but makes no progress for `stall_timeout` although data is waiting for it: either
 its consumer does not take what the node already holds, or it does not receive what its
 parent already has (then only the deepest such node is to blame, as it holds up its parent).
+The clock runs from the moment the data was waiting, not from the start: deep in a long chain
+at a low rate, the first chunk reaches a node seconds after the start (one chunk's transfer
+time per hop), and that node was waiting, not stalled.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ class Progress:
     last_seen: float = 0.0
     received_at: float = 0.0
     consumed_at: float = 0.0
+    # Since when the parent has held data this node lacks / this node has held data its
+    # consumer has not taken (None: nothing waiting), as seen by the sender.
+    link_waiting: float | None = None
+    feed_waiting: float | None = None
 
     def __post_init__(self) -> None:
         self.last_seen = self.received_at = self.consumed_at = self.since
@@ -40,6 +47,11 @@ class Progress:
         if consumed > self.consumed:
             self.consumed, self.consumed_at = consumed, now
         self.ended = self.ended or ended
+        self.feed_waiting = _waiting(self.feed_waiting, self.consumed < self.received, now)
+
+    def offered(self, available: int, now: float) -> None:
+        """The parent holds `available` bytes of the stream (its latest report)."""
+        self.link_waiting = _waiting(self.link_waiting, self.received < available, now)
 
     def restart_clock(self, now: float) -> None:
         """A node that just got a new parent is given a fresh stall allowance."""
@@ -50,12 +62,23 @@ def is_dead(p: Progress, now: float, dead_after: float = DEAD_AFTER) -> bool:
     return now - p.last_seen > dead_after
 
 
+def _waiting(since: float | None, behind: bool, now: float) -> float | None:
+    if not behind:
+        return None
+    return now if since is None else since
+
+
 def consumer_stuck(p: Progress, now: float, stall_timeout: float) -> bool:
-    return p.consumed < p.received and now - p.consumed_at >= stall_timeout
+    if p.consumed >= p.received or p.feed_waiting is None:
+        return False
+    return now - max(p.consumed_at, p.feed_waiting) >= stall_timeout
 
 
 def link_stuck(p: Progress, available: int, now: float, stall_timeout: float) -> bool:
-    return p.received < available and now - p.received_at >= stall_timeout
+    p.offered(available, now)
+    if p.link_waiting is None:
+        return False
+    return now - max(p.received_at, p.link_waiting) >= stall_timeout
 
 
 def stalled(
@@ -65,7 +88,8 @@ def stalled(
     now: float,
     stall_timeout: float,
 ) -> list[str]:
-    """Nodes to evict for lack of progress."""
+    """Nodes to evict for lack of progress (and, on the way, each node's link clock: call it
+    on every check, as the session does)."""
     def available(node: str) -> int:
         up = plan.parent(node)
         return produced if up == ROOT else progress[up].received

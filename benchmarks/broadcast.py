@@ -183,6 +183,8 @@ def commands(
             str(work / f"{run_id}.json"),
             *key,
         ]
+        if scenario.ring_mib is not None:
+            send += ["--ring-size", f"{scenario.ring_mib}MiB"]
         if scenario.compress:
             send += ["--compress", "zstd"]
         return [
@@ -385,6 +387,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
         help=f"ka-d-server and ka-d-client already built (default: ${original.ENV}, else "
         "built from the original's sources into a temporary directory)",
     )
+    parser.add_argument("--ring-mib", type=int, help="ka send --ring-size (default: ka's)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
@@ -403,7 +406,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     if nodes is not None and min(nodes) < 1:
         parser.error("--nodes: every count is at least 1")
     scenarios = [
-        replace(s, size_mib=args.size_mib or s.size_mib, nodes=nodes or s.nodes) for s in scenarios
+        replace(
+            s, size_mib=args.size_mib or s.size_mib, nodes=nodes or s.nodes, ring_mib=args.ring_mib
+        )
+        for s in scenarios
     ]
     return args, scenarios
 

@@ -25,6 +25,7 @@ class Scenario:
     nodes: tuple[int, ...]
     data: str = "random"  # "random" | "usr-tar"
     compress: bool = False
+    ring_mib: int | None = None  # ka send --ring-size (None: ka's default)
 
 
 @dataclass

@@ -61,13 +61,15 @@ def peak_rss_kib(pid: int) -> int:
     return next((int(line.split()[1]) for line in status.splitlines() if "VmHWM" in line), 0)
 
 
-def hop(mode: str, data: Path, work: Path) -> HopResult:
+def hop(mode: str, data: Path, work: Path, ring_mib: int | None = None) -> HopResult:
     ka = [sys.executable, "-m", "ka"]
     port = str(free_port())
     key = ["--key-file", str(work / "session.key")] if mode == "keyed" else []
     report = work / "hop.json"
     send = [*ka, "send", "--nodes", "1", "--input", str(data), "--bind", "127.0.0.1"]
     send += ["--port", port, "--report", str(report), *key]
+    if ring_mib is not None:
+        send += ["--ring-size", f"{ring_mib}MiB"]
     receive = [*ka, "receive", "--host", "127.0.0.1", "--port", port, "--output", os.devnull]
     start = time.monotonic()
     procs = [
@@ -132,6 +134,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size-mib", type=int, default=1024, help="stream size (default 1024)")
+    parser.add_argument("--ring-mib", type=int, help="ka send --ring-size (default: ka's)")
     parser.add_argument("--repeat", type=int, default=1, metavar="K", help="runs per mode")
     parser.add_argument(
         "--modes", default=",".join(MODES), help="comma-separated: keyed, open (default: both)"
@@ -159,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out.write(os.urandom(MIB))
         for _ in range(args.repeat):
             for mode in args.modes:
-                results.append(hop(mode, data, work))
+                results.append(hop(mode, data, work, args.ring_mib))
     print_table(results)
     return 0
 

@@ -49,6 +49,9 @@ def test_options_select_scenarios_methods_sizes_and_repeats() -> None:
     assert all(s.nodes == (2, 3) and s.size_mib == 7 for s in scenarios)
     assert args.methods == ["ka", "original"]
     assert (args.repeat, args.original) == (3, "/opt/orig")
+    assert all(s.ring_mib is None for s in scenarios)  # ka's own default
+    _, scenarios = broadcast.parse_args(["--ring-mib", "32"])
+    assert {s.ring_mib for s in scenarios} == {32}
     args, scenarios = broadcast.parse_args([])
     assert args.methods == ["ka", "ka-open", "original", "unicast", "udpcast"]
     assert [s.key for s in scenarios] == ["slow", "gig", "open", "zstd"]
@@ -117,8 +120,8 @@ def test_the_original_is_refused_where_its_programs_are_missing(tmp_path: Path) 
 
 
 def test_hop_options_and_table(capsys: pytest.CaptureFixture[str]) -> None:
-    args = hop.parse_args(["--size-mib", "64", "--modes", "keyed"])
-    assert (args.size_mib, args.modes, args.repeat) == (64, ["keyed"], 1)
+    args = hop.parse_args(["--size-mib", "64", "--modes", "keyed", "--ring-mib", "16"])
+    assert (args.size_mib, args.modes, args.repeat, args.ring_mib) == (64, ["keyed"], 1, 16)
     with pytest.raises(SystemExit):
         hop.parse_args(["--modes", "fast"])
     hop.print_table([hop.HopResult("keyed", hop.GIB, 0.5, 1.0, 2.0, 3.0, 2048, 4096)])

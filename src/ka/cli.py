@@ -12,9 +12,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ka import __version__
-from ka.errors import KaError
+from ka.errors import EXIT_HEADING, KaError, exit_statuses_text
 
 # Order is the order of `ka --help`; each module with the commands it registers (checked by
 # a test against the parsers), so that running one command imports only its own layer: every
@@ -65,7 +66,42 @@ def build_parser(modules: Sequence[str] = LAYER_CLIS) -> argparse.ArgumentParser
                 continue
             raise
         module.register(sub)
+    _name_exit_statuses(parser)
     return parser
+
+
+class _ExitStatusesKept(argparse.HelpFormatter):
+    """Wraps the epilog's paragraphs as its base class does, but keeps the table of exit
+    statuses as it is written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        head, heading, table = text.partition(EXIT_HEADING)
+        filled = super()._fill_text(head, width, indent) if head.strip() else ""
+        if not heading:
+            return filled
+        return (filled + "\n\n" if filled else "") + indent + heading + table
+
+
+def _name_exit_statuses(parser: argparse.ArgumentParser, path: tuple[str, ...] = (),
+                        seen: set[int] | None = None) -> None:
+    """Every command's --help (and man page) ends with the exit statuses it may end with,
+    from the one table in ka.errors."""
+    seen = set() if seen is None else seen
+    if id(parser) in seen:  # an alias
+        return
+    seen.add(id(parser))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _name_exit_statuses(child, (*path, name), seen)
+    table = exit_statuses_text(" ".join(path))
+    parser.epilog = f"{parser.epilog.rstrip()}\n\n{table}" if parser.epilog else table
+    formatter = parser.formatter_class
+    if isinstance(formatter, type) and not issubclass(formatter, (
+            argparse.RawDescriptionHelpFormatter, _ExitStatusesKept)):
+        kept: Any = type(f"{formatter.__name__}ExitStatusesKept", (_ExitStatusesKept, formatter),
+                         {})
+        parser.formatter_class = kept
 
 
 def main(argv: Sequence[str] | None = None) -> int:

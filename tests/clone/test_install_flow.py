@@ -60,6 +60,7 @@ def test_a_node_that_cannot_install_relays_and_reports() -> None:
     assert fake.joined == ["t-plan", "t-fs-1", "t-raw-1", "t-done"]
     assert report.result == "failed"
     assert report.reason is not None and "no such block device" in report.reason
+    assert report.exit_status == 21  # no local disk: what ka install exits with
     assert [s.name for s in report.steps] == [
         "receive plan", "map disks", "stream t-fs-1", "stream t-raw-1"]
     assert [s.result for s in report.steps] == ["ok", "failed", "skipped", "skipped"]
@@ -108,6 +109,7 @@ def test_a_session_cut_makes_the_node_fail_but_still_report() -> None:
     report = node.run()
     assert report.result == "failed"
     assert report.reason == "the sender aborted the session: tar failed"
+    assert report.exit_status == 13  # stream cut
     assert [s.name for s in report.steps][-2:] == ["extract /", "stream t-raw-1"]
     assert fake.joined == ["t-plan", "t-fs-1", "t-raw-1", "t-done"]
 
@@ -145,6 +147,7 @@ def test_golden_gone_stops_waiting_and_fails_with_the_reason() -> None:
     assert report.result == "failed"
     assert report.reason is not None and "the golden node is gone" in report.reason
     assert report.reason.startswith("--disk sda=")  # the first failure stays first
+    assert report.exit_status == 21  # and so does its status
     last = report.steps[-1]
     assert (last.name, last.result, last.detail) == (
         "stream t-raw-1", "skipped", "the golden node is gone")

@@ -504,7 +504,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     print(json.dumps(dataclasses.asdict(report), sort_keys=True), flush=True)
     if report.result != "ok":
         print(f"ka: error: [{report.node}] install failed: {report.reason}", file=sys.stderr)
-        return 1
+        return report.exit_status or 1
     print(f"ka: [{report.node}] installed in {report.seconds:.1f} s", file=sys.stderr)
     return 0
 

@@ -72,6 +72,7 @@ class Installer:
         self.uplink: Uplink | None = None
         self.mounted = False
         self.golden_gone: str | None = None  # why, once a session found no golden node
+        self.exit_status = 0  # of the error that failed the install first (exit statuses)
 
     # --- transport -------------------------------------------------------------------------
     def _receive(self, sink: Any, session: str, **kw: Any) -> Any:
@@ -103,7 +104,7 @@ class Installer:
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> InstallReport:
         plan = self._receive_plan()
-        failure = _attempt(lambda: self._prepare_disks(plan))
+        failure = self._attempt(lambda: self._prepare_disks(plan))
         for stream in plan.streams:
             if self.golden_gone:
                 # Waiting for every later session would only add find_timeout each.
@@ -114,22 +115,35 @@ class Installer:
                 if failure_in_relay:
                     self.log.warn(failure_in_relay)
                 continue
-            failure = _attempt(functools.partial(self._stream, plan, stream))
+            failure = self._attempt(functools.partial(self._stream, plan, stream))
         if not failure:
-            failure = _attempt(lambda: self._fix_up(plan))
-        disks = {a.golden: a.device for a in self.assignments}
-        report = self.log.report(self.name or "", self.position, failure, disks, self.uplink)
+            failure = self._attempt(lambda: self._fix_up(plan))
+        report = self._report(failure)
         if self.mounted:
             self._keep_report(report)
-            failure = failure or _attempt(self._unmount)
-            report = self.log.report(self.name or "", self.position, failure, disks, self.uplink)
+            failure = failure or self._attempt(self._unmount)
+            report = self._report(failure)
         try:
             self._release(plan, report)
         except InstallFailed as e:
             # The clone may be fine, but the golden node cannot know it: a failure here too.
             reason = f"{report.reason}; {e.message}" if report.reason else e.message
-            report = dataclasses.replace(report, result="failed", reason=reason)
+            report = dataclasses.replace(report, result="failed", reason=reason,
+                                         exit_status=self.exit_status or e.exit_code)
         return report
+
+    def _report(self, failure: str | None) -> InstallReport:
+        disks = {a.golden: a.device for a in self.assignments}
+        report = self.log.report(self.name or "", self.position, failure, disks, self.uplink)
+        return dataclasses.replace(report, exit_status=(self.exit_status or 1) if failure else 0)
+
+    def _attempt(self, action: Callable[[], None]) -> str | None:
+        failed = _failure(action)
+        if failed is None:
+            return None
+        reason, status = failed
+        self.exit_status = self.exit_status or status
+        return reason
 
     def _receive_plan(self) -> ClonePlan:
         from ka.transport import BytesSink, SenderNotFound
@@ -397,16 +411,22 @@ def _root_first(plan: ClonePlan, disk: str) -> tuple[int, str]:
     return (0 if has_root else 1, disk)
 
 
-def _attempt(action: Callable[[], None]) -> str | None:
-    """Run one phase; any failure becomes the node's reason, so that it still reaches the
-    final session and the golden node learns why (the step log has the details)."""
+def _failure(action: Callable[[], None]) -> tuple[str, int] | None:
+    """Run one phase; any failure becomes the node's reason (and its error's exit status
+    ka install's), so that it still reaches the final session and the golden node learns
+    why (the step log has the details)."""
     try:
         action()
     except KaError as e:
-        return _one_line(e)
+        return _one_line(e), e.exit_code
     except Exception as e:  # noqa: BLE001 - an unexpected error is a failure to report too
-        return f"{type(e).__name__}: {e}"
+        return f"{type(e).__name__}: {e}", 1
     return None
+
+
+def _attempt(action: Callable[[], None]) -> str | None:
+    failed = _failure(action)
+    return failed[0] if failed else None
 
 
 def _one_line(e: KaError) -> str:

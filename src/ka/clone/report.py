@@ -45,6 +45,8 @@ class InstallReport:
     interface: str | None = None
     mac: str | None = None
     ip: str | None = None
+    # ka install's exit status: 0, or that of the error that failed the install first.
+    exit_status: int = 0
     version: int = REPORT_VERSION
 
     def to_json(self) -> str:

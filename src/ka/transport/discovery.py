@@ -18,12 +18,16 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 
 from ka.transport import auth, identity
 
 REQUEST = b"KA?2"
 REPLY = b"KA!2"
-RETRY = 0.5
+RETRY = 0.5  # the longest wait between two requests
+FIRST_RETRY = 0.02  # then doubling up to RETRY: a sender already there answers at once
+NONCES_KEPT = 8  # a late answer to one of our last requests is still taken
 MAX_SESSION = 200
 
 
@@ -138,6 +142,18 @@ class DiscoveryResponder:
         self.sock.close()
 
 
+def retry_intervals() -> Iterator[float]:
+    """How long to wait for an answer after each request: 20 ms, doubling up to RETRY.
+
+    A node is often started before its sender (the boot environment, a lab, the benchmark):
+    a fixed interval lost up to RETRY seconds on the first try, a short first one loses
+    nothing, and the doubling keeps N nodes that wait long from flooding the network."""
+    wait = FIRST_RETRY
+    while True:
+        yield wait
+        wait = min(RETRY, 2 * wait)
+
+
 def find_sender(
     root: bytes, session: str, port: int, address: str, timeout: float,
     golden_key: bytes | None = None,
@@ -147,13 +163,16 @@ def find_sender(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.bind(("", 0))
-        while time.monotonic() < deadline:
-            nonce = os.urandom(auth.NONCE_LEN)
+        nonces: deque[bytes] = deque(maxlen=NONCES_KEPT)
+        for wait in retry_intervals():
+            if time.monotonic() >= deadline:
+                break
+            nonces.append(os.urandom(auth.NONCE_LEN))
             try:
-                sock.sendto(encode_request(nonce, session), (address, port))
+                sock.sendto(encode_request(nonces[-1], session), (address, port))
             except OSError:
                 pass  # no route yet (interface still coming up): retry
-            until = min(deadline, time.monotonic() + RETRY)
+            until = min(deadline, time.monotonic() + wait)
             while (left := until - time.monotonic()) > 0:
                 sock.settimeout(left)
                 try:
@@ -163,7 +182,8 @@ def find_sender(
                 except OSError:  # e.g. ICMP port unreachable: nobody there yet
                     time.sleep(max(0.0, until - time.monotonic()))
                     break
-                tcp_port = parse_reply(root, nonce, session, data, peer[0], golden_key)
-                if tcp_port is not None:
-                    return peer[0], tcp_port
+                for nonce in reversed(nonces):
+                    tcp_port = parse_reply(root, nonce, session, data, peer[0], golden_key)
+                    if tcp_port is not None:
+                        return peer[0], tcp_port
     return None

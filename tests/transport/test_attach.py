@@ -12,6 +12,7 @@ from ka.transport import auth
 from ka.transport.channel import Channel, initiate
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import DATA, PREFIX, chunk_key, encode_frame, session_key, verify_frame
+from ka.transport.messages import Attach, Message, No, Ok
 from ka.transport.relay import Relay, SharedRing, listen
 
 ROOT = session_key(os.urandom(32))
@@ -33,15 +34,19 @@ def relay() -> Iterator[Fixture]:
         ring.close()
 
 
-def attach(relay: Relay, son: str, ticket: str | None) -> tuple[Channel, dict[str, object]]:
+def attach(relay: Relay, son: str, ticket: str | None) -> tuple[Channel, Message | None]:
+    """The reply to an attach, None when the parent dropped the connection without one."""
     sock = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
     chan = initiate(sock, ROOT, auth.DATA)  # the attacker holds the key: this passes
-    fields: dict[str, object] = {"id": son, "offset": 0}
-    if ticket is not None:
-        fields["ticket"] = ticket
-    chan.send("attach", **fields)
+    if ticket is None:
+        chan.send_fields("attach", id=son, offset=0)  # not even a ticket field
+    else:
+        chan.send(Attach(son, 0, ticket))
     sock.settimeout(10)
-    return chan, chan.recv()
+    try:
+        return chan, chan.recv()
+    except ProtocolError:
+        return chan, None
 
 
 def read_frame(chan: Channel, offset: int) -> int:
@@ -69,17 +74,21 @@ def put(ring: SharedRing, offset: int, payload: bytes) -> None:
 def test_an_attach_without_the_ticket_is_refused_and_the_feed_goes_on(relay: Fixture) -> None:
     r, ring, notes = relay
     victim, reply = attach(r, VICTIM, TICKET)
-    assert reply["t"] == "ok"
+    assert isinstance(reply, Ok)
     put(ring, 0, b"first")
     offset = read_frame(victim, 0)
-    for forged in (None, "", "00" * 16):
+    intruder, reply = attach(r, VICTIM, None)
+    assert reply is None  # not even an attach: dropped unanswered
+    intruder.close()
+    for forged in ("", "00" * 16):
         intruder, reply = attach(r, VICTIM, forged)
-        assert reply["t"] == "no" and "ticket" in str(reply["reason"])
+        assert isinstance(reply, No) and "ticket" in reply.reason
         intruder.close()
     put(ring, offset, b"second")
     assert read_frame(victim, offset) > offset  # the victim still has its upstream
     assert r.feeding() == [VICTIM]
     assert any("without its ticket" in text for _, text in notes)
+    assert any(kind == "stray" and "ticket" in text for kind, text in notes)
     victim.close()
 
 
@@ -87,10 +96,10 @@ def test_a_second_attach_is_refused_while_the_first_is_alive(relay: Fixture) -> 
     # Whoever saw the ticket (a parent, a sniffer) still cannot take a live feed over.
     r, ring, _ = relay
     victim, reply = attach(r, VICTIM, TICKET)
-    assert reply["t"] == "ok"
+    assert isinstance(reply, Ok)
     for _ in range(3):
         second, reply = attach(r, VICTIM, TICKET)
-        assert reply["t"] == "no" and "fed already" in str(reply["reason"])
+        assert isinstance(reply, No) and "fed already" in reply.reason
         second.close()
     put(ring, 0, b"still mine")
     assert read_frame(victim, 0) > 0
@@ -100,10 +109,10 @@ def test_a_second_attach_is_refused_while_the_first_is_alive(relay: Fixture) -> 
 def test_the_rightful_son_reattaches_once_its_old_link_is_gone(relay: Fixture) -> None:
     r, ring, _ = relay
     first, reply = attach(r, VICTIM, TICKET)
-    assert reply["t"] == "ok"
+    assert isinstance(reply, Ok)
     first.close()  # its link broke: the relay's socket now reads EOF
     again, reply = attach(r, VICTIM, TICKET)
-    assert reply["t"] == "ok"
+    assert isinstance(reply, Ok)
     put(ring, 0, b"resumed")
     assert read_frame(again, 0) > 0
     again.close()
@@ -113,5 +122,5 @@ def test_an_unassigned_id_is_refused(relay: Fixture, monkeypatch: pytest.MonkeyP
     r, _, _ = relay
     monkeypatch.setattr("ka.transport.relay.ASSIGNMENT_WAIT", 0.2)
     chan, reply = attach(r, "10.0.0.9:4000", TICKET)
-    assert reply["t"] == "no" and "not assigned" in str(reply["reason"])
+    assert isinstance(reply, No) and "not assigned" in reply.reason
     chan.close()

@@ -13,6 +13,7 @@ from ka.transport import auth, discovery
 from ka.transport.channel import Channel, KeyMismatch, initiate, respond
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import session_key
+from ka.transport.messages import Done, Pos, Sons, SonTicket
 
 KEY = session_key(b"right key")
 
@@ -51,10 +52,10 @@ def test_mutual_handshake_then_messages_both_ways() -> None:
     assert isinstance(i, Channel)
     kind, rc = r
     assert kind == auth.CONTROL
-    i.send("hello", n=1)
-    assert rc.recv() == {"t": "hello", "n": 1}
-    rc.send("back", items=[1, 2])
-    assert i.recv() == {"t": "back", "items": [1, 2]}
+    i.send(Pos(1, 0, False))
+    assert rc.recv() == Pos(1, 0, False)
+    rc.send(Sons((SonTicket("a", "t1"), SonTicket("b", "t2"))))
+    assert i.recv() == Sons((SonTicket("a", "t1"), SonTicket("b", "t2")))
 
 
 def test_wrong_key_is_refused_on_both_sides() -> None:
@@ -96,13 +97,13 @@ def test_recorded_answer_cannot_be_replayed() -> None:
 
 def test_tampered_or_replayed_messages_are_rejected() -> None:
     i, (_, rc) = handshake(KEY, KEY)
-    i.send("pos", received=1)
+    i.send(Pos(1, 0, False))
     first = rc.sock.recv(4096)
     # replay the same bytes: the sequence number has moved on
     a, b = socket.socketpair()
     replay = Channel(b, rc._key, initiator=False)  # same connection key, fresh reader
     a.sendall(first)
-    assert replay.recv()["t"] == "pos"
+    assert isinstance(replay.recv(), Pos)
     a.sendall(first)
     with pytest.raises(ProtocolError):
         replay.recv()
@@ -119,9 +120,9 @@ def test_control_messages_are_unreadable_on_the_wire_and_cannot_be_reflected() -
     its sender (same key, other direction) fails."""
     i, (_, rc) = handshake(KEY, KEY)
     secret = "root:$6$secret-hash-from-the-golden-shadow"
-    i.send("report", attachment=secret)
+    i.send(Done(True, 1, "d1g", 0, None, 1.0, secret))
     wire = rc.sock.recv(65536)
-    assert secret.encode() not in wire and b"report" not in wire
+    assert secret.encode() not in wire and b"done" not in wire
     a, b = socket.socketpair()
     mirror = Channel(b, rc._key, initiator=True)  # reads what an initiator would be sent
     a.sendall(wire)
@@ -129,7 +130,8 @@ def test_control_messages_are_unreadable_on_the_wire_and_cannot_be_reflected() -
         mirror.recv()
     c, d = socket.socketpair()
     c.sendall(wire)
-    assert Channel(d, rc._key, initiator=False).recv()["attachment"] == secret
+    got = Channel(d, rc._key, initiator=False).recv()
+    assert isinstance(got, Done) and got.attachment == secret
 
 
 def test_discovery_reply_is_bound_to_key_nonce_and_session() -> None:

@@ -16,6 +16,7 @@ from ka.transport.channel import initiate, respond
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import session_key
 from ka.transport.gate import PER_ADDRESS, Gate
+from ka.transport.messages import Attach, Ok
 from ka.transport.relay import Relay, SharedRing, listen
 
 ROOT = session_key(os.urandom(32))
@@ -57,9 +58,9 @@ def test_a_relay_goes_on_accepting_after_accept_fails() -> None:
         relay.allow({"son": "t"})
         with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
             chan = initiate(sock, ROOT, auth.DATA)
-            chan.send("attach", id="son", offset=0, ticket="t")
+            chan.send(Attach("son", 0, "t"))
             sock.settimeout(10)
-            assert chan.recv()["t"] == "ok"
+            assert chan.recv() == Ok(0)
         assert flaky.failures == 0
         assert [k for k, _ in notes].count("accept-error") == 3
         assert "Too many open files" in notes[0][1]
@@ -119,9 +120,9 @@ def test_one_address_cannot_take_every_slot() -> None:
         # A rightful son from another address is served while the flood holds its slots.
         with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
             chan = initiate(sock, ROOT, auth.DATA)
-            chan.send("attach", id="son", offset=0, ticket="t")
+            chan.send(Attach("son", 0, "t"))
             sock.settimeout(10)
-            assert chan.recv()["t"] == "ok"
+            assert chan.recv() == Ok(0)
     finally:
         for s in held:
             s.close()

@@ -92,7 +92,7 @@ class StatusService:
 
     def _serve(self, chan: Channel) -> None:
         try:
-            chan.send("hello", node=self.node, step=self.current, exec=self._allow_exec)
+            chan.send_fields("hello", node=self.node, step=self.current, exec=self._allow_exec)
             threading.Thread(target=self._requests, args=(chan,), daemon=True).start()
             self._follow(chan)
         except OSError:
@@ -112,15 +112,15 @@ class StatusService:
                 sent = self._seq
                 closed = self._closed
             for line in new:
-                chan.send("log", line=line, step=self.current)
+                chan.send_fields("log", line=line, step=self.current)
             if closed:
-                chan.send("bye")
+                chan.send_fields("bye")
                 return
 
     def _requests(self, chan: Channel) -> None:
         try:
             while True:
-                self._answer(chan, chan.recv())
+                self._answer(chan, chan.recv_fields())
         except (ProtocolError, OSError):
             # The console went away, or the log stream ended and closed the channel while a
             # command ran: nobody is left to read an answer.
@@ -133,19 +133,19 @@ class StatusService:
             return
         argv = msg.get("argv")
         if not self._allow_exec:
-            chan.send("exec-result", status=None, refused="this node was started "
+            chan.send_fields("exec-result", status=None, refused="this node was started "
                       "without --allow-exec")
             return
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            chan.send("exec-result", status=None, refused="exec needs an argv list")
+            chan.send_fields("exec-result", status=None, refused="exec needs an argv list")
             return
         self.log(f"console: exec {' '.join(argv)}")
         try:
             r = run.run(argv, check=False, timeout=EXEC_TIMEOUT)
         except KaError as e:
-            chan.send("exec-result", status=None, refused=str(e))
+            chan.send_fields("exec-result", status=None, refused=str(e))
             return
-        chan.send("exec-result", status=r.returncode, stdout=r.stdout[-OUTPUT_LIMIT:],
+        chan.send_fields("exec-result", status=r.returncode, stdout=r.stdout[-OUTPUT_LIMIT:],
                   stderr=r.stderr[-OUTPUT_LIMIT:])
 
 def console(
@@ -176,12 +176,12 @@ def console(
         raise ConsoleError(f"{host}:{port} refused us: {e}",
                            hint="use the same --key-file as the node") from e
     try:
-        hello = chan.recv()
+        hello = chan.recv_fields()
         on_line(f"{hello.get('node')}: online, current step: {hello.get('step') or '-'}")
         if exec_argv is not None:
-            chan.send("exec", argv=list(exec_argv))
+            chan.send_fields("exec", argv=list(exec_argv))
         while True:
-            msg = chan.recv()
+            msg = chan.recv_fields()
             if msg["t"] == "log" and exec_argv is None:
                 on_line(str(msg.get("line", "")))
             elif msg["t"] in ("exec-result", "bye"):
@@ -220,10 +220,10 @@ def recent_log(host: str, port: int, key: bytes | None, *, wait: float = 1.0,
     deadline = time.monotonic() + wait
     step = ""
     try:
-        hello = chan.recv(deadline)
+        hello = chan.recv_fields(deadline)
         step = str(hello.get("step") or "")
         while len(lines) < limit:
-            msg = chan.recv(deadline)
+            msg = chan.recv_fields(deadline)
             if msg["t"] == "log":
                 lines.append(str(msg.get("line", "")))
                 step = str(msg.get("step") or step)

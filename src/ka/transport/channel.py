@@ -20,8 +20,9 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from ka.transport import auth
+from ka.transport import auth, messages
 from ka.transport.errors import ProtocolError
+from ka.transport.messages import Message
 
 HANDSHAKE_TIMEOUT = 3.0
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -125,8 +126,30 @@ class Channel:
         self._lock = threading.Lock()
         self.closed = False
 
-    def send(self, kind: str, **fields: Any) -> None:
-        payload = json.dumps({"t": kind, **fields}, separators=(",", ":")).encode()
+    def send(self, msg: Message) -> None:
+        self._send_payload(messages.encode(msg))
+
+    def recv(self, deadline: float | None = None) -> Message:
+        """Next message, validated (ka.transport.messages); raises ProtocolError on EOF,
+        forgery or garbage (MessageError for a message that is not one of ours) or when it
+        is not all in by `deadline`, OSError/timeout as is."""
+        return messages.decode(self._recv_payload(deadline))
+
+    def send_fields(self, kind: str, **fields: Any) -> None:
+        """A message of another protocol over this channel (the node's status service)."""
+        self._send_payload(json.dumps({"t": kind, **fields}, separators=(",", ":")).encode())
+
+    def recv_fields(self, deadline: float | None = None) -> dict[str, Any]:
+        """The next message of another protocol: a JSON object with a string under "t"."""
+        try:
+            msg = json.loads(self._recv_payload(deadline))
+        except ValueError as e:
+            raise ProtocolError("malformed control message") from e
+        if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+            raise ProtocolError("malformed control message")
+        return msg
+
+    def _send_payload(self, payload: bytes) -> None:
         head = _LEN.pack(len(payload))
         with self._lock:
             sealed = self._aead.encrypt(auth.message_nonce(self._out_dir, self._out_seq),
@@ -134,9 +157,7 @@ class Channel:
             self._out_seq += 1
             self.sock.sendall(head + sealed)
 
-    def recv(self, deadline: float | None = None) -> dict[str, Any]:
-        """Next message; raises ProtocolError on EOF, forgery or garbage (or when it is not
-        all in by `deadline`), OSError/timeout as is."""
+    def _recv_payload(self, deadline: float | None) -> bytes:
         head = recv_exact(self.sock, _LEN.size, deadline)
         (length,) = _LEN.unpack(head)
         if length > MAX_MESSAGE:
@@ -148,13 +169,7 @@ class Channel:
         except InvalidTag:
             raise ProtocolError("control message failed authentication") from None
         self._in_seq += 1
-        try:
-            msg = json.loads(payload)
-        except ValueError as e:
-            raise ProtocolError("malformed control message") from e
-        if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-            raise ProtocolError("malformed control message")
-        return msg
+        return payload
 
     def close(self) -> None:
         self.closed = True

@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
+from ka.transport.messages import EventKind
+
 PER_ADDRESS = 16  # unauthenticated connections from one address at once
 TOTAL = 128  # unauthenticated connections at once, from anywhere
 PAUSE_MIN, PAUSE_MAX = 0.05, 1.0  # back-off after a failed accept
@@ -76,7 +78,7 @@ def accept_loop(
         except OSError as e:
             if stopped():
                 return
-            note("accept-error", f"cannot accept a connection ({e.strerror or e}); "
+            note(EventKind.ACCEPT_ERROR, f"cannot accept a connection ({e.strerror or e}); "
                                  f"trying again in {pause:g} s")
             time.sleep(pause)
             pause = min(2 * pause, PAUSE_MAX)
@@ -87,8 +89,9 @@ def accept_loop(
             sock.close()
             now = time.monotonic()
             if now - noted_at >= NOTE_EVERY:
-                note("refused", f"refused {gate.refused - noted} connection(s) over the limit of "
-                                f"unauthenticated ones (last from {address})")
+                note(EventKind.REFUSED,
+                     f"refused {gate.refused - noted} connection(s) over the limit of "
+                     f"unauthenticated ones (last from {address})")
                 noted_at, noted = now, gate.refused
             continue
         try:
@@ -97,7 +100,7 @@ def accept_loop(
         except RuntimeError as e:  # no more threads: this one is refused, the loop goes on
             gate.leave(address)
             sock.close()
-            note("accept-error", f"cannot serve a connection from {address}: {e}")
+            note(EventKind.ACCEPT_ERROR, f"cannot serve a connection from {address}: {e}")
 
 
 def _connection(sock: socket.socket, peer: tuple[str, int],

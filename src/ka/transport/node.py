@@ -35,6 +35,7 @@ from ka.transport.frame import (
     parse_header,
     seal_into,
 )
+from ka.transport.messages import Attach, Ok
 from ka.transport.relay import ASSIGNMENT_WAIT, RingClosed, SharedRing, tune
 
 CONNECT_TIMEOUT = 3.0
@@ -121,11 +122,11 @@ class Upstream:
             tune(sock)
             chan = initiate(sock, self._root, auth.DATA)
             offset = self._ring.end
-            chan.send("attach", id=self._id, offset=offset, ticket=target.ticket)
+            chan.send(Attach(self._id, offset, target.ticket))
             sock.settimeout(ASSIGNMENT_WAIT + CONNECT_TIMEOUT)
             reply = chan.recv()
-            if reply["t"] != "ok":
-                raise ProtocolError(f"parent refused: {reply.get('reason')}")
+            if not isinstance(reply, Ok):
+                raise ProtocolError(f"parent refused: {getattr(reply, 'reason', reply.kind)}")
             sock.settimeout(None)
             self._note("attached", {"parent": target.id, "offset": offset})
             self._pull(sock)

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ka.transport.messages import Outcome
+
 PROTOCOL = 3  # bump on any incompatible change of the wire format
 # 2: frame MACs keyed per session, the session id in END, attach tickets
 DEFAULT_PORT = 30765
@@ -59,7 +61,7 @@ class NodeReport:
     node: str
     name: str | None
     position: int
-    state: str  # "ok" | "failed" | "evicted"
+    state: Outcome
     bytes: int
     seconds: float
     digest_ok: bool
@@ -73,7 +75,7 @@ class NodeReport:
     @property
     def still_running(self) -> bool:
         """The node's process goes on after this session (finished, failed, or stalled)."""
-        return self.state != "evicted" or self.stalled
+        return self.state != Outcome.EVICTED or self.stalled
 
     @property
     def mb_per_s(self) -> float:
@@ -105,7 +107,7 @@ class SessionReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.nodes) and all(n.state == "ok" for n in self.nodes)
+        return bool(self.nodes) and all(n.state == Outcome.OK for n in self.nodes)
 
     def to_json(self) -> dict[str, Any]:
         return {

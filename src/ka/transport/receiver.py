@@ -26,6 +26,24 @@ from ka.transport.errors import (
 )
 from ka.transport.frame import SESSION_ID_LEN, chunk_key, seal_key, session_key
 from ka.transport.health import HEARTBEAT
+from ka.transport.messages import (
+    Abort,
+    Done,
+    DropSon,
+    EventKind,
+    Evict,
+    Failing,
+    Finish,
+    Join,
+    Lost,
+    Message,
+    Ok,
+    Ping,
+    Plan,
+    Pos,
+    Sons,
+    Welcome,
+)
 from ka.transport.node import ConsumerWriter, ParentTarget, Upstream
 from ka.transport.options import PROTOCOL, Event, ReceiveOptions, ReceiveReport
 from ka.transport.relay import Relay, SharedRing, listen
@@ -53,7 +71,7 @@ def receive(
         raise UsageError("--find-timeout must not be negative")
     root = session_key(options.key)
     if options.key is None:
-        emit(Event("warning", "no key: this session is open to anyone on the network"))
+        emit(Event(EventKind.WARNING, "no key: this session is open to anyone on the network"))
     deadline = time.monotonic() + options.find_timeout
     address, port = _locate(root, options, deadline, emit)
     chan = _connect(root, address, port, deadline)
@@ -74,7 +92,7 @@ def _locate(root: bytes, options: ReceiveOptions, deadline: float,
     if options.host is not None:
         return options.host, options.port
     assert options.session is not None
-    emit(Event("discovery", f"looking for session {options.session!r} "
+    emit(Event(EventKind.DISCOVERY, f"looking for session {options.session!r} "
                             f"via {options.discovery_address}:{options.port}"))
     found = find_sender(root, options.session, options.port, options.discovery_address,
                         max(0.0, deadline - time.monotonic()), options.golden_key)
@@ -84,7 +102,7 @@ def _locate(root: bytes, options: ReceiveOptions, deadline: float,
             f"{options.find_timeout:g} s",
             hint="start `ka send --session NAME` first, check the name and the key, or use --host",
         )
-    emit(Event("found", f"sender of {options.session!r} is {found[0]}:{found[1]}"))
+    emit(Event(EventKind.FOUND, f"sender of {options.session!r} is {found[0]}:{found[1]}"))
     return found
 
 
@@ -111,7 +129,7 @@ def _connect(root: bytes, address: str, port: int, deadline: float) -> Channel:
         time.sleep(0.5)
 
 
-def _expect(chan: Channel, timeout: float) -> dict[str, Any]:
+def _expect(chan: Channel, timeout: float) -> Message:
     chan.sock.settimeout(timeout)
     try:
         return chan.recv()
@@ -123,11 +141,11 @@ def _expect(chan: Channel, timeout: float) -> dict[str, Any]:
 
 def _go_now(chan: Channel, options: ReceiveOptions, sender: str,
             emit: Callable[[Event], None]) -> ReceiveReport:
-    chan.send("join", go_now=True, name=options.name, protocol=PROTOCOL)
+    chan.send(Join(PROTOCOL, name=options.name, go_now=True))
     reply = _expect(chan, 10.0)
-    if reply["t"] != "ok":
-        raise Rejected(f"the sender refused go-now: {reply.get('reason')}")
-    emit(Event("go-now", "told the sender to start now"))
+    if not isinstance(reply, Ok):
+        raise Rejected(f"the sender refused go-now: {getattr(reply, 'reason', reply.kind)}")
+    emit(Event(EventKind.GO_NOW, "told the sender to start now"))
     return ReceiveReport(0, 0.0, "", 0, 0, sender)
 
 
@@ -146,20 +164,24 @@ class _Node:
     def run(self) -> ReceiveReport:
         local_ip = self.chan.sock.getsockname()[0]
         listener = listen(local_ip)
-        self.chan.send("join", go_now=False, name=self.options.name, port=listener.getsockname()[1],
-                       wait_release=self.options.wait_release,
-                       start_now=self.options.start_now, protocol=PROTOCOL)
+        self.chan.send(Join(PROTOCOL, name=self.options.name, port=listener.getsockname()[1],
+                            wait_release=self.options.wait_release,
+                            start_now=self.options.start_now))
         reply = _expect(self.chan, 30.0)
-        if reply["t"] != "welcome":
+        if not isinstance(reply, Welcome):
             listener.close()
-            raise Rejected(f"the sender refused us: {reply.get('reason', 'no reason given')}")
-        node_id = str(reply["id"])
-        ring = SharedRing(int(reply["ring_size"]))
-        step = max(int(reply["ring_size"]) // 16, 1)
-        self.emit(Event("joined", f"joined the session at {self.sender} as {node_id}",
+            raise Rejected("the sender refused us: "
+                           f"{getattr(reply, 'reason', 'no reason given')}")
+        node_id = reply.id
+        ring = SharedRing(reply.ring_size)
+        step = max(reply.ring_size // 16, 1)
+        self.emit(Event(EventKind.JOINED, f"joined the session at {self.sender} as {node_id}",
                         node=node_id))
         self._step = step
-        salt = bytes.fromhex(str(reply["salt"]))
+        try:
+            salt = bytes.fromhex(reply.salt)
+        except ValueError:
+            salt = b""
         if len(salt) != SESSION_ID_LEN:
             raise StreamCut("the sender's welcome has no valid session id")
         # The payload is sealed when its frames say so (the MAC covers the flag).
@@ -202,11 +224,11 @@ class _Node:
                 return
 
     def _report(self, ring: SharedRing, writer: ConsumerWriter) -> None:
-        self._send("pos", received=ring.end, consumed=writer.consumed, ended=ring.ended)
+        self._send(Pos(ring.end, writer.consumed, ring.ended))
 
-    def _send(self, kind: str, **fields: Any) -> None:
+    def _send(self, msg: Message) -> None:
         try:
-            self.chan.send(kind, **fields)
+            self.chan.send(msg)
         except OSError as e:
             self._why_closed(e)
 
@@ -222,8 +244,8 @@ class _Node:
                 kind, item = self.inbox.get(timeout=left)
             except queue.Empty:
                 break
-            if kind == "msg" and (told := _ended_by_sender(item)) is not None:
-                raise told from error
+            if kind == "msg" and isinstance(item, Evict | Abort):
+                raise _ended_by_sender(item) from error
             if kind == "closed":
                 break
         raise StreamCut(f"lost contact with the sender at {self.sender}: "
@@ -243,25 +265,24 @@ class _Node:
             now = time.monotonic()
             if kind == "msg":
                 heard = now
-                try:
-                    finished = self._handle(item, ring, writer, relay, upstream) or finished
-                except (KeyError, ValueError, TypeError) as e:
-                    raise StreamCut(f"protocol error in a message from the sender: {e}") from e
+                finished = self._handle(item, ring, writer, relay, upstream) or finished
             elif kind == "closed":
                 if done_sent and not self.options.wait_release:
                     return  # our copy is complete and proven; the sender just went first
                 raise StreamCut(f"lost contact with the sender at {self.sender} ({item})",
                                 hint="the sender stopped or the network failed; run again")
             elif kind == "failing":
-                self._send("failing", reason=item)
-                self.emit(Event("consumer-failed", item))
+                self._send(Failing(item))
+                self.emit(Event(EventKind.CONSUMER_FAILED, item))
             elif kind == "lost":
-                self._send("lost", **item)
-                self.emit(Event("upstream-lost", f"lost parent {item['parent']} at offset "
-                                                 f"{item['offset']}: {item['reason']}"))
+                self._send(Lost(**item))
+                self.emit(Event(EventKind.UPSTREAM_LOST, f"lost parent {item['parent']} at "
+                                                         f"offset {item['offset']}: "
+                                                         f"{item['reason']}"))
             elif kind == "attached":
-                self.emit(Event("attached", f"receiving from {item['parent'] or 'the sender'}"
-                                            f" at offset {item['offset']}"))
+                self.emit(Event(EventKind.ATTACHED, f"receiving from "
+                                                    f"{item['parent'] or 'the sender'}"
+                                                    f" at offset {item['offset']}"))
             elif kind == "note":
                 self.emit(Event(item[0], item[1]))
             if now - heard > SENDER_SILENCE:
@@ -273,62 +294,56 @@ class _Node:
                 last_report = now
             if writer.done.is_set() and not done_sent:
                 self._report(ring, writer)
-                self._send("done", **self._done_fields(writer))
+                self._send(self._done(writer))
                 done_sent = True
 
-    def _handle(self, msg: dict[str, Any], ring: SharedRing, writer: ConsumerWriter,
+    def _handle(self, msg: Message, ring: SharedRing, writer: ConsumerWriter,
                 relay: Relay, upstream: Upstream) -> bool:
-        t = msg["t"]
-        if t == "plan":
-            self.position = int(msg.get("position", self.position))
-            parent = str(msg["parent"])
-            address = self.sender_address if parent == ROOT else str(msg["address"])
-            if not self._started:  # the consumer starts with the first plan, as in the original
-                self._started = True
-                writer.start()
-            upstream.retarget(ParentTarget(int(msg["epoch"]), parent, address, int(msg["port"]),
-                                           str(msg["ticket"])))
-        elif t == "sons":
-            relay.allow({str(s["id"]): str(s["ticket"]) for s in msg["sons"]})
-        elif t == "drop_son":
-            relay.drop(str(msg["id"]))
-        elif (told := _ended_by_sender(msg)) is not None:
-            raise told
-        elif t == "finish":
-            return True
+        match msg:
+            case Plan():
+                self.position = msg.position
+                address = self.sender_address if msg.parent == ROOT else msg.address
+                if not self._started:  # the consumer starts with the first plan, as the original
+                    self._started = True
+                    writer.start()
+                upstream.retarget(ParentTarget(msg.epoch, msg.parent, address, msg.port,
+                                               msg.ticket))
+            case Sons():
+                relay.allow({s.id: s.ticket for s in msg.sons})
+            case DropSon():
+                relay.drop(msg.id)
+            case Evict() | Abort():
+                raise _ended_by_sender(msg)
+            case Finish():
+                return True
+            case Ping():
+                pass
+            case _:
+                raise StreamCut(f"protocol error: a {msg.kind!r} message from the sender")
         return False
 
-    def _done_fields(self, writer: ConsumerWriter) -> dict[str, Any]:
+    def _done(self, writer: ConsumerWriter) -> Done:
         ok = writer.mismatch is None and writer.failure is None and writer.status == 0
         reason = writer.mismatch or writer.failure or writer.reason
         seconds = 0.0
         if writer.started_at is not None and writer.finished_at is not None:
             seconds = writer.finished_at - writer.started_at
         attachment = self.options.attachment
-        return {
-            "ok": ok,
-            "bytes": writer.raw,
-            "digest": writer.digest,
-            "consumer_status": writer.status,
-            "reason": reason,
-            "seconds": seconds,
-            "attachment": base64.b64encode(attachment).decode() if attachment else None,
-        }
+        return Done(ok, writer.raw, writer.digest, writer.status, reason, seconds,
+                    base64.b64encode(attachment).decode() if attachment else None)
 
     def _outcome(self, writer: ConsumerWriter) -> ReceiveReport:
-        fields = self._done_fields(writer)
+        done = self._done(writer)
         if writer.mismatch is not None:
             raise DigestMismatch(writer.mismatch)
         if writer.failure is not None or writer.status != 0:
-            raise ConsumerFailed(str(fields["reason"]), hint="see the consumer command's output")
-        return ReceiveReport(writer.raw, fields["seconds"], writer.digest, writer.status or 0,
+            raise ConsumerFailed(str(done.reason), hint="see the consumer command's output")
+        return ReceiveReport(writer.raw, done.seconds, writer.digest, writer.status or 0,
                              self.position, self.sender)
 
 
-def _ended_by_sender(msg: dict[str, Any]) -> StreamCut | None:
-    """The error for a message by which the sender ends this node's part, if it is one."""
-    if msg.get("t") == "evict":
-        return StreamCut(f"evicted by the sender: {msg.get('reason')}")
-    if msg.get("t") == "abort":
-        return StreamCut(f"the sender aborted the session: {msg.get('reason')}")
-    return None
+def _ended_by_sender(msg: Evict | Abort) -> StreamCut:
+    """The error for a message by which the sender ends this node's part."""
+    if isinstance(msg, Evict):
+        return StreamCut(f"evicted by the sender: {msg.reason}")
+    return StreamCut(f"the sender aborted the session: {msg.reason}")

@@ -25,6 +25,7 @@ from ka.transport.channel import HANDSHAKE_TIMEOUT, Channel, respond, shut
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import END, frame_kind
 from ka.transport.gate import Gate, accept_loop
+from ka.transport.messages import Attach, EventKind, No, Ok
 from ka.transport.ring import RetentionRing
 
 WAIT_STEP = 0.25
@@ -230,15 +231,13 @@ class Relay:
         try:
             _, chan = respond(sock, self._root, (auth.DATA,), deadline)
             msg = chan.recv(deadline)
-            son, offset = str(msg.get("id")), int(msg.get("offset", -1))
-            ticket = str(msg.get("ticket", ""))
-            if msg["t"] != "attach":
+            if not isinstance(msg, Attach):
                 raise ProtocolError("expected attach")
-        except (ProtocolError, OSError, ValueError, TypeError) as e:
-            self._note("stray", f"dropped data connection from {where}: {e}")
+        except (ProtocolError, OSError) as e:
+            self._note(EventKind.STRAY, f"dropped data connection from {where}: {e}")
             sock.close()
             return None
-        return chan, where, son, offset, ticket
+        return chan, where, msg.id, msg.offset, msg.ticket
 
     def _serve(self, attach: tuple[Channel, str, str, int, str]) -> None:
         chan, where, son, offset, ticket = attach
@@ -272,7 +271,7 @@ class Relay:
         try:
             sock.settimeout(None)
             tune(sock)
-            chan.send("ok", offset=offset)
+            chan.send(Ok(offset))
             self._feed(feed, offset)
         except (OSError, RingClosed):
             pass
@@ -295,9 +294,9 @@ class Relay:
             return self._allowed.get(son)
 
     def _refuse(self, chan: Channel, reason: str) -> None:
-        self._note("refused", reason)
+        self._note(EventKind.REFUSED, reason)
         try:
-            chan.send("no", reason=reason)
+            chan.send(No(reason))
         except OSError:
             pass
         chan.close()

@@ -23,10 +23,11 @@ from ka.transport.errors import ProtocolError, TransportError
 from ka.transport.frame import PREFIX, chunk_key, seal_key, session_key
 from ka.transport.gate import accept_loop
 from ka.transport.health import HEARTBEAT, Progress
+from ka.transport.messages import Abort, EventKind, Join
 from ka.transport.options import MAX_CHUNK, MIN_CHUNK, Event, SendOptions, SessionReport
 from ka.transport.producer import Producer, compression_level
 from ka.transport.relay import Relay, SharedRing, listen
-from ka.transport.session import NodeState, Session
+from ka.transport.session import NodeRecord, Session
 
 JOIN_TIMEOUT = 5.0
 
@@ -81,8 +82,8 @@ def send(source: Source, options: SendOptions,
     source.check()  # a missing input file is said now, not after every node has joined
     root = session_key(options.key)
     if options.key is None:
-        emit(Event("warning", "no key: this session is open, anyone on the network can join "
-                              "it and read the stream (use --key-file)"))
+        emit(Event(EventKind.WARNING, "no key: this session is open, anyone on the network "
+                                      "can join it and read the stream (use --key-file)"))
     try:
         control = listen(options.bind, options.port)
     except OSError as e:
@@ -106,7 +107,8 @@ def send(source: Source, options: SendOptions,
             control, lambda sock, peer: _greet(sock, peer, root, inbox),
             lambda joined: inbox.put("join", None, joined), stopping.is_set,
             lambda kind, text: inbox.put("note", None, (kind, text)))).start()
-        emit(Event("listening", f"waiting for {options.nodes} node(s) on port {options.port}"
+        emit(Event(EventKind.LISTENING,
+                   f"waiting for {options.nodes} node(s) on port {options.port}"
                    + (f", session {options.session!r}" if options.session else ""),
                    data={"port": options.port, "session": options.session}))
         salt = os.urandom(16)
@@ -134,24 +136,24 @@ def send(source: Source, options: SendOptions,
 
 
 def _greet(sock: socket.socket, peer: tuple[str, int], root: bytes, inbox: _Inbox
-           ) -> tuple[Channel, str, dict[str, Any]] | None:
+           ) -> tuple[Channel, str, Join] | None:
     """Handshake and first message of a control connection, both within JOIN_TIMEOUT."""
     where = f"{peer[0]}:{peer[1]}"
     deadline = time.monotonic() + JOIN_TIMEOUT
     try:
         _, chan = respond(sock, root, (auth.CONTROL,), deadline)
         msg = chan.recv(deadline)
-        if msg["t"] != "join":
+        if not isinstance(msg, Join):
             raise ProtocolError("expected join")
         sock.settimeout(None)
         # A node that stops reading must never block the coordinator: bound every send.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
     except KeyMismatch:
-        inbox.put("note", None, ("bad-key", f"dropped {where}: it does not hold the key"))
+        inbox.put("note", None, (EventKind.BAD_KEY, f"dropped {where}: it does not hold the key"))
         sock.close()
         return None
     except (ProtocolError, OSError) as e:
-        inbox.put("note", None, ("stray", f"dropped control connection from {where}: {e}"))
+        inbox.put("note", None, (EventKind.STRAY, f"dropped control connection from {where}: {e}"))
         sock.close()
         return None
     return chan, peer[0], msg
@@ -174,7 +176,7 @@ def _run(session: Session, inbox: _Inbox, options: SendOptions,
     while True:
         if stop is not None and stop.is_set():
             for ns in session.nodes.values():
-                ns.send("abort", reason="the golden node is ending the run")
+                ns.send(Abort("the golden node is ending the run"))
             raise TransportError("stopped: the golden node is ending the run")
         try:
             kind, node, item = inbox.queue.get(timeout=0.1)
@@ -183,19 +185,15 @@ def _run(session: Session, inbox: _Inbox, options: SendOptions,
         now = time.monotonic()
         if kind == "join":
             chan, address, msg = item
-            try:
-                state = session.join(chan, address, msg, now)
-            except (KeyError, ValueError, TypeError):
-                chan.close()  # a malformed join: not one of ours
-                continue
+            state = session.join(chan, address, msg, now)
             if state is not None:
                 threading.Thread(target=_read, args=(state.id, chan, inbox), daemon=True).start()
         elif kind == "msg":
             assert node is not None
             try:
                 session.message(node, item, now)
-            except (KeyError, ValueError, TypeError) as e:
-                session.evict(node, f"protocol error in a {item.get('t')!r} message: {e}", now)
+            except ProtocolError as e:
+                session.evict(node, f"protocol error: {e}", now)
         elif kind == "closed":
             assert node is not None
             session.closed(node, item, now)
@@ -216,4 +214,4 @@ def decode_attachment(value: str | None) -> bytes | None:
     return base64.b64decode(value) if value else None
 
 
-__all__ = ["send", "validate", "NodeState", "Progress", "decode_attachment"]
+__all__ = ["send", "validate", "NodeRecord", "Progress", "decode_attachment"]

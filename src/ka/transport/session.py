@@ -10,15 +10,36 @@ import base64
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import blake3
 
 from ka.transport.channel import Channel
-from ka.transport.errors import TransportError
+from ka.transport.errors import ProtocolError, TransportError
 from ka.transport.frame import PREFIX
 from ka.transport.health import DEAD_AFTER, Progress, gate_floor, is_dead, stalled, subtree_complete
+from ka.transport.messages import (
+    Abort,
+    Done,
+    DropSon,
+    EventKind,
+    Evict,
+    Failing,
+    Finish,
+    Join,
+    Lost,
+    Message,
+    NodeState,
+    Ok,
+    Outcome,
+    Ping,
+    Plan,
+    Pos,
+    Refused,
+    Sons,
+    SonTicket,
+    Welcome,
+)
 from ka.transport.options import PROTOCOL, Event, NodeReport, SendOptions, SessionReport
 from ka.transport.producer import Producer
 from ka.transport.relay import Relay, SharedRing
@@ -26,11 +47,13 @@ from ka.transport.topology import ROOT, ChainPlan, Member, order_members
 
 PROGRESS_EVERY = 1.0
 CLOSE_GRACE = 3.0
-LIVE = ("active", "done", "failed")
+LIVE = (NodeState.ACTIVE, NodeState.DONE, NodeState.FAILED)
 
 
 @dataclass
-class NodeState:
+class NodeRecord:
+    """The sender's record of one node."""
+
     id: str
     name: str | None
     address: str
@@ -38,10 +61,10 @@ class NodeState:
     chan: Channel
     wait_release: bool
     progress: Progress
-    state: str = "waiting"  # waiting | active | done | failed | evicted
+    state: NodeState = NodeState.WAITING
     position: int = 0
     raw: int = 0
-    done: dict[str, Any] = field(default_factory=dict)
+    done: Done | None = None
     reason: str | None = None
     released: bool = False
     connected: bool = True
@@ -51,8 +74,8 @@ class NodeState:
     # a failed one, unlike a node that lost contact.
     stalled: bool = False
 
-    def send(self, kind: str, **fields: Any) -> bool:
-        return self.connected and _try_send(self.chan, kind, **fields)
+    def send(self, msg: Message) -> bool:
+        return self.connected and _try_send(self.chan, msg)
 
 
 class Session:
@@ -62,7 +85,7 @@ class Session:
         self.secret = os.urandom(32)  # the attach tickets of this session derive from it
         self.options, self.ring, self.relay, self.producer = options, ring, relay, producer
         self.emit = emit
-        self.nodes: dict[str, NodeState] = {}
+        self.nodes: dict[str, NodeRecord] = {}
         self.started = False
         self.go = False
         self.first_join: float | None = None
@@ -77,24 +100,25 @@ class Session:
         self.eof_seen = False
 
     # joining --------------------------------------------------------------------------
-    def join(
-        self, chan: Channel, address: str, msg: dict[str, Any], now: float
-    ) -> NodeState | None:
-        name = msg.get("name")
-        if msg.get("protocol") != PROTOCOL:
-            _refuse(chan, f"protocol {msg.get('protocol')} is not ours ({PROTOCOL}): "
+    def join(self, chan: Channel, address: str, msg: Join, now: float) -> NodeRecord | None:
+        name = msg.name
+        if msg.protocol != PROTOCOL:
+            _refuse(chan, f"protocol {msg.protocol} is not ours ({PROTOCOL}): "
                           "use the same ka version on the sender and the nodes")
             return None
-        if msg.get("go_now"):
+        if msg.go_now:
             if self.started:
                 _refuse(chan, "the session has already started")
             else:
                 self.go = True
-                _try_send(chan, "ok")
+                _try_send(chan, Ok())
                 chan.close()
-                self.emit(Event("go-now", f"{name or address} asked to start now"))
+                self.emit(Event(EventKind.GO_NOW, f"{name or address} asked to start now"))
             return None
-        node_id = f"{address}:{int(msg['port'])}"
+        if msg.port is None:
+            _refuse(chan, "a join without the node's data port")
+            return None
+        node_id = f"{address}:{msg.port}"
         if node_id in self.nodes:
             _refuse(chan, f"{node_id} has already joined")
             return None
@@ -103,25 +127,26 @@ class Session:
                      or not self.ring.admit_from_start(2 * (self.options.chunk_size + PREFIX))):
             _refuse(chan, "the session has already started and the start of the stream "
                           "is gone; join the next one")
-            self.emit(Event("late", f"refused {name or address}: the session already started"))
+            self.emit(Event(EventKind.LATE,
+                            f"refused {name or address}: the session already started"))
             return None
-        if not _try_send(chan, "welcome", id=node_id, ring_size=self.options.ring_size,
-                         salt=self.salt.hex()):
+        if not _try_send(chan, Welcome(node_id, self.options.ring_size, self.salt.hex())):
             chan.close()  # gone already; during a late join the next check lifts the hold
             return None
-        state = NodeState(node_id, name, address, int(msg["port"]), chan,
-                          bool(msg.get("wait_release")), Progress(now))
+        state = NodeRecord(node_id, name, address, msg.port, chan, msg.wait_release,
+                           Progress(now))
         self.nodes[node_id] = state
         if late:
             self._add_late(state, now)
             return state
         if self.first_join is None:
             self.first_join = now
-        self.emit(Event("joined", f"{name or node_id} joined ({len(self.nodes)}/"
-                                  f"{self.options.nodes})", node=node_id))
-        if msg.get("start_now"):
+        self.emit(Event(EventKind.JOINED, f"{name or node_id} joined ({len(self.nodes)}/"
+                                          f"{self.options.nodes})", node=node_id))
+        if msg.start_now:
             self.go = True
-            self.emit(Event("go-now", f"{name or node_id} asked to start now", node=node_id))
+            self.emit(Event(EventKind.GO_NOW, f"{name or node_id} asked to start now",
+                            node=node_id))
         return state
 
     def maybe_start(self, now: float, opened: float) -> None:
@@ -135,7 +160,7 @@ class Session:
             self.start(now)
         elif waited:
             for ns in self.nodes.values():
-                ns.send("abort", reason="not enough nodes joined")
+                ns.send(Abort("not enough nodes joined"))
             raise TransportError(
                 f"only {count} of the {minimum} node(s) needed joined within "
                 f"{self.options.wait_timeout:g} s",
@@ -148,7 +173,7 @@ class Session:
         self.plan = ChainPlan.build([m.id for m in ordered], self.options.arity)
         for i, m in enumerate(ordered, start=1):
             ns = self.nodes[m.id]
-            ns.state, ns.position, ns.progress = "active", i, Progress(now)
+            ns.state, ns.position, ns.progress = NodeState.ACTIVE, i, Progress(now)
         for parent in (ROOT, *self.nodes):
             self._assign(parent, self.plan.sons(parent))
         self.epoch += 1
@@ -158,30 +183,30 @@ class Session:
         self.ring.set_floor(0)  # nobody has anything yet: at most one ring ahead
         self.producer.start()
         chain = " -> ".join(["sender", *(self.nodes[n].name or n for n in self.plan.order)])
-        self.emit(Event("start", f"starting with {len(self.nodes)} node(s): {chain}",
+        self.emit(Event(EventKind.START, f"starting with {len(self.nodes)} node(s): {chain}",
                         data={"order": list(self.plan.order), "arity": self.options.arity,
                               "data_port": self.relay.port}))
 
-    def _add_late(self, ns: NodeState, now: float) -> None:
+    def _add_late(self, ns: NodeRecord, now: float) -> None:
         """A node that came after the start joins the tail and catches up from offset 0."""
-        self.plan = self.plan.with_tail(ns.id, lambda n: self.nodes[n].state == "active")
-        ns.state, ns.position = "active", len(self.nodes)
+        self.plan = self.plan.with_tail(ns.id, lambda n: self.nodes[n].state == NodeState.ACTIVE)
+        ns.state, ns.position = NodeState.ACTIVE, len(self.nodes)
         up = self.plan.parent(ns.id)
         self._assign(up, [ns.id])
         self.epoch += 1
         self._send_plan(ns)
-        self.emit(Event("joined", f"{ns.name or ns.id} joined late: catching up at the tail "
-                                  f"under {self.nodes[up].name or up if up else 'the sender'}",
+        self.emit(Event(EventKind.JOINED,
+                        f"{ns.name or ns.id} joined late: catching up at the tail "
+                        f"under {self.nodes[up].name or up if up else 'the sender'}",
                         node=ns.id))
 
-    def _send_plan(self, ns: NodeState) -> None:
+    def _send_plan(self, ns: NodeRecord) -> None:
         up = self.plan.parent(ns.id)
         if up == ROOT:
             address, port = "", self.relay.port
         else:
             address, port = self.nodes[up].address, self.nodes[up].port
-        ns.send("plan", parent=up, address=address, port=port, epoch=self.epoch,
-                position=ns.position, ticket=self.ticket(ns.id, up))
+        ns.send(Plan(up, address, port, self.epoch, ns.position, self.ticket(ns.id, up)))
 
     def ticket(self, son: str, parent: str) -> str:
         """What `son` shows `parent` to be fed: only the two of them learn it (and only for
@@ -195,37 +220,37 @@ class Session:
         if parent == ROOT:
             self.relay.allow(tickets)
         else:
-            self.nodes[parent].send("sons", sons=[{"id": s, "ticket": t}
-                                                  for s, t in tickets.items()])
+            self.nodes[parent].send(Sons(tuple(SonTicket(s, t) for s, t in tickets.items())))
 
     # messages -------------------------------------------------------------------------
-    def message(self, node: str, msg: dict[str, Any], now: float) -> None:
+    def message(self, node: str, msg: Message, now: float) -> None:
         ns = self.nodes.get(node)
-        if ns is None or ns.state == "evicted":
+        if ns is None or ns.state == NodeState.EVICTED:
             return
         ns.progress.last_seen = now
-        t = msg["t"]
-        if t == "pos":
-            ns.progress.update(now, int(msg["received"]), int(msg["consumed"]),
-                               bool(msg["ended"]))
-        elif t == "failing":
-            self.emit(Event("consumer-failed", f"{node}: {msg.get('reason')}", node=node))
-        elif t == "lost":
-            parent = msg.get("parent") or "the sender"
-            self.emit(Event("upstream-lost", f"{node} lost its parent {parent}: "
-                                             f"{msg.get('reason')}", node=node))
-        elif t == "done" and ns.state == "active":
-            ns.done = msg
-            ns.raw = int(msg.get("bytes", 0))
-            ns.progress.ended = True
-            digest_ok = msg.get("digest") == self.producer.digest
-            ok = bool(msg.get("ok")) and digest_ok
-            ns.state = "done" if ok else "failed"
-            ns.reason = None if ok else (msg.get("reason") or "stream digest differs")
-            ns.terminal_at = now
-            self.emit(Event("done" if ok else "failed",
-                            f"{ns.name or node}: " + ("complete, digest verified" if ok
-                                                      else str(ns.reason)), node=node))
+        match msg:
+            case Pos():
+                ns.progress.update(now, msg.received, msg.consumed, msg.ended)
+            case Failing():
+                self.emit(Event(EventKind.CONSUMER_FAILED, f"{node}: {msg.reason}", node=node))
+            case Lost():
+                parent = msg.parent or "the sender"
+                self.emit(Event(EventKind.UPSTREAM_LOST, f"{node} lost its parent {parent}: "
+                                                         f"{msg.reason}", node=node))
+            case Done() if ns.state == NodeState.ACTIVE:
+                ns.done, ns.raw = msg, msg.bytes
+                ns.progress.ended = True
+                ok = msg.ok and msg.digest == self.producer.digest
+                ns.state = NodeState.DONE if ok else NodeState.FAILED
+                ns.reason = None if ok else (msg.reason or "stream digest differs")
+                ns.terminal_at = now
+                self.emit(Event(EventKind.DONE if ok else EventKind.FAILED,
+                                f"{ns.name or node}: " + ("complete, digest verified" if ok
+                                                          else str(ns.reason)), node=node))
+            case Done():
+                pass  # a node already evicted or failed: its late word changes nothing
+            case _:
+                raise ProtocolError(f"a {msg.kind!r} message is not for the sender")
 
     def closed(self, node: str, reason: str, now: float) -> None:
         ns = self.nodes.get(node)
@@ -234,8 +259,8 @@ class Session:
         ns.connected = False
         if not self.started:
             del self.nodes[node]
-            self.emit(Event("left", f"{ns.name or node} left before the start", node=node))
-        elif ns.state == "active":
+            self.emit(Event(EventKind.LEFT, f"{ns.name or node} left before the start", node=node))
+        elif ns.state == NodeState.ACTIVE:
             self.evict(node, f"lost contact ({reason})", now)
         else:
             self._leave_plan(node, now)
@@ -246,10 +271,11 @@ class Session:
         if not self.started:  # not placed yet: just forget it
             ns.chan.close()
             del self.nodes[node]
-            self.emit(Event("left", f"{ns.name or node} dropped before the start: {reason}"))
+            self.emit(Event(EventKind.LEFT,
+                            f"{ns.name or node} dropped before the start: {reason}"))
             return
-        ns.state, ns.reason, ns.terminal_at = "evicted", reason, now
-        ns.stalled = ns.send("evict", reason=reason) and stalled
+        ns.state, ns.reason, ns.terminal_at = NodeState.EVICTED, reason, now
+        ns.stalled = ns.send(Evict(reason)) and stalled
         ns.connected = False
         ns.chan.close()
         if node in self.plan.parents:
@@ -257,8 +283,8 @@ class Session:
             if up == ROOT:
                 self.relay.drop(node)
             else:
-                self.nodes[up].send("drop_son", id=node)
-        self.emit(Event("evicted", f"{ns.name or node} evicted: {reason}", node=node))
+                self.nodes[up].send(DropSon(node))
+        self.emit(Event(EventKind.EVICTED, f"{ns.name or node} evicted: {reason}", node=node))
         self._leave_plan(node, now)
         # Nodes held up by the evicted one were not at fault: restart their stall clocks.
         for other in self.plan.order:
@@ -270,30 +296,30 @@ class Session:
         self.plan, moves = self.plan.without(node)
         for son, up in moves.items():
             ns = self.nodes[son]
-            if ns.progress.ended or ns.state != "active":
+            if ns.progress.ended or ns.state != NodeState.ACTIVE:
                 continue
             self.epoch += 1
             self._assign(up, [son])
             self._send_plan(ns)
             ns.progress.restart_clock(now)
-            self.emit(Event("reattached", f"{ns.name or son} re-attached to "
+            self.emit(Event(EventKind.REATTACHED, f"{ns.name or son} re-attached to "
                                           f"{self.nodes[up].name or up if up else 'the sender'} "
                                           f"at offset {ns.progress.received}", node=son))
 
     def ping(self) -> None:
         for ns in self.nodes.values():
-            if ns.state in ("waiting", *LIVE):
-                ns.send("ping")
+            if ns.state in (NodeState.WAITING, *LIVE):
+                ns.send(Ping())
 
     def check(self, now: float) -> None:
         if self.producer.error is not None:
             for ns in self.nodes.values():
-                ns.send("abort", reason=str(self.producer.error))
+                ns.send(Abort(str(self.producer.error)))
             raise self.producer.error
         for ns in list(self.nodes.values()):
             if ns.state not in LIVE or ns.released or not is_dead(ns.progress, now):
                 continue
-            if ns.state == "active":
+            if ns.state == NodeState.ACTIVE:
                 self.evict(ns.id, f"no heartbeat for {DEAD_AFTER:g} s", now)
             else:  # finished its copy but stopped answering: only stop relying on it
                 ns.connected = False
@@ -301,13 +327,14 @@ class Session:
                 self._leave_plan(ns.id, now)
         in_plan = {n: self.nodes[n].progress for n in self.plan.order}
         for n in stalled(self.plan, in_plan, self.ring.end, now, self.options.stall_timeout):
-            if self.nodes[n].state == "active":
+            if self.nodes[n].state == NodeState.ACTIVE:
                 self.evict(n, f"no progress for {self.options.stall_timeout:g} s", now,
                            stalled=True)
         if not self.eof_seen and self.producer.eof_at is not None:
             self.eof_seen = True
-            self.emit(Event("eof", f"end of the producer's stream: {self.producer.raw} bytes, "
-                                   f"digest {self.producer.digest[:16]}…",
+            self.emit(Event(EventKind.EOF,
+                            f"end of the producer's stream: {self.producer.raw} bytes, "
+                            f"digest {self.producer.digest[:16]}…",
                             data={"bytes": self.producer.raw, "digest": self.producer.digest}))
         floor = gate_floor(self.nodes[n].progress for n in self.plan.order)
         if floor is None and not self.producer.done.is_set():
@@ -322,15 +349,16 @@ class Session:
     def _release(self, now: float) -> None:
         progress = {n: self.nodes[n].progress for n in self.plan.order}
         for ns in self.nodes.values():
-            if ns.state in ("done", "failed") and not ns.released and not ns.wait_release:
+            if (ns.state in (NodeState.DONE, NodeState.FAILED) and not ns.released
+                    and not ns.wait_release):
                 if ns.id not in self.plan.parents or subtree_complete(self.plan, ns.id, progress):
                     self._finish(ns)
-        if not all(ns.state not in ("waiting", "active") for ns in self.nodes.values()):
+        if any(ns.state in (NodeState.WAITING, NodeState.ACTIVE) for ns in self.nodes.values()):
             return
         if self.all_terminal_at is None:
             self.all_terminal_at = now
             waiting = [ns for ns in self.nodes.values() if ns.wait_release and not ns.released
-                       and ns.state != "evicted"]
+                       and ns.state != NodeState.EVICTED]
             self.release_queue = [ns.id for ns in sorted(waiting, key=lambda n: n.terminal_at or 0)]
         delay = self.options.release_delay
         while self.release_queue and (delay is None or now >= self.next_release):
@@ -338,15 +366,15 @@ class Session:
             if delay is not None:
                 self.next_release = now + delay
 
-    def _finish(self, ns: NodeState) -> None:
+    def _finish(self, ns: NodeRecord) -> None:
         ns.released = True
-        if ns.send("finish"):
-            self.emit(Event("released", f"{ns.name or ns.id} released", node=ns.id))
+        if ns.send(Finish()):
+            self.emit(Event(EventKind.RELEASED, f"{ns.name or ns.id} released", node=ns.id))
 
     def finished(self, now: float) -> bool:
         if self.all_terminal_at is None or self.release_queue:
             return False
-        if not all(ns.released or ns.state == "evicted" or not ns.connected
+        if not all(ns.released or ns.state == NodeState.EVICTED or not ns.connected
                    for ns in self.nodes.values()):
             return False
         if self.close_deadline is None:
@@ -358,12 +386,13 @@ class Session:
         rows = []
         for ns in sorted(self.nodes.values(), key=lambda n: n.position):
             t0, b0 = ns.rate
-            raw = ns.raw if ns.done else _raw_estimate(ns, self.producer.raw, self.ring.end)
+            raw = (ns.raw if ns.done is not None
+                   else _raw_estimate(ns, self.producer.raw, self.ring.end))
             rate = (raw - b0) / (now - t0) / 1e6 if t0 and now > t0 else 0.0
             ns.rate = (now, raw)
             rows.append({"node": ns.id, "name": ns.name, "position": ns.position,
                          "state": ns.state, "bytes": raw, "mb_per_s": round(rate, 2)})
-        return Event("progress", f"produced {self.producer.raw / 1e6:.1f} MB",
+        return Event(EventKind.PROGRESS, f"produced {self.producer.raw / 1e6:.1f} MB",
                      data={"produced": self.producer.raw, "nodes": rows})
 
     def report(self) -> SessionReport:
@@ -372,38 +401,41 @@ class Session:
         nodes = []
         for ns in sorted(self.nodes.values(), key=lambda n: n.position):
             d = ns.done
-            state = "ok" if ns.state == "done" else ns.state
-            attachment = d.get("attachment")
             nodes.append(NodeReport(
-                node=ns.id, name=ns.name, position=ns.position, state=state,
-                bytes=int(d.get("bytes", 0)) if d else _raw_estimate(ns, self.producer.raw,
-                                                                     self.ring.end),
-                seconds=float(d.get("seconds", 0.0)),
-                digest_ok=bool(d) and d.get("digest") == self.producer.digest,
-                consumer_status=d.get("consumer_status") if d else None,
+                node=ns.id, name=ns.name, position=ns.position, state=_OUTCOMES[ns.state],
+                bytes=d.bytes if d else _raw_estimate(ns, self.producer.raw, self.ring.end),
+                seconds=d.seconds if d else 0.0,
+                digest_ok=d is not None and d.digest == self.producer.digest,
+                consumer_status=d.consumer_status if d else None,
                 reason=ns.reason,
-                attachment=base64.b64decode(attachment) if attachment else None,
+                attachment=base64.b64decode(d.attachment) if d and d.attachment else None,
                 stalled=ns.stalled,
             ))
         return SessionReport(tuple(nodes), self.producer.raw, eof - self.producer.started_at,
                              max(0.0, drain_end - eof), self.producer.digest)
 
 
-def _raw_estimate(ns: NodeState, produced_raw: int, produced_frames: int) -> int:
+def _raw_estimate(ns: NodeRecord, produced_raw: int, produced_frames: int) -> int:
     """Raw bytes a node holds, estimated from frame-stream positions (exact without zstd)."""
     if produced_frames == 0:
         return 0
     return int(produced_raw * ns.progress.consumed / produced_frames)
 
 
-def _try_send(chan: Channel, kind: str, **fields: Any) -> bool:
+def _try_send(chan: Channel, msg: Message) -> bool:
     try:
-        chan.send(kind, **fields)
+        chan.send(msg)
         return True
     except OSError:
         return False
 
 
 def _refuse(chan: Channel, reason: str) -> None:
-    _try_send(chan, "refused", reason=reason)
+    _try_send(chan, Refused(reason))
     chan.close()
+
+
+# A node still waiting or active when the report is made was cut off with the session.
+_OUTCOMES = {NodeState.DONE: Outcome.OK, NodeState.FAILED: Outcome.FAILED,
+             NodeState.EVICTED: Outcome.EVICTED, NodeState.ACTIVE: Outcome.FAILED,
+             NodeState.WAITING: Outcome.FAILED}

@@ -45,14 +45,14 @@ def follow_log(host: str, port: int, key: bytes | None, put: Put,
         return
     why = "the dashboard stopped following"
     try:
-        hello = chan.recv(time.monotonic() + CONNECT_TIMEOUT)
+        hello = chan.recv_fields(time.monotonic() + CONNECT_TIMEOUT)
         put(("step", str(hello.get("step") or "")))
         while not stopped():
             # A deadline inside a message would cut it: wait for its first bytes here.
             ready, _, _ = select.select([sock], [], [], POLL)
             if not ready:
                 continue
-            msg = chan.recv(time.monotonic() + MESSAGE_TIMEOUT)
+            msg = chan.recv_fields(time.monotonic() + MESSAGE_TIMEOUT)
             if msg["t"] == "log":
                 put(("line", str(msg.get("step") or ""), str(msg.get("line", ""))))
             elif msg["t"] == "bye":

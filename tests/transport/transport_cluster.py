@@ -162,14 +162,20 @@ class Cluster:
     def order(self) -> list[str]:
         """Node names in topology order, from the sender's start event."""
         start = self.wait_event("sender", "start")
-        by_id = {}
-        for name in self.procs:
-            if name == "sender":
-                continue
-            for ev in self.events(name):
-                if ev.get("event") == "joined":
-                    by_id[ev["node"]] = name
-        return [by_id[i] for i in start["order"]]
+        # A node prints its "joined" line after the sender has its join: under load the
+        # sender's start can be read first.
+        deadline = time.monotonic() + 10.0
+        while True:
+            by_id = {}
+            for name in self.procs:
+                if name == "sender":
+                    continue
+                for ev in self.events(name):
+                    if ev.get("event") == "joined":
+                        by_id[ev["node"]] = name
+            if all(i in by_id for i in start["order"]) or time.monotonic() >= deadline:
+                return [by_id[i] for i in start["order"]]
+            time.sleep(0.05)
 
     def node_ids(self) -> dict[str, str]:
         out = {}

@@ -22,7 +22,7 @@ from ka.transport.endpoints import Source
 from ka.transport.errors import ProtocolError, TransportError
 from ka.transport.frame import PREFIX, chunk_key, seal_key, session_key
 from ka.transport.gate import accept_loop
-from ka.transport.health import HEARTBEAT, Progress
+from ka.transport.health import Progress
 from ka.transport.messages import Abort, EventKind, Join
 from ka.transport.options import MAX_CHUNK, MIN_CHUNK, Event, SendOptions, SessionReport
 from ka.transport.producer import Producer, compression_level
@@ -171,8 +171,6 @@ def _read(node: str, chan: Channel, inbox: _Inbox) -> None:
 
 def _run(session: Session, inbox: _Inbox, options: SendOptions,
          stop: threading.Event | None) -> SessionReport:
-    started = time.monotonic()
-    last_ping = 0.0
     while True:
         if stop is not None and stop.is_set():
             for ns in session.nodes.values():
@@ -190,24 +188,15 @@ def _run(session: Session, inbox: _Inbox, options: SendOptions,
                 threading.Thread(target=_read, args=(state.id, chan, inbox), daemon=True).start()
         elif kind == "msg":
             assert node is not None
-            try:
-                session.message(node, item, now)
-            except ProtocolError as e:
-                session.evict(node, f"protocol error: {e}", now)
+            session.receive(node, item, now)
         elif kind == "closed":
             assert node is not None
             session.closed(node, item, now)
         elif kind == "note":
             session.emit(Event(item[0], item[1]))
-        if now - last_ping >= HEARTBEAT:
-            session.ping()  # also while waiting, so joined nodes know we are alive
-            last_ping = now
-        if not session.started:
-            session.maybe_start(now, started)
-            continue
-        session.check(now)
-        if session.finished(now):
-            return session.report()
+        report = session.tick(now)
+        if report is not None:
+            return report
 
 
 def decode_attachment(value: str | None) -> bytes | None:

@@ -1,7 +1,9 @@
 """The sender's session state machine: joins, start, healing, release, final report.
 
 All state lives here and is touched only by the sender's coordinating thread; decisions come
-from the pure modules (topology, health).
+from the pure modules (topology, health). It does no I/O of its own: it talks to the nodes
+through links and to the data path through the views of ka.transport.link, and is told the
+time, so tests drive it over in-memory links with a manual clock (ka.transport.testing).
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ from dataclasses import dataclass
 
 import blake3
 
-from ka.transport.channel import Channel
 from ka.transport.errors import ProtocolError, TransportError
 from ka.transport.frame import PREFIX
-from ka.transport.health import DEAD_AFTER, Progress, gate_floor, is_dead, stalled, subtree_complete
+from ka.transport.health import (
+    DEAD_AFTER,
+    HEARTBEAT,
+    Progress,
+    gate_floor,
+    is_dead,
+    stalled,
+    subtree_complete,
+)
+from ka.transport.link import Clock, Link, ProducerView, RelayView, RingView
 from ka.transport.messages import (
     Abort,
     Done,
@@ -41,8 +51,6 @@ from ka.transport.messages import (
     Welcome,
 )
 from ka.transport.options import PROTOCOL, Event, NodeReport, SendOptions, SessionReport
-from ka.transport.producer import Producer
-from ka.transport.relay import Relay, SharedRing
 from ka.transport.topology import ROOT, ChainPlan, Member, order_members
 
 PROGRESS_EVERY = 1.0
@@ -58,7 +66,7 @@ class NodeRecord:
     name: str | None
     address: str
     port: int
-    chan: Channel
+    chan: Link
     wait_release: bool
     progress: Progress
     state: NodeState = NodeState.WAITING
@@ -79,8 +87,9 @@ class NodeRecord:
 
 
 class Session:
-    def __init__(self, options: SendOptions, ring: SharedRing, relay: Relay, producer: Producer,
-                 emit: Callable[[Event], None], salt: bytes = bytes(16)) -> None:
+    def __init__(self, options: SendOptions, ring: RingView, relay: RelayView,
+                 producer: ProducerView, emit: Callable[[Event], None], salt: bytes = bytes(16),
+                 clock: Clock = time.monotonic) -> None:
         self.salt = salt
         self.secret = os.urandom(32)  # the attach tickets of this session derive from it
         self.options, self.ring, self.relay, self.producer = options, ring, relay, producer
@@ -98,9 +107,12 @@ class Session:
         self.close_deadline: float | None = None
         self.last_progress = 0.0
         self.eof_seen = False
+        self.clock = clock
+        self.opened = clock()
+        self.last_ping = float("-inf")
 
     # joining --------------------------------------------------------------------------
-    def join(self, chan: Channel, address: str, msg: Join, now: float) -> NodeRecord | None:
+    def join(self, chan: Link, address: str, msg: Join, now: float) -> NodeRecord | None:
         name = msg.name
         if msg.protocol != PROTOCOL:
             _refuse(chan, f"protocol {msg.protocol} is not ours ({PROTOCOL}): "
@@ -149,9 +161,10 @@ class Session:
                             node=node_id))
         return state
 
-    def maybe_start(self, now: float, opened: float) -> None:
+    def maybe_start(self, now: float) -> None:
         count = len(self.nodes)
-        waited = self.options.wait_timeout is not None and now - opened >= self.options.wait_timeout
+        waited = (self.options.wait_timeout is not None
+                  and now - self.opened >= self.options.wait_timeout)
         minimum = self.options.min_nodes or 1
         gathered = (self.options.gather is not None and self.first_join is not None
                     and now - self.first_join >= self.options.gather)
@@ -223,6 +236,24 @@ class Session:
             self.nodes[parent].send(Sons(tuple(SonTicket(s, t) for s, t in tickets.items())))
 
     # messages -------------------------------------------------------------------------
+    def receive(self, node: str, msg: Message, now: float) -> None:
+        """A message from a node; one that has no place here evicts it."""
+        try:
+            self.message(node, msg, now)
+        except ProtocolError as e:
+            self.evict(node, f"protocol error: {e}", now)
+
+    def tick(self, now: float) -> SessionReport | None:
+        """Run the clock: heartbeats, the start, healing, release. The report once done."""
+        if now - self.last_ping >= HEARTBEAT:
+            self.ping()  # also while waiting, so joined nodes know we are alive
+            self.last_ping = now
+        if not self.started:
+            self.maybe_start(now)
+            return None
+        self.check(now)
+        return self.report() if self.finished(now) else None
+
     def message(self, node: str, msg: Message, now: float) -> None:
         ns = self.nodes.get(node)
         if ns is None or ns.state == NodeState.EVICTED:
@@ -396,7 +427,7 @@ class Session:
                      data={"produced": self.producer.raw, "nodes": rows})
 
     def report(self) -> SessionReport:
-        eof = self.producer.eof_at or time.monotonic()
+        eof = self.producer.eof_at or self.clock()
         drain_end = self.all_terminal_at or eof
         nodes = []
         for ns in sorted(self.nodes.values(), key=lambda n: n.position):
@@ -422,7 +453,7 @@ def _raw_estimate(ns: NodeRecord, produced_raw: int, produced_frames: int) -> in
     return int(produced_raw * ns.progress.consumed / produced_frames)
 
 
-def _try_send(chan: Channel, msg: Message) -> bool:
+def _try_send(chan: Link, msg: Message) -> bool:
     try:
         chan.send(msg)
         return True
@@ -430,7 +461,7 @@ def _try_send(chan: Channel, msg: Message) -> bool:
         return False
 
 
-def _refuse(chan: Channel, reason: str) -> None:
+def _refuse(chan: Link, reason: str) -> None:
     _try_send(chan, Refused(reason))
     chan.close()
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 from ka.transport.health import (
     DEAD_AFTER,
     Progress,
+    complete_subtrees,
     gate_floor,
     is_dead,
     stalled,
-    subtree_complete,
 )
 from ka.transport.topology import ChainPlan
 
@@ -85,10 +85,27 @@ def test_gate_floor_is_the_slowest_consumer() -> None:
     assert gate_floor([]) is None
 
 
-def test_subtree_complete() -> None:
+def test_complete_subtrees() -> None:
     plan = chain(3)
     prog = {n: progress(10, 10) for n in plan.order}
-    assert not subtree_complete(plan, "n1", prog)
-    prog["n2"].ended = prog["n3"].ended = True
-    assert subtree_complete(plan, "n1", prog)
-    assert subtree_complete(plan, "n3", prog)
+    assert complete_subtrees(plan, prog) == {"n3"}  # a leaf has nobody below it
+    prog["n3"].ended = True
+    assert complete_subtrees(plan, prog) == {"n2", "n3"}
+    prog["n2"].ended = True
+    assert complete_subtrees(plan, prog) == {"n1", "n2", "n3"}
+
+
+def test_complete_subtrees_in_a_tree_waits_for_every_branch() -> None:
+    plan = ChainPlan.build([f"n{i}" for i in range(1, 8)], arity=2)
+    prog = {n: progress(10, 10) for n in plan.order}
+    for p in prog.values():
+        p.ended = True
+    prog["n7"].ended = False  # under n3, under n1
+    assert complete_subtrees(plan, prog) == {"n2", "n4", "n5", "n6", "n7"}
+
+
+def test_stalled_is_linear_in_a_long_chain_whose_whole_link_waits() -> None:
+    plan = chain(20_000)
+    prog = {n: progress(0, 0) for n in plan.order}  # nothing reached anyone for 10 s
+    assert stalled(plan, prog, produced=100, now=1.0, stall_timeout=5.0) == []
+    assert stalled(plan, prog, produced=100, now=10.0, stall_timeout=5.0) == ["n1"]

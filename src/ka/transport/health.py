@@ -101,13 +101,16 @@ def stalled(
         n for n in plan.order
         if n in progress and link_stuck(progress[n], available(n), now, stall_timeout)
     }
-    out = list(stuck_consumer)
-    for n in plan.order:
-        if n in stuck_link and n not in stuck_consumer:
-            below = set(plan.descendants(n))
-            if not below & (stuck_consumer | stuck_link):
-                out.append(n)
-    return sorted(out, key=plan.order.index)
+    # Whether anything below a node is stuck, from the leaves up (a parent precedes its sons
+    # in the order): one pass, where asking each stuck node for its descendants was
+    # quadratic when the whole chain waits (the sender's own link down).
+    stuck = stuck_consumer | stuck_link
+    stuck_below: set[str] = set()
+    for n in reversed(plan.order):
+        if n in stuck or n in stuck_below:
+            stuck_below.add(plan.parent(n))
+    deepest = {n for n in stuck_link - stuck_consumer if n not in stuck_below}
+    return [n for n in plan.order if n in stuck_consumer or n in deepest]
 
 
 def gate_floor(progress: Iterable[Progress]) -> int | None:
@@ -116,6 +119,11 @@ def gate_floor(progress: Iterable[Progress]) -> int | None:
     return min(positions) if positions else None
 
 
-def subtree_complete(plan: ChainPlan, node: str, progress: Mapping[str, Progress]) -> bool:
-    """True when no descendant of `node` may still need data from it."""
-    return all(progress[d].ended for d in plan.descendants(node) if d in progress)
+def complete_subtrees(plan: ChainPlan, progress: Mapping[str, Progress]) -> set[str]:
+    """Every placed node none of whose descendants may still need data from it: one pass
+    from the leaves up (asking each node for its descendants is quadratic in a chain)."""
+    waiting: set[str] = set()  # nodes with a descendant that has not ended
+    for n in reversed(plan.order):
+        if n in waiting or (n in progress and not progress[n].ended):
+            waiting.add(plan.parent(n))
+    return {n for n in plan.order if n not in waiting}

@@ -22,10 +22,10 @@ from ka.transport.health import (
     DEAD_AFTER,
     HEARTBEAT,
     Progress,
+    complete_subtrees,
     gate_floor,
     is_dead,
     stalled,
-    subtree_complete,
 )
 from ka.transport.link import Clock, Link, ProducerView, RelayView, RingView
 from ka.transport.messages import (
@@ -379,10 +379,13 @@ class Session:
 
     def _release(self, now: float) -> None:
         progress = {n: self.nodes[n].progress for n in self.plan.order}
+        complete: set[str] | None = None
         for ns in self.nodes.values():
             if (ns.state in (NodeState.DONE, NodeState.FAILED) and not ns.released
                     and not ns.wait_release):
-                if ns.id not in self.plan.parents or subtree_complete(self.plan, ns.id, progress):
+                if complete is None:
+                    complete = complete_subtrees(self.plan, progress)
+                if ns.id not in self.plan.parents or ns.id in complete:
                     self._finish(ns)
         if any(ns.state in (NodeState.WAITING, NodeState.ACTIVE) for ns in self.nodes.values()):
             return

@@ -386,3 +386,16 @@ def test_the_session_ends_with_a_report_of_every_node() -> None:
     assert [n.state for n in report.nodes] == [Outcome.OK, Outcome.EVICTED, Outcome.OK]
     assert report.nodes[0].digest_ok and not report.nodes[1].digest_ok
     assert not report.ok and report.bytes == MB
+
+
+def test_a_pause_of_the_sender_evicts_nobody_whose_reports_waited() -> None:
+    plane, nodes = started(5)
+    plane.producer.produce(MB)
+    plane.run(1.0, alive=tuple(nodes))
+    for _ in range(10):  # the sender's loop does not run for 4 s; the nodes report on
+        plane.clock.advance(HEARTBEAT)
+        for node in nodes:
+            node.report(MB)
+    plane.tick()
+    assert all(n.record.state == NodeState.ACTIVE for n in nodes)
+    assert "evicted" not in plane.kinds()

@@ -30,6 +30,7 @@ from ka.transport.relay import Relay, SharedRing, listen
 from ka.transport.session import NodeRecord, Session
 
 JOIN_TIMEOUT = 5.0
+MAX_BATCH = 100_000  # inbox items handled per wake-up, so the clock still runs
 
 
 @dataclass
@@ -176,24 +177,32 @@ def _run(session: Session, inbox: _Inbox, options: SendOptions,
             for ns in session.nodes.values():
                 ns.send(Abort("the golden node is ending the run"))
             raise TransportError("stopped: the golden node is ending the run")
+        # Everything waiting is handled before the clock is run: after a pause of this loop
+        # (a loaded or suspended machine) the nodes' reports are queued here, and a tick
+        # after the first of them took every other node for dead.
+        batch = []
         try:
-            kind, node, item = inbox.queue.get(timeout=0.1)
+            batch.append(inbox.queue.get(timeout=0.1))
+            while len(batch) < MAX_BATCH:
+                batch.append(inbox.queue.get_nowait())
         except queue.Empty:
-            kind, node, item = "tick", None, None
+            pass
         now = time.monotonic()
-        if kind == "join":
-            chan, address, msg = item
-            state = session.join(chan, address, msg, now)
-            if state is not None:
-                threading.Thread(target=_read, args=(state.id, chan, inbox), daemon=True).start()
-        elif kind == "msg":
-            assert node is not None
-            session.receive(node, item, now)
-        elif kind == "closed":
-            assert node is not None
-            session.closed(node, item, now)
-        elif kind == "note":
-            session.emit(Event(item[0], item[1]))
+        for kind, node, item in batch:
+            if kind == "join":
+                chan, address, msg = item
+                state = session.join(chan, address, msg, now)
+                if state is not None:
+                    threading.Thread(target=_read, args=(state.id, chan, inbox),
+                                     daemon=True).start()
+            elif kind == "msg":
+                assert node is not None
+                session.receive(node, item, now)
+            elif kind == "closed":
+                assert node is not None
+                session.closed(node, item, now)
+            elif kind == "note":
+                session.emit(Event(item[0], item[1]))
         report = session.tick(now)
         if report is not None:
             return report

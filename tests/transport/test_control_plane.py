@@ -23,6 +23,8 @@ from ka.transport.messages import (
     Welcome,
 )
 from ka.transport.options import PROTOCOL, SendOptions
+from ka.transport.receiver import SENDER_SILENCE
+from ka.transport.session import PING_EVERY
 from ka.transport.testing import ControlPlane, RemoteNode
 from ka.transport.topology import ROOT
 
@@ -143,12 +145,13 @@ def test_gather_starts_that_long_after_the_first_join() -> None:
     assert plane.session.started and len(plane.session.plan.order) == 2
 
 
-def test_waiting_nodes_hear_a_ping_every_heartbeat() -> None:
+def test_waiting_nodes_hear_a_ping_every_second() -> None:
     plane = ControlPlane(SendOptions(nodes=3))
     a = plane.join("a")
     for _ in range(40):  # the sender's loop wakes every 0.1 s
         plane.tick(0.1)
-    assert len(a.of(Ping)) >= int(4.0 / HEARTBEAT) - 1
+    assert len(a.of(Ping)) >= int(4.0 / PING_EVERY) - 1
+    assert 3 * PING_EVERY <= SENDER_SILENCE  # a node misses three before it gives up
 
 
 def test_a_node_that_leaves_before_the_start_is_forgotten() -> None:

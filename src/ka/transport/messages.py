@@ -225,7 +225,7 @@ class Abort(Message):
 @_kind("ping", SENDER)
 @dataclass(frozen=True)
 class Ping(Message):
-    """The sender is alive (also while nodes wait for the start)."""
+    """The sender is alive: every second, also while nodes wait for the start."""
 
 
 @_kind("finish", SENDER)
@@ -263,9 +263,23 @@ class No(Message):
 
 
 # encoding and validation ---------------------------------------------------------------------
+# Each kind's fields are compiled once into checkers: the sender decodes every heartbeat of
+# every node, and walking the type hints per message cost more than the JSON itself.
+Check = Callable[[Any], Any]
+
+
 def encode(msg: Message) -> bytes:
-    body = {"t": msg.kind, **dataclasses.asdict(msg)}  # type: ignore[call-overload]
-    return json.dumps(body, separators=(",", ":")).encode()
+    return json.dumps(_plain(msg), separators=(",", ":")).encode()
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Message):
+        return {"t": obj.kind, **{name: _plain(getattr(obj, name)) for name in _names(type(obj))}}
+    if dataclasses.is_dataclass(obj):
+        return {name: _plain(getattr(obj, name)) for name in _names(type(obj))}
+    if isinstance(obj, tuple):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def decode(payload: bytes) -> Message:
@@ -278,10 +292,11 @@ def decode(payload: bytes) -> Message:
     cls = KINDS.get(raw.pop("t"))
     if cls is None:
         raise MessageError("unknown control message")
-    return typing.cast(Message, _build(cls, raw))
+    return typing.cast(Message, _builder(cls)(raw))
 
 
 _FIELDS: dict[type, tuple[tuple[str, Any, bool], ...]] = {}
+_BUILDERS: dict[type, Check] = {}
 
 
 def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
@@ -293,50 +308,71 @@ def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
     return _FIELDS[cls]
 
 
-def _build(cls: type, raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise MessageError(f"{cls.__name__}: expected an object")
-    fields = _fields(cls)
-    unknown = set(raw) - {name for name, _, _ in fields}
-    if unknown:
-        raise MessageError(f"{_name(cls)}: unknown field {sorted(unknown)[0]!r}")
-    values = {}
-    for name, tp, required in fields:
-        if name not in raw:
-            if required:
-                raise MessageError(f"{_name(cls)}: field {name!r} missing")
-            continue
-        values[name] = _value(tp, raw[name], f"{_name(cls)}.{name}")
-    return cls(**values)
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(name for name, _, _ in _fields(cls))
 
 
-def _value(tp: Any, value: Any, where: str) -> Any:
+def _builder(cls: type) -> Check:
+    if cls not in _BUILDERS:
+        _BUILDERS[cls] = _compile_builder(cls)
+    return _BUILDERS[cls]
+
+
+def _compile_builder(cls: type) -> Check:
+    label = getattr(cls, "kind", cls.__name__)
+    fields = [(name, _checker(tp, f"{label}.{name}"), required)
+              for name, tp, required in _fields(cls)]
+    known = {name for name, _, _ in fields}
+
+    def build(raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            raise MessageError(f"{cls.__name__}: expected an object")
+        if not raw.keys() <= known:
+            raise MessageError(f"{label}: unknown field {sorted(raw.keys() - known)[0]!r}")
+        values = {}
+        for name, check, required in fields:
+            if name in raw:
+                values[name] = check(raw[name])
+            elif required:
+                raise MessageError(f"{label}: field {name!r} missing")
+        return cls(**values)
+    return build
+
+
+def _checker(tp: Any, where: str) -> Check:
     origin = typing.get_origin(tp)
     if origin is types.UnionType or origin is typing.Union:
-        for option in typing.get_args(tp):
-            if option is type(None) and value is None:
-                return None
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is not None and len(inner) == 1:
-            return _value(inner[0], value, where)
-    elif origin is tuple:
-        if isinstance(value, list):
-            return tuple(_value(typing.get_args(tp)[0], v, where) for v in value)
-    elif dataclasses.is_dataclass(tp):
-        return _build(typing.cast(type, tp), value)
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise MessageError(f"{where}: {type(value).__name__} is not {getattr(tp, '__name__', tp)}")
+        assert len(inner) == 1, "only X | None"
+        check = _checker(inner[0], where)
+        return lambda v: None if v is None else check(v)
+    if origin is tuple:
+        item = _checker(typing.get_args(tp)[0], where)
+
+        def items(v: Any) -> Any:
+            if not isinstance(v, list):
+                raise _wrong(v, "list", where)
+            return tuple(item(x) for x in v)
+        return items
+    if dataclasses.is_dataclass(tp):
+        return lambda v: _builder(typing.cast(type, tp))(v)
+    if tp is float:
+        def number(v: Any) -> float:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise _wrong(v, "float", where)
+            return float(v)
+        return number
+    exact = tp  # int must not take a bool (bool is an int in Python)
+
+    def simple(v: Any) -> Any:
+        if type(v) is not exact:
+            raise _wrong(v, exact.__name__, where)
+        return v
+    return simple
 
 
-def _name(cls: type) -> str:
-    return getattr(cls, "kind", cls.__name__)
+def _wrong(value: Any, expected: str, where: str) -> MessageError:
+    return MessageError(f"{where}: {type(value).__name__} is not {expected}")
 
 
 # documentation -------------------------------------------------------------------------------

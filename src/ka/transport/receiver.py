@@ -49,7 +49,7 @@ from ka.transport.options import PROTOCOL, Event, ReceiveOptions, ReceiveReport
 from ka.transport.relay import Relay, SharedRing, listen
 from ka.transport.topology import ROOT
 
-SENDER_SILENCE = 6.0  # the sender pings every HEARTBEAT seconds
+SENDER_SILENCE = 6.0  # the sender pings every second (session.PING_EVERY)
 MAX_ATTACHMENT = 1024 * 1024
 
 

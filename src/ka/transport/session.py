@@ -20,7 +20,6 @@ from ka.transport.errors import ProtocolError, TransportError
 from ka.transport.frame import PREFIX
 from ka.transport.health import (
     DEAD_AFTER,
-    HEARTBEAT,
     Progress,
     complete_subtrees,
     gate_floor,
@@ -54,6 +53,9 @@ from ka.transport.options import PROTOCOL, Event, NodeReport, SendOptions, Sessi
 from ka.transport.topology import ROOT, ChainPlan, Member, order_members
 
 PROGRESS_EVERY = 1.0
+# A node gives up on a silent sender after 6 s (receiver.SENDER_SILENCE): a ping a second
+# tells it enough, at a fifth of the sender's messages of one per heartbeat.
+PING_EVERY = 1.0
 CLOSE_GRACE = 3.0
 LIVE = (NodeState.ACTIVE, NodeState.DONE, NodeState.FAILED)
 
@@ -245,7 +247,7 @@ class Session:
 
     def tick(self, now: float) -> SessionReport | None:
         """Run the clock: heartbeats, the start, healing, release. The report once done."""
-        if now - self.last_ping >= HEARTBEAT:
+        if now - self.last_ping >= PING_EVERY:
             self.ping()  # also while waiting, so joined nodes know we are alive
             self.last_ping = now
         if not self.started:

@@ -100,3 +100,69 @@ def test_hostile_names_in_plain_lines_and_the_summary(capsys: pytest.CaptureFixt
     assert "\x1b" not in out + err and "\x07" not in err
     assert "x\\x1b]0;owned\\x07 joined" in err
     assert "[/]\\x1b[31m" in out and "[bold]reason\\x0d\\x0aka: forged line" in out
+
+
+def _thousand() -> SessionReport:
+    nodes = []
+    for i in range(1, 1001):
+        state, reason, ok = "ok", None, True
+        if i in (17, 503):
+            state, reason, ok = "evicted", "no heartbeat for 2.3 s", False
+        elif i == 640:
+            state, reason = "failed", "consumer command exited with status 1"
+        seconds = 40.0 if i == 321 else 4.0 + i / 1000  # node 321 is the slowest
+        nodes.append(NodeReport(f"10.0.{i // 250}.{i % 250 + 1}:4000", f"n{i:04}", i, state,
+                                50_000_000, seconds, ok, 0 if ok else None, reason))
+    return SessionReport(tuple(nodes), 50_000_000, 5.0, 0.5, "ab" * 32)
+
+
+def test_the_summary_of_a_thousand_nodes_shows_failures_then_the_slowest_and_totals(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    EventView(json_mode=False, role="send").summary(_thousand())
+    out, err = capsys.readouterr()
+    rows = out.splitlines()[1:21]
+    assert [r.split()[1] for r in rows[:3]] == ["n0017", "n0503", "n0640"]
+    assert rows[3].split()[1] == "n0321"  # then the slowest first
+    assert [r.split()[1] for r in rows[4:6]] == ["n1000", "n0999"]
+    assert "1,000 nodes: 2 evicted, 1 failed, 997 ok; MB/s slowest 1.2" in out
+    assert len(out.splitlines()) == 1 + 20 + 1 + 3
+    assert "3 of 1000 node(s) failed" in err
+
+
+def test_progress_of_a_thousand_nodes_stays_one_short_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"node": f"10.0.0.{i}:4000", "name": f"n{i:04}", "position": i,
+             "state": "evicted" if i == 9 else "active", "bytes": 10_000_000,
+             "mb_per_s": 1.0 if i == 700 else 11.0} for i in range(1, 1001)]
+    view = EventView(json_mode=False, role="send")
+    view.event(Event("progress", "produced 12.0 MB", data={"produced": 12, "nodes": rows}))
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ka: produced 12.0 MB; n0009 10MB evicted, n0700 10MB active, n0001")
+    assert line.endswith("1,000 nodes: 1 evicted, 999 active; MB/s slowest 1.0, median 11.0, "
+                         "fastest 11.0; 20 shown: failures first, then the slowest")
+    assert len(line) < 600
+
+
+def test_the_live_table_of_a_thousand_nodes_fits_a_screen() -> None:
+    from rich.console import Console
+
+    rows = [{"node": f"10.0.0.{i}:4000", "name": f"n{i:04}", "position": i,
+             "state": "active", "bytes": 10_000_000, "mb_per_s": 11.0} for i in range(1, 1001)]
+    view = EventView(json_mode=False, role="send")
+    view._rows = rows
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(view._table())
+    text = console.export_text()
+    assert len(text.splitlines()) < 30 and "1,000 nodes: 1,000 active" in text
+
+
+def test_json_events_of_a_thousand_nodes_are_one_line_each(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    view = EventView(json_mode=True, role="send")
+    rows = [{"node": f"10.0.0.{i}:4000", "name": f"n\n{i}", "position": i, "state": "active",
+             "bytes": 1, "mb_per_s": 1.0} for i in range(1, 1001)]
+    view.event(Event("progress", "produced 1 MB", data={"produced": 1, "nodes": rows}))
+    view.summary(_thousand())
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert len(json.loads(lines[0])["nodes"]) == 1000 and len(json.loads(lines[1])["nodes"]) == 1000

@@ -290,7 +290,7 @@ def test_late_joiner_is_refused_once_the_start_is_gone(cluster: Cluster) -> None
     names = cluster.nodes(2)
     wait_produced(cluster, 3 * MiB)
     cluster.receive("late")
-    assert cluster.wait("late", 20) == 11
+    assert cluster.wait("late", 20) == 11, cluster.stderr("late")
     assert "already started" in cluster.stderr("late")
     for name in names:
         assert cluster.wait(name) == 0

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ka.lab.network import LabNetwork, parse_rate
-from ka.transport.cli import parse_size
+from ka.sizes import parse_size
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -10,26 +10,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
-TIB = 1024 * GIB
+from ka import sizes
+
+# The disk layer's units, re-exported: they are ka.sizes'.
+from ka.sizes import GIB as GIB
+from ka.sizes import KIB as KIB
+from ka.sizes import MIB as MIB
+from ka.sizes import TIB as TIB
+from ka.sizes import format_size
 
 TableLabel = Literal["gpt", "dos"]
 Kind = Literal["primary", "extended", "logical"]
 
-_UNITS: dict[str, int] = {
-    "b": 1,
-    "k": KIB,
-    "kib": KIB,
-    "m": MIB,
-    "mib": MIB,
-    "g": GIB,
-    "gib": GIB,
-    "t": TIB,
-    "tib": TIB,
-}
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([A-Za-z]*|%)$")
+_PERCENT_RE = re.compile(r"^(\d+(?:\.\d+)?)%$")
 
 
 @dataclass(frozen=True)
@@ -61,33 +54,26 @@ class Size:
         if self.kind == "percent":
             whole, frac = divmod(self.value, 100)
             return f"{whole}%" if frac == 0 else f"{whole}.{frac:02d}".rstrip("0") + "%"
-        for unit, factor in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
-            if self.value % factor == 0:
-                return f"{self.value // factor}{unit}"
-        return f"{self.value}B"
+        return format_size(self.value)
 
 
 def parse_size(token: str) -> Size:
-    """Parse a desc size; a plain number is MiB, as in the original. Raises ValueError."""
+    """Parse a desc size: fill, a percentage of the disk, or a size as `ka.sizes` reads it
+    (a plain number is MiB, as in the original). Raises ValueError."""
     if token.lower() == "fill":
         return Size.fill()
-    m = _SIZE_RE.match(token)
-    if not m:
-        raise ValueError(token)
-    number, unit = m.group(1), m.group(2)
-    try:
-        amount = Decimal(number)
-    except InvalidOperation as e:
-        raise ValueError(token) from e
-    if unit == "%":
-        hundredths = amount * 100
+    m = _PERCENT_RE.match(token)
+    if m:
+        try:
+            hundredths = Decimal(m.group(1)) * 100
+        except InvalidOperation as e:
+            raise ValueError(token) from e
         if hundredths != hundredths.to_integral_value() or not 0 < hundredths <= 10000:
             raise ValueError(token)
         return Size.percent(int(hundredths))
-    factor = MIB if unit == "" else _UNITS.get(unit.lower())
-    if factor is None:
+    if token != token.strip():
         raise ValueError(token)
-    n = int(amount * factor)
+    n = sizes.parse_size(token)
     if n <= 0:
         raise ValueError(token)
     return Size.of_bytes(n)

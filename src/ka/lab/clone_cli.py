@@ -15,16 +15,7 @@ from ka.lab.clone import GiB, LabCloneOptions, MiB, lab_clone
 from ka.lab.debian import DEFAULT_CACHE
 from ka.lab.report import LabCloneReport, summary_table
 from ka.signals import sigterm_interrupts
-
-
-def _size(text: str) -> int:
-    units = {"": MiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB}
-    t = text.strip().lower()
-    number = t.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = t[len(number):]
-    if unit not in units or not number:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 1GiB or 800MiB")
-    return int(float(number) * units[unit])
+from ka.sizes import size_argument
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -40,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--nodes", "-n", type=int, default=3, metavar="N", help="nodes (default 3)")
     p.add_argument("--rate", default="1gbit", metavar="RATE",
                    help="link rate: 100mbit, 1gbit or none (default 1gbit)")
-    p.add_argument("--size", type=_size, default=1 * GiB, metavar="SIZE",
-                   help="size of every disk (default 1GiB)")
-    p.add_argument("--data", type=_size, default=128 * MiB, metavar="SIZE",
+    p.add_argument("--size", type=size_argument, default=1 * GiB, metavar="SIZE",
+                   help="size of every disk (default 1GiB; a plain number is MiB)")
+    p.add_argument("--data", type=size_argument, default=128 * MiB, metavar="SIZE",
                    help="file data in the golden tree (default 128MiB)")
     p.add_argument("--exclude", "-x", action="append", default=[], metavar="DIR",
                    help="directory of the golden tree not to clone (repeatable)")

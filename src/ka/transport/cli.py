@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from ka.keys import (
     identity_from_args,
     key_from_args,
 )
+from ka.sizes import size_argument
 from ka.transport.endpoints import CommandSink, CommandSource, FileSink, FileSource, Sink, Source
 from ka.transport.options import (
     CHUNK_SIZE,
@@ -28,16 +28,6 @@ from ka.transport.options import (
     SendOptions,
     SessionReport,
 )
-
-_SIZE = re.compile(r"^(\d+)\s*([kmgKMG]?)(i?[bB]?)$")
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M, 1G, 1048576)")
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
-    return int(m.group(1)) * factor
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,9 +51,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--wait-timeout", type=float, metavar="S", help="stop waiting after S s")
     s.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="evict a node without progress for S s (default 5)")
-    s.add_argument("--ring-size", type=parse_size, default=64 * 1024**2,
-                   help="retention per node, e.g. 64M (default); the memory each node uses")
-    s.add_argument("--chunk-size", type=parse_size, default=CHUNK_SIZE, metavar="SIZE",
+    s.add_argument("--ring-size", type=size_argument, default=64 * 1024**2,
+                   help="retention per node, e.g. 64MiB (the default; a plain number is MiB): the "
+                        "memory each node uses")
+    s.add_argument("--chunk-size", type=size_argument, default=CHUNK_SIZE, metavar="SIZE",
                    help="bytes per frame, 4K to 4M (default 256K); every hop holds a whole "
                         "chunk before passing it on: smaller ones fill a long, slow chain sooner")
     s.add_argument("--order", help="explicit node order: comma-separated addresses or names")

@@ -65,6 +65,45 @@ def test_every_host_reaches_every_other(lab: LabNetwork) -> None:
         assert {a.stdout.strip() for a in answers} == {server.address}
 
 
+def test_every_host_has_its_lab_name_and_the_machine_keeps_its_own(lab: LabNetwork) -> None:
+    machine = run(["hostname"]).stdout.strip()
+    names = [lab.run(h.index, ["hostname"]).stdout.strip() for h in lab.hosts]
+    assert names == ["golden", "node1", "node2"]
+    assert run(["hostname"]).stdout.strip() == machine
+    # Its pid is the command's (it replaces itself): a signal to the lab's process reaches it.
+    proc = lab.spawn(1, ["sh", "-c", "echo $$; exec sleep 30"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert int(proc.stdout.readline()) == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_receiver_joins_with_its_host_name(lab: LabNetwork, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(b"lab names\n" * 1000)
+    ka = [sys.executable, "-m", "ka"]
+    procs = [lab.spawn(0, [*ka, "send", "--nodes", "2", "--session", "names", "--input",
+                           str(data), "--json", "--port", str(PORT + 1)],
+                       stdout=subprocess.PIPE)]
+    procs += [lab.spawn(i, [*ka, "receive", "--session", "names", "--output", "/dev/null",
+                            "--port", str(PORT + 1), "--find-timeout", "20"]) for i in (1, 2)]
+    try:
+        out, _ = procs[0].communicate(timeout=60)
+        statuses = [p.wait(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert statuses == [0, 0, 0]
+    joined = [e["message"] for e in map(json.loads, out.decode().splitlines())
+              if e.get("event") == "joined"]
+    assert sorted(joined) == ["node1 joined (1/2)", "node2 joined (2/2)"] or \
+        sorted(joined) == ["node1 joined (2/2)", "node2 joined (1/2)"], joined
+
+
 def test_broadcast_reaches_the_lab_and_nothing_else(lab: LabNetwork) -> None:
     # The root namespace only listens here; nothing is ever sent from it.
     root = spawn([sys.executable, PROBE, "listen-udp", PORT, 3], stdout=subprocess.PIPE)

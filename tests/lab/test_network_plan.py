@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from ka.errors import UsageError
@@ -49,7 +51,10 @@ def test_hosts_are_named_and_addressed_from_the_lab_name() -> None:
     assert [h.address for h in lab.hosts] == [f"{prefix}.{i}" for i in (1, 2, 3, 4)]
     assert prefix.startswith("10.254.")
     assert lab.switch_netns == "ka-demo-switch"
-    assert lab.argv(2, ["ip", "addr"]) == ["ip", "netns", "exec", "ka-demo-node2", "ip", "addr"]
+    assert lab.argv(2, ["ip", "addr"]) == ["ip", "netns", "exec", "ka-demo-node2",
+                                           sys.executable, "-m", "ka.lab.uts", "node2",
+                                           "ip", "addr"]
+    assert lab.argv(0, ["true"])[-2:] == ["golden", "true"]
     assert lab.rate_bits == 100_000_000
 
 

@@ -29,6 +29,7 @@ import re
 import secrets
 import signal
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Sequence
@@ -306,7 +307,11 @@ class LabNetwork:
     # --- running commands on hosts ---------------------------------------------------------
 
     def argv(self, host: int, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.hosts[host].netns, *argv]
+        """`argv` on a host: in its network namespace, with its lab name (golden, node1...)
+        as host name in a UTS namespace of its own (ka.lab.uts)."""
+        h = self.hosts[host]
+        return ["ip", "netns", "exec", h.netns, sys.executable, "-m", "ka.lab.uts", h.label,
+                *argv]
 
     def run(self, host: int, argv: Sequence[str], **kw: Any) -> Result:
         kw.setdefault("node", self.hosts[host].label)

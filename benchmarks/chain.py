@@ -150,6 +150,13 @@ def run(lab: LabNetwork, n: int, data: Path, digest: str, args: argparse.Namespa
         got = sha.read_text().split()[0] if sha.exists() and sha.stat().st_size else ""
         good = got == digest and p.status == 0 and states.get(name) == "ok"
         (result.ok_nodes if good else result.bad_nodes).append(name)
+        if not good:
+            said = [str(e.get("message")) for e in sender.events()
+                    if e.get("node") == next((r["node"] for r in summary["nodes"]
+                                              if r["name"] == name), None)]
+            result.error = result.error or (
+                f"{name}: exit {p.status}, {states.get(name)} in the report; the sender said: "
+                f"{' | '.join(said[-3:])}; it said: {p.out.read_text()[-300:]!r}")
         if p.cpu_at_start is not None:
             result.cpu_per_gib[name] = round((p.cpu - p.cpu_at_start) / (size / GIB), 2)
     return result
@@ -174,13 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunk-size", default="32K", help="ka send --chunk-size")
     parser.add_argument("--no-kill", action="store_true", help="kill no node")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="write every process's output and report here, and keep them")
     args = parser.parse_args(argv)
     parse_size(args.chunk_size)
     if os.geteuid() != 0:
         parser.error("the benchmark builds network namespaces: run it as root")
     with tempfile.TemporaryDirectory(prefix="ka-chain-") as tmp, \
             LabNetwork(args.nodes, rate=args.rate) as lab:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         data = work / "data"
         data.write_bytes(os.urandom(args.size_mib * MIB))
         digest = hashlib.sha256(data.read_bytes()).hexdigest()

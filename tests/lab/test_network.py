@@ -151,6 +151,20 @@ def test_every_port_is_shaped_both_ways(lab: LabNetwork) -> None:
             assert root[0]["options"]["rate"] == 100_000_000 // 8  # tc reports bytes/s
 
 
+def test_one_host_shaped_apart_both_ways() -> None:
+    with LabNetwork(2, rate="100mbit") as lab:
+        lab.shape(2, "25mbit")
+        rates = {}
+        for host in lab.hosts:
+            for netns, dev in ((host.netns, "eth0"), (lab.switch_netns, lab.port(host.index))):
+                out = run(["tc", "-n", netns, "-j", "qdisc", "show", "dev", dev]).stdout
+                rates[netns, dev] = [q["options"]["rate"] for q in json.loads(out) if q.get("root")]
+        slow = {(lab.hosts[2].netns, "eth0"), (lab.switch_netns, lab.port(2))}
+        assert len(rates) == 6
+        for where, rate in rates.items():
+            assert rate == [(25 if where in slow else 100) * 1_000_000 // 8], where
+
+
 def test_unshaped_lab_has_no_token_bucket() -> None:
     with LabNetwork(1) as lab:
         out = lab.run(1, ["tc", "-j", "qdisc", "show", "dev", "eth0"]).stdout

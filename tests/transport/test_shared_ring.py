@@ -73,3 +73,21 @@ def test_a_node_is_admitted_late_only_while_the_start_is_held() -> None:
         big.put(b"z" * 20)
     assert big.ring.start > 0
     assert not big.admit_from_start(margin=0)
+
+
+def test_a_son_ahead_of_its_new_parent_waits_until_the_parent_gets_there() -> None:
+    """A node moved to the tail attaches at its own offset, ahead of the tail."""
+    ring = SharedRing(100)
+    ring.put(b"a" * 20)
+    assert ring.reach(20, time.monotonic())  # already there
+    reached: list[bool] = []
+    t = threading.Thread(target=lambda: reached.append(ring.reach(40, time.monotonic() + 5)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()
+    ring.put(b"b" * 20)
+    t.join(2)
+    assert reached == [True] and ring.add_cursor(object(), 40)
+    start = time.monotonic()
+    assert not ring.reach(60, start + 0.2)  # never got there: refused at the deadline
+    assert 0.15 < time.monotonic() - start < 2

@@ -166,3 +166,16 @@ def test_json_events_of_a_thousand_nodes_are_one_line_each(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert len(json.loads(lines[0])["nodes"]) == 1000 and len(json.loads(lines[1])["nodes"]) == 1000
+
+
+def test_the_summary_names_a_node_moved_to_the_tail(capsys: pytest.CaptureFixture[str]) -> None:
+    moved = NodeReport("10.0.0.5:4000", "node3", 4, "ok", 50_000_000, 17.0, True, 0, None,
+                       moved="2.9 MB/s against 11.8 MB/s for node2, its parent")
+    EventView(json_mode=False, role="send").summary(
+        SessionReport((*REPORT.nodes, moved), 50_000_000, 4.0, 13.0, "ab" * 32))
+    out, _ = capsys.readouterr()
+    assert "node3 moved to the tail: 2.9 MB/s against 11.8 MB/s for node2, its parent" in out
+    EventView(json_mode=True, role="send").summary(
+        SessionReport((moved,), 50_000_000, 4.0, 13.0, "ab" * 32))
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["nodes"][0]["moved"] == moved.moved

@@ -251,6 +251,16 @@ class LabNetwork:
             self._tc(ns, "eth0", bucket)
             self._tc(sw, port, bucket)
 
+    def shape(self, index: int, rate: str) -> None:
+        """Shape host `index`'s link both ways to `rate` (e.g. one slow node among fast ones)."""
+        bits = parse_rate(rate)
+        if bits is None:
+            raise UsageError("a link is shaped to a rate, not 'none'")
+        host = self.hosts[index]
+        bucket = TokenBucket.for_rate(bits)
+        self._tc(host.netns, "eth0", bucket)
+        self._tc(self.switch_netns, self.port(host.index), bucket)
+
     def _ip(self, *args: str) -> Result:
         return run(["ip", *args], node=f"lab {self.name}")
 

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--chunk-size", type=size_argument, default=CHUNK_SIZE, metavar="SIZE",
                    help="bytes per frame, 4K to 4M (default 256K); every hop holds a whole "
                         "chunk before passing it on: smaller ones fill a long, slow chain sooner")
+    s.add_argument("--keep-stragglers", action="store_true",
+                   help="leave a node much slower than its parent where it is in the chain "
+                        "(default: move it to the tail once; see docs/transport.md)")
     s.add_argument("--order", help="explicit node order: comma-separated addresses or names")
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP control and UDP port")
     s.add_argument("--bind", default="0.0.0.0", help="local address to listen on")
@@ -107,6 +110,7 @@ def run_send(args: argparse.Namespace) -> int:
         release_delay=args.release_delay / 10 if args.release_delay is not None else None,
         min_nodes=args.min_nodes, wait_timeout=args.wait_timeout,
         stall_timeout=args.stall_timeout, ring_size=args.ring_size, chunk_size=args.chunk_size,
+        move_stragglers=not args.keep_stragglers,
         node_order=tuple(x.strip() for x in args.order.split(",") if x.strip())
         if args.order else None,
         bind=args.bind, encrypt=False if args.no_encrypt else None,

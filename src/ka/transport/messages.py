@@ -63,6 +63,7 @@ class EventKind(StrEnum):
     UPSTREAM_LOST = "upstream-lost"
     EVICTED = "evicted"
     REATTACHED = "reattached"
+    MOVED = "moved"
     DONE = "done"
     FAILED = "failed"
     RELEASED = "released"

@@ -34,6 +34,8 @@ class SendOptions:
     # Every hop stores and checks a whole chunk before passing it on: a chain of N nodes
     # starts N chunk-times late (docs/transport.md, Chunk size).
     chunk_size: int = CHUNK_SIZE
+    # Move a node much slower than its parent to the tail (ka.transport.straggler).
+    move_stragglers: bool = True
     node_order: tuple[str, ...] | None = None
     bind: str = "0.0.0.0"
     encrypt: bool | None = None  # None: encrypt the payload whenever there is a key
@@ -71,6 +73,7 @@ class NodeReport:
     # Evicted for making no progress while it still answered: the node itself runs on
     # (it was told), so a workflow's next session can expect it, unlike a lost node.
     stalled: bool = False
+    moved: str | None = None  # moved to the tail of the chain, and why
 
     @property
     def still_running(self) -> bool:
@@ -94,6 +97,7 @@ class NodeReport:
             "consumer_status": self.consumer_status,
             "reason": self.reason,
             "stalled": self.stalled,
+            "moved": self.moved,
         }
 
 

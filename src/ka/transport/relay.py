@@ -88,6 +88,17 @@ class SharedRing:
                 raise RingClosed
             return frame
 
+    def reach(self, offset: int, deadline: float) -> bool:
+        """Wait until the ring reaches `offset`: a node moved to the tail is ahead of its new
+        parent, which catches up once the slow node no longer paces it. False at `deadline`."""
+        with self._lock:
+            while self.ring.end < offset and not (self.closed or self.ended):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._data.wait(min(left, WAIT_STEP))
+            return self.ring.end >= offset
+
     def add_cursor(self, key: object, offset: int) -> bool:
         with self._lock:
             if not self.ring.holds(offset):
@@ -242,6 +253,7 @@ class Relay:
     def _serve(self, attach: tuple[Channel, str, str, int, str]) -> None:
         chan, where, son, offset, ticket = attach
         sock = chan.sock
+        deadline = time.monotonic() + ASSIGNMENT_WAIT
         expected = self._wait_assignment(son)
         if expected is None:
             self._refuse(chan, f"{son} is not assigned to this parent")
@@ -262,7 +274,7 @@ class Relay:
             return
         if old is not None:
             old.drop()  # its son went away (the socket says so): this is its new link
-        if not self.ring.add_cursor(feed, offset):
+        if not (self.ring.reach(offset, deadline) and self.ring.add_cursor(feed, offset)):
             with self._lock:
                 if self._feeds.get(son) is feed:
                     del self._feeds[son]

@@ -50,6 +50,7 @@ from ka.transport.messages import (
     Welcome,
 )
 from ka.transport.options import PROTOCOL, Event, NodeReport, SendOptions, SessionReport
+from ka.transport.straggler import Move, StragglerWatch
 from ka.transport.topology import ROOT, ChainPlan, Member, order_members
 
 PROGRESS_EVERY = 1.0
@@ -83,6 +84,7 @@ class NodeRecord:
     # Evicted for lack of progress while still answering (and told so): the node runs on as
     # a failed one, unlike a node that lost contact.
     stalled: bool = False
+    moved: str | None = None  # why it was moved to the tail, if it was
 
     def send(self, msg: Message) -> bool:
         return self.connected and _try_send(self.chan, msg)
@@ -112,6 +114,7 @@ class Session:
         self.clock = clock
         self.opened = clock()
         self.last_ping = float("-inf")
+        self.stragglers = StragglerWatch() if options.move_stragglers else None
 
     # joining --------------------------------------------------------------------------
     def join(self, chan: Link, address: str, msg: Join, now: float) -> NodeRecord | None:
@@ -205,7 +208,7 @@ class Session:
     def _add_late(self, ns: NodeRecord, now: float) -> None:
         """A node that came after the start joins the tail and catches up from offset 0."""
         self.plan = self.plan.with_tail(ns.id, lambda n: self.nodes[n].state == NodeState.ACTIVE)
-        ns.state, ns.position = NodeState.ACTIVE, len(self.nodes)
+        ns.state, ns.position = NodeState.ACTIVE, self._next_position()
         up = self.plan.parent(ns.id)
         self._assign(up, [ns.id])
         self.epoch += 1
@@ -264,6 +267,8 @@ class Session:
         match msg:
             case Pos():
                 ns.progress.update(now, msg.received, msg.consumed, msg.ended)
+                if self.stragglers is not None:
+                    self.stragglers.observe(node, now, ns.progress.received)
             case Failing():
                 self.emit(Event(EventKind.CONSUMER_FAILED, f"{node}: {msg.reason}", node=node))
             case Lost():
@@ -339,6 +344,56 @@ class Session:
                                           f"{self.nodes[up].name or up if up else 'the sender'} "
                                           f"at offset {ns.progress.received}", node=son))
 
+    def _move_stragglers(self, now: float) -> None:
+        assert self.stragglers is not None
+        order = self.plan.order
+        full = self.options.ring_size - 2 * (self.options.chunk_size + PREFIX)
+        low = {n: self.nodes[n].progress.consumed for n in order}
+        for son, up in self.plan.parents.items():
+            if up != ROOT:
+                low[up] = min(low[up], self.nodes[son].progress.received)
+        def held(n: str) -> bool:
+            """Its ring is full of what a node after it has not taken: back-pressure, not a
+            slow node (so is everyone's pace once the fast ones are a ring ahead)."""
+            return self.nodes[n].progress.received - low[n] >= full
+        skip = [n for n in order if self.nodes[n].progress.ended
+                or self.nodes[n].state != NodeState.ACTIVE or held(n)]
+        moves = self.stragglers.due(
+            self.plan, {n: self.nodes[n].progress.received for n in order}, skip, now)
+        if moves:  # one at a time: a move changes the rates of every node after it
+            self._move_to_tail(moves[0], now)
+
+    def _move_to_tail(self, move: Move, now: float) -> None:
+        """Its sons re-attach to its parent at their offsets, as when a node leaves; then it
+        re-attaches at the tail at its own offset (the new parent waits to reach it). Never
+        under the sender or a node moved before (a chain whose tail is a straggler already:
+        a second one stays where it is rather than be paced by the first)."""
+        assert self.stragglers is not None
+        ns, moved = self.nodes[move.node], self.stragglers.moved
+        moved.add(move.node)  # at most once, moved or not
+        target = self.plan.without(move.node)[0].with_tail(
+            move.node, lambda n: self.nodes[n].state == NodeState.ACTIVE and n not in moved)
+        up = target.parent(move.node)
+        if up == ROOT or up in moved:
+            return
+        self._leave_plan(move.node, now)
+        self.plan, ns.position = target, self._next_position()
+        self._assign(up, [move.node])
+        self.epoch += 1
+        self._send_plan(ns)  # before its old parent drops it: it leaves, it is not cut off
+        self.nodes[move.parent].send(DropSon(move.node))
+        ns.progress.restart_clock(now)
+        parent = self.nodes[move.parent]
+        ns.moved = (f"{move.rate / 1e6:.1f} MB/s against {move.parent_rate / 1e6:.1f} MB/s "
+                    f"for {parent.name or parent.id}, its parent")
+        self.emit(Event(EventKind.MOVED, f"{ns.name or ns.id} moved to the tail: {ns.moved}; "
+                                         f"now under {self.nodes[up].name or up}",
+                        node=ns.id, data={"rate": round(move.rate), "parent": move.parent,
+                                          "parent_rate": round(move.parent_rate)}))
+
+    def _next_position(self) -> int:
+        return max((n.position for n in self.nodes.values()), default=0) + 1
+
     def ping(self) -> None:
         for ns in self.nodes.values():
             if ns.state in (NodeState.WAITING, *LIVE):
@@ -363,6 +418,8 @@ class Session:
             if self.nodes[n].state == NodeState.ACTIVE:
                 self.evict(n, f"no progress for {self.options.stall_timeout:g} s", now,
                            stalled=True)
+        if self.stragglers is not None:
+            self._move_stragglers(now)
         if not self.eof_seen and self.producer.eof_at is not None:
             self.eof_seen = True
             self.emit(Event(EventKind.EOF,
@@ -446,6 +503,7 @@ class Session:
                 reason=ns.reason,
                 attachment=base64.b64decode(d.attachment) if d and d.attachment else None,
                 stalled=ns.stalled,
+                moved=ns.moved,
             ))
         return SessionReport(tuple(nodes), self.producer.raw, eof - self.producer.started_at,
                              max(0.0, drain_end - eof), self.producer.digest)

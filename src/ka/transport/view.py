@@ -114,6 +114,9 @@ class EventView:
                   f"{status:>4}  {printable(n.reason or '')}", file=out)
         if totals:
             print(totals, file=out)
+        for n in report.nodes:  # every one, also at 1,000 nodes: there are few
+            if n.moved:
+                print(printable(f"{n.name or n.node} moved to the tail: {n.moved}"), file=out)
         rate = report.bytes / report.seconds / 1e6 if report.seconds > 0 else 0.0
         print(f"Total data sent = {report.bytes / 2**20:.1f} MiB, digest {report.digest[:16]}…",
               file=out)

@@ -21,7 +21,7 @@ PAYLOAD_RATE = 100e6 / 8 * 1448 / 1514
 # The fast nodes run ahead of the moved one by at most --ring-size (the sender keeps every
 # byte a live node still needs): by their end they are 3/4 of the stream ahead. And they
 # pace with it until it is moved (about 1.5 s), which a longer stream amortises.
-SIZE = 160 * MiB
+SIZE = 192 * MiB
 
 
 @pytest.fixture
@@ -42,10 +42,10 @@ def test_a_node_at_a_quarter_of_the_rate_is_moved_to_the_tail(lab: LabNetwork,
     c = cluster(tmp_path, lab)
     try:
         path, digest = c.data(SIZE)
-        c.send("--input", str(path), "--ring-size", "160M", nodes=6)
+        c.send("--input", str(path), "--ring-size", "192M", nodes=6)
         names = c.nodes(6)
         for name in names:
-            assert c.wait(name, 150) == 0, c.stderr(name)
+            assert c.wait(name, 180) == 0, c.stderr(name)
             assert c.sha(name) == digest
         assert c.wait("sender", 30) == 0, c.stderr("sender")
         ids = c.node_ids()

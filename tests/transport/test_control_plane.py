@@ -402,3 +402,20 @@ def test_a_pause_of_the_sender_evicts_nobody_whose_reports_waited() -> None:
     plane.tick()
     assert all(n.record.state == NodeState.ACTIVE for n in nodes)
     assert "evicted" not in plane.kinds()
+
+
+def test_a_pause_of_the_sender_itself_is_not_the_nodes_silence() -> None:
+    # The whole sender process was starved or stopped for 4 s: not even its readers ran, so
+    # nothing from the nodes waits in its inbox when its loop runs again.
+    plane, nodes = started(5)
+    plane.producer.produce(MB)
+    plane.run(1.0, alive=tuple(nodes))
+    plane.clock.advance(4.0)
+    plane.tick()
+    assert all(n.record.state == NodeState.ACTIVE for n in nodes)
+    assert "evicted" not in plane.kinds()
+    assert any("paused 4.0 s" in e.message for e in plane.events)
+    # A node that stays silent after the pause is still evicted within the usual time.
+    plane.run(3.0, alive=tuple(nodes[1:]))
+    assert nodes[0].record.state == NodeState.EVICTED
+    assert all(n.record.state == NodeState.ACTIVE for n in nodes[1:])

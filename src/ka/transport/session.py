@@ -58,6 +58,10 @@ PROGRESS_EVERY = 1.0
 # tells it enough, at a fifth of the sender's messages of one per heartbeat.
 PING_EVERY = 1.0
 CLOSE_GRACE = 3.0
+# The sender's loop runs the clock at least every 0.1 s; a longer gap between two runs is a pause
+# of the sender itself (a starved or stopped process), and the nodes' silence during it is not
+# theirs: it is not counted towards "no heartbeat".
+OWN_PAUSE = 1.0
 LIVE = (NodeState.ACTIVE, NodeState.DONE, NodeState.FAILED)
 
 
@@ -114,6 +118,7 @@ class Session:
         self.clock = clock
         self.opened = clock()
         self.last_ping = float("-inf")
+        self.last_tick: float | None = None
         self.stragglers = StragglerWatch() if options.move_stragglers else None
 
     # joining --------------------------------------------------------------------------
@@ -250,6 +255,9 @@ class Session:
 
     def tick(self, now: float) -> SessionReport | None:
         """Run the clock: heartbeats, the start, healing, release. The report once done."""
+        if self.last_tick is not None and now - self.last_tick > OWN_PAUSE:
+            self._excuse_pause(now - self.last_tick, now)
+        self.last_tick = now
         if now - self.last_ping >= PING_EVERY:
             self.ping()  # also while waiting, so joined nodes know we are alive
             self.last_ping = now
@@ -398,6 +406,14 @@ class Session:
         for ns in self.nodes.values():
             if ns.state in (NodeState.WAITING, *LIVE):
                 ns.send(Ping())
+
+    def _excuse_pause(self, gap: float, now: float) -> None:
+        """The sender did not run for `gap` seconds: every node's silence clock moves on by it
+        (a node silent before the pause still has what was left of its time, not more)."""
+        self.emit(Event(EventKind.WARNING, f"the sender's own loop paused {gap:.1f} s: "
+                                        "the nodes' silence in it is not counted"))
+        for ns in self.nodes.values():
+            ns.progress.last_seen = min(now, ns.progress.last_seen + gap)
 
     def check(self, now: float) -> None:
         if self.producer.error is not None:

@@ -74,9 +74,14 @@ def read_key_file(path: str) -> bytes:
     return parse_key(data, f"the key file {path}")
 
 
+def key_file_path(given: str | None) -> str | None:
+    """The key file a command uses: `--key-file`, else $KA_KEY_FILE; None when neither."""
+    return given or os.environ.get(KEY_ENV) or None
+
+
 def key_from_args(args: argparse.Namespace) -> bytes | None:
     """The key of `--key-file` (or $KA_KEY_FILE), None when neither is given."""
-    path = getattr(args, "key_file", None) or os.environ.get(KEY_ENV) or None
+    path = key_file_path(getattr(args, "key_file", None))
     return read_key_file(path) if path else None
 
 

@@ -8,18 +8,18 @@ from typing import Any
 
 from ka.boot import bootenv
 from ka.keys import read_golden_key
+from ka.options import add_group
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    env = subparsers.add_parser(
-        "bootenv", help="build the boot environment (kernel, stage1 and stage2 running ka install)",
+    _env, sub = add_group(
+        subparsers, "bootenv",
+        help="build the boot environment (kernel, stage1 and stage2 running ka install)",
         description="Build, from this machine's packages, a kernel and a small initramfs "
                     "(stage1) that brings up the network by DHCP and receives stage2 (the rest: "
                     "Python, ka, the disk tools) through the chain from `ka clone`, then runs ka "
                     "install (ka.session=, ka.host=, ka.retries= from the kernel command line) "
                     "and reboots.")
-    env.set_defaults(func=lambda args: _help(env))
-    sub = env.add_subparsers(dest="bootenv_command", metavar="BOOTENV_COMMAND")
     build = sub.add_parser(
         "build", help="write DIR/vmlinuz, DIR/initrd.img (stage1) and DIR/stage2.cpio.gz",
         description="Write DIR/vmlinuz, DIR/initrd.img (stage1: fetched by TFTP) and "
@@ -32,8 +32,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="kernel image (default: the newest /boot/vmlinuz-* with modules)")
     build.add_argument("--modules", metavar="DIR",
                        help="its modules, /lib/modules/VERSION (default: from the kernel's name)")
+    # Not add_key_option: $KA_KEY_FILE is not read here, since a key baked into boot files
+    # that anyone on the network may fetch must be asked for by name.
     build.add_argument("--key-file", metavar="FILE",
-                       help="bake this session key into the initramfs (see docs/boot.md)")
+                       help="bake this session key into the initramfs (see docs/boot.md; "
+                            "$KA_KEY_FILE is not read)")
     build.add_argument("--golden-key", metavar="PUB|FILE",
                        help="pin the golden identity's public key (golden.pub of `ka keygen "
                             "--identity`): the nodes accept only what the golden node signed, "
@@ -47,10 +50,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                             "it does not scale, TFTP carries all of it to every node)")
     build.set_defaults(func=_build)
 
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from ka.boot.pxe import (
 from ka.boot.state import load_state, save_state, write_tree
 from ka.boot.switch import boot_states, carry_over, check_entry, set_boot
 from ka.errors import UsageError
+from ka.options import add_group
 from ka.signals import sigterm_interrupts
 
 DEFAULT_DIR = "/var/lib/ka/pxe"
@@ -38,11 +39,10 @@ switches nodes between them. State lives in --dir (default /var/lib/ka/pxe)."""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    pxe = subparsers.add_parser("pxe", help="network boot: dnsmasq, boot loaders, ka or local",
-                                description=PXE_DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    pxe.set_defaults(func=lambda args: _help(pxe))
-    sub = pxe.add_subparsers(dest="pxe_command", metavar="PXE_COMMAND")
+    _pxe, sub = add_group(subparsers, "pxe",
+                          help="network boot: dnsmasq, boot loaders, ka or local",
+                          description=PXE_DESCRIPTION,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
     config = sub.add_parser("config", help="write the dnsmasq configuration and the TFTP tree",
                             description="Write DIR/dnsmasq.conf and the TFTP tree.")
@@ -108,10 +108,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     bootenv_cli.register(subparsers)
 
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _dir_option(parser: argparse.ArgumentParser) -> None:

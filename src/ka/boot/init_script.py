@@ -20,12 +20,13 @@ The functions live in /etc/ka/boot.sh so that tests can run them with a stand-in
 
 from __future__ import annotations
 
+from ka.ports import STAGE2_PORT as STAGE2_PORT
+
 BOOT_SH_PATH = "/etc/ka/boot.sh"
 UDHCPC_SCRIPT_PATH = "/etc/ka/udhcpc.script"
 MODULES_LIST_PATH = "/etc/ka/modules"
 MODULES_STAGE2_PATH = "/etc/ka/modules.stage2"  # the drivers that come with stage2
 STAGE2_MARKER_PATH = "/etc/ka/stage2"  # present in stage1: fetch stage2 before installing
-STAGE2_PORT = 30764  # below the plan session's 30765: a session of its own, before the plan
 KEY_PATH = "/etc/ka/key"
 GOLDEN_KEY_PATH = "/etc/ka/golden.pub"  # the pinned golden identity, public by design
 FIND_TIMEOUT_SECONDS = 120

@@ -18,9 +18,8 @@ import subprocess
 from ka import run
 from ka.boot.pxe import DNSMASQ_CONF, PxeConfig
 from ka.errors import KaError
+from ka.ports import DHCP_PORT, TFTP_PORT
 
-DHCP_PORT = 67
-TFTP_PORT = 69
 STARTUP_SECONDS = 1.0  # dnsmasq fails at once on a bad configuration or a taken port
 
 

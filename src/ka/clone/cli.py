@@ -57,11 +57,10 @@ from ka.keys import (
     identity_from_args,
     key_from_args,
 )
+from ka.options import SESSION_PREFIX, add_port_option, add_session_prefix_option
 from ka.transport.view import printable
 from ka.web.cli import add_web_options, maybe_dashboard
 from ka.web.state import Deployment as LiveDeployment
-
-DEFAULT_PORT = 30765
 
 CLONE_EPILOG = """\
 The golden layout comes from --desc DRIVE FILE (also DRIVE=FILE) for each golden disk, or,
@@ -132,9 +131,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "'MAC|IP|POSITION NAME' lines")
     add_key_option(p, "; without one the sessions are open")
     add_identity_option(p)
-    p.add_argument("--session-prefix", default="ka", metavar="P", help="session names (ka)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
-                   help="port of the plan session; the next sessions use the next ports")
+    add_session_prefix_option(p, f"session names ({SESSION_PREFIX})")
+    add_port_option(p, "port of the plan session; the next sessions use the next ports")
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on")
     p.add_argument("--join-timeout", type=float, default=900.0, metavar="S",
                    help="after the plan, start a session with the nodes present after S s")
@@ -171,16 +169,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Receive a `ka clone` plan and install it on this machine's disks.",
     )
     where = q.add_mutually_exclusive_group()
-    where.add_argument("--session-prefix", metavar="P",
-                       help="find the sessions P-plan... by name (default: ka, as `ka clone`)")
+    add_session_prefix_option(where, "find the sessions P-plan... by name (default: "
+                              f"{SESSION_PREFIX}, as `ka clone`)", default=None)
     where.add_argument("--host", metavar="ADDR", help="contact the golden node directly")
     q.add_argument("--disk", action="append", default=[], metavar="DRIVE=DEV",
                    help="put golden disk DRIVE on DEV (default: free disks in order and size)")
     q.add_argument("--target", default="/mnt/ka", help="where the clone is mounted (/mnt/ka)")
     add_key_option(q)
     add_golden_key_option(q)
-    q.add_argument("--port", type=int, default=DEFAULT_PORT,
-                   help="the --port of `ka clone` (its sessions use the next ports too)")
+    add_port_option(q, "the --port of `ka clone` (its sessions use the next ports too)")
     q.add_argument("--bootloader", choices=("grub", "none"),
                    help="override the plan: grub (fail without it) or none")
     q.add_argument("--name", help="name to join the plan session with (default: position)")

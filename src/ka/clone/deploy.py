@@ -28,6 +28,7 @@ from ka.clone.endpoints import TarSource
 from ka.clone.plan import ClonePlan, Stream
 from ka.clone.report import InstallReport
 from ka.errors import KaError, UsageError
+from ka.ports import SESSION_PORT
 
 
 class CloneFailed(KaError):
@@ -41,7 +42,7 @@ DEFAULT_LOGS = "/var/log/ka"
 @dataclass(frozen=True)
 class SessionSettings:
     root: str = "/"
-    port: int = 30765
+    port: int = SESSION_PORT
     key: bytes | None = None
     identity: bytes | None = None  # the golden's Ed25519 key: signs every stream
     join_timeout: float = 900.0  # later sessions start with whoever came after this long

@@ -28,6 +28,7 @@ from ka.clone.report import InstallLog, InstallReport
 from ka.disk.desc import parse_desc
 from ka.disk.plan import plan_layout
 from ka.errors import CommandError, KaError
+from ka.ports import SESSION_PORT
 
 REPORT_PATH = "var/log/ka-install.json"
 DETAIL_LIMIT = 4000
@@ -41,7 +42,7 @@ class InstallFailed(KaError):
 class InstallOptions:
     prefix: str | None = None
     host: str | None = None
-    port: int = 30765
+    port: int = SESSION_PORT
     key: bytes | None = None
     golden_key: bytes | None = None  # refuse streams the golden identity did not sign
     disks: Mapping[str, str] = field(default_factory=dict)  # golden DRIVE -> local device

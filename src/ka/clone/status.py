@@ -19,13 +19,13 @@ from typing import Any
 from ka import run
 from ka.errors import KaError
 from ka.keys import check_key
+from ka.ports import STATUS_PORT as STATUS_PORT
 from ka.transport import auth
 from ka.transport.channel import Channel, initiate, respond
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import session_key, subkey
 from ka.transport.gate import Gate, accept_loop
 
-STATUS_PORT = 30760  # below the session ports, which count up from 30765
 BACKLOG = 5000  # log lines kept for a console that connects late
 EXEC_TIMEOUT = 120.0
 OUTPUT_LIMIT = 256 * 1024

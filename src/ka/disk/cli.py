@@ -15,6 +15,7 @@ from ka.disk.layout import Layout, parse_size
 from ka.disk.plan import Plan, minimum_disk_size, plan_layout
 from ka.disk.probe import probe_disks
 from ka.errors import KaError, UsageError
+from ka.options import add_group
 
 DESC_DESCRIPTION = """\
 A desc file describes the partitions of one disk, one line per partition, in order:
@@ -31,14 +32,13 @@ See docs/desc.md for the whole language."""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    desc = subparsers.add_parser(
+    _desc, sub = add_group(
+        subparsers,
         "desc",
         help="partition descriptions: probe disks, check a desc, apply it to a disk",
         description=DESC_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    desc.set_defaults(func=lambda args: _help(desc))
-    sub = desc.add_subparsers(dest="desc_command", metavar="DESC_COMMAND")
 
     probe = sub.add_parser(
         "probe",
@@ -105,10 +105,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     apply.set_defaults(func=_apply)
 
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _read_layout(path: str) -> Layout:

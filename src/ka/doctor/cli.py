@@ -21,7 +21,7 @@ from ka.doctor.roles import (
     verdict,
 )
 from ka.keys import add_golden_key_option, add_identity_option, add_key_option
-from ka.transport.options import DEFAULT_PORT
+from ka.options import add_port_option
 
 EPILOG = """\
 One line per check: ok, missing (the role cannot work without it) or warning (ka may work,
@@ -50,8 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_key_option(d)
     add_identity_option(d)
     add_golden_key_option(d)
-    d.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="P",
-                   help=f"the --port of ka clone / ka install ({DEFAULT_PORT})")
+    add_port_option(d, "the --port of ka clone / ka install")
     d.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS, metavar="N",
                    help=f"--golden: how many ports from P to check ({DEFAULT_SESSIONS})")
     d.add_argument("--stage2-port", type=int, default=STAGE2_PORT, metavar="P",

@@ -22,7 +22,7 @@ from ka.clone.status import STATUS_PORT
 from ka.doctor import checks
 from ka.doctor.checks import Check
 from ka.errors import KaError
-from ka.keys import GOLDEN_KEY_ENV, IDENTITY_ENV, KEY_ENV
+from ka.keys import GOLDEN_KEY_ENV, IDENTITY_ENV, key_file_path
 from ka.transport.options import DEFAULT_PORT
 
 Role = Literal["golden", "node", "pxe"]
@@ -168,7 +168,7 @@ def pxe(o: Options) -> list[Check]:
                              else f"{len(f.inputs)} files from {f.package}",
                              f"apt-get install {f.package}" if absent else None))
     out += _dnsmasq_ports(dhcp=True)
-    if o.key_file or os.environ.get(KEY_ENV):
+    if key_file_path(o.key_file):
         out += key(o.key_file)
     out += checks.interface(o.bind, "pxe")
     out += checks.privileges("dnsmasq binds ports 67 and 69")
@@ -176,7 +176,7 @@ def pxe(o: Options) -> list[Check]:
 
 
 def key(path: str | None) -> list[Check]:
-    path = path or os.environ.get(KEY_ENV) or None
+    path = key_file_path(path)
     if path is None:
         return [Check("key", "key file", "warning", "no --key-file (nor $KA_KEY_FILE): the "
                       "sessions are open to anyone on the network", "make one with `ka keygen "

@@ -14,6 +14,7 @@ from ka.image.capture import CaptureOptions, Progress, capture
 from ka.image.manifest import ImageError, Manifest, read_manifest
 from ka.image.store import DEFAULT_STORE, check_files, label, list_images, resolve, verify_stream
 from ka.keys import add_key_option, key_from_args
+from ka.options import add_group
 from ka.signals import sigterm_interrupts
 
 EPILOG = f"""\
@@ -24,20 +25,18 @@ stream file per filesystem (fs-N.tar.zst: its tar, compressed once (zstd:3 unles
 says otherwise; --compress none stores it as it is), in zstd's seekable
 format: `zstd -dc fs-1.tar.zst | tar -tv` lists it), per raw partition (raw-N.img.zst) and
 the MBR boot code (DISK.mbr). A bare NAME means STORE/NAME (STORE: --store, default
-{DEFAULT_STORE}). Deploy one with `ka clone --image DIR|NAME --nodes N`.
-
-Exit status: 0 ok; 2 bad usage; 30 no such image; 31 unknown format or unreadable manifest;
-32 a stream file missing, truncated or changed; 33 the manifest does not match the key;
-34 the capture failed (no space, output exists: nothing is left behind); 35 no such store.
+{DEFAULT_STORE}). Deploy one with `ka clone --image DIR|NAME --nodes N`. A failed capture
+leaves nothing behind (no space, or the output exists).
 """
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("image", help="capture a golden machine into an image; check and list "
-                                     "images (deploy with `ka clone --image`)",
-                       description="Images: a golden machine captured once, deployed any time.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    _image, verbs = add_group(
+        sub, "image",
+        help="capture a golden machine into an image; check and list images (deploy with "
+             "`ka clone --image`)",
+        description="Images: a golden machine captured once, deployed any time.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     c = verbs.add_parser("capture", help="read the golden tree into a new image directory",
                          description="Read the golden tree, its layout and fix-up plan, "

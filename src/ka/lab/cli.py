@@ -17,6 +17,7 @@ from ka.lab.network import (
     TokenBucket,
     existing_namespaces,
 )
+from ka.options import add_group
 from ka.run import spawn
 
 DEFAULT_NAME = "lab"
@@ -29,14 +30,13 @@ Nothing sent inside the lab can reach any other network. State is kept in /run/k
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    lab = subparsers.add_parser(
+    _lab, lab_subparsers = add_group(
+        subparsers,
         "lab",
         help="build and use a virtual cluster network (network namespaces)",
         description=LAB_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    lab_subparsers = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
-    lab.set_defaults(func=lambda args: _help(lab))
 
     up = lab_subparsers.add_parser(
         "up",
@@ -103,10 +103,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _name_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--name", metavar="NAME", help=help_text)
 
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def require_root() -> None:

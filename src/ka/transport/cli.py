@@ -18,11 +18,11 @@ from ka.keys import (
     identity_from_args,
     key_from_args,
 )
+from ka.options import add_port_option
 from ka.sizes import size_argument
 from ka.transport.endpoints import CommandSink, CommandSource, FileSink, FileSource, Sink, Source
 from ka.transport.options import (
     CHUNK_SIZE,
-    DEFAULT_PORT,
     Event,
     ReceiveOptions,
     SendOptions,
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="leave a node much slower than its parent where it is in the chain "
                         "(default: move it to the tail once; see docs/transport.md)")
     s.add_argument("--order", help="explicit node order: comma-separated addresses or names")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP control and UDP port")
+    add_port_option(s, "TCP control and UDP port")
     s.add_argument("--bind", default="0.0.0.0", help="local address to listen on")
     s.add_argument("--report", metavar="FILE.json", help="write the final report as JSON")
     s.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "at once (takes no data), with --command/--output join as a node too")
     r.add_argument("--find-timeout", type=float, default=30.0, metavar="S",
                    help="look for the sender this long (default 30)")
-    r.add_argument("--port", type=int, default=DEFAULT_PORT, help="the sender's port")
+    add_port_option(r, "the sender's port")
     r.add_argument("--name", help="name reported to the sender (default: host name)")
     r.add_argument("--discovery-address", default="255.255.255.255",
                    help="where to send discovery requests (default: LAN broadcast)")

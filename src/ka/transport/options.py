@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ka.ports import SESSION_PORT as DEFAULT_PORT
 from ka.transport.messages import Outcome
 
 PROTOCOL = 3  # bump on any incompatible change of the wire format
 # 2: frame MACs keyed per session, the session id in END, attach tickets
-DEFAULT_PORT = 30765
 CHUNK_SIZE = 256 * 1024
 MIN_CHUNK, MAX_CHUNK = 4 * 1024, 4 * 1024 * 1024
 

@@ -8,12 +8,13 @@ import argparse
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from ka.cli import build_parser
-from ka.manpages import _subcommands, pages, readme_examples, readme_text
+from ka.manpages import SHIPPED, _subcommands, pages, readme_examples, readme_text
 from needs import need
 
 needs_man = pytest.mark.usefixtures("man")
@@ -112,3 +113,48 @@ def test_ka_man_writes_into_a_directory(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ka.1").is_file() and (tmp_path / "ka-image-verify.1").is_file()
     assert not list(tmp_path.glob(".*"))
+
+
+def _undated(text: str) -> str:
+    """A page without the date of its .TH line (the day it was made)."""
+    head, _, rest = text.partition("\n")
+    fields = head.split('"')
+    if len(fields) > 3:
+        fields[3] = "DATE"
+    return '"'.join(fields) + "\n" + rest
+
+
+def test_the_shipped_pages_are_what_the_parsers_make_now() -> None:
+    made = pages(build_parser())
+    shipped = {p.name: p.read_text() for p in sorted(SHIPPED.glob("*.1"))}
+    hint = "after changing a command's options or help: .venv/bin/ka man --output man"
+    assert sorted(shipped) == sorted(made), hint
+    for name, text in made.items():
+        assert _undated(shipped[name]) == _undated(text), f"man/{name} differs: {hint}"
+
+
+def test_pages_do_not_depend_on_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    narrow = pages(build_parser())
+    monkeypatch.setenv("COLUMNS", "250")
+    assert pages(build_parser()) == narrow
+    assert os.environ["COLUMNS"] == "250"  # put back as it was
+
+
+@pytest.mark.slow
+@needs_man
+def test_the_package_installs_its_man_pages(tmp_path: Path) -> None:
+    # The wheel that `pip install` makes carries the pages into PREFIX/share/man/man1.
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                             str(tmp_path), str(root)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("ka-*.whl")
+    prefix = f"ka-{wheel.name.split('-')[1]}.data/data/share/man/man1/"
+    with zipfile.ZipFile(wheel) as z:
+        names = {n.removeprefix(prefix) for n in z.namelist() if n.startswith(prefix)}
+        assert names == set(pages(build_parser()))
+        (tmp_path / "ka-clone.1").write_bytes(z.read(prefix + "ka-clone.1"))
+    text = render(tmp_path / "ka-clone.1")
+    assert "ka-clone" in text and "--nodes" in text

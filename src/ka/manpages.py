@@ -21,6 +21,10 @@ from ka import __version__
 
 SECTION = 1
 MANUAL = "ka manual"
+WIDTH = 100
+# The pages installed with the package: made by `ka man --output man` in the source tree, and a
+# test keeps them equal to what the parsers make now (tests/test_manpages.py).
+SHIPPED = Path(__file__).resolve().parents[2] / "man"
 
 
 def _roff(text: str) -> str:
@@ -116,7 +120,20 @@ def _see_also(names: list[str]) -> str:
 
 
 def pages(root: argparse.ArgumentParser, readme: str | None = None) -> dict[str, str]:
-    """File name (ka.1, ka-clone.1, ...) -> the page's roff text."""
+    """File name (ka.1, ka-clone.1, ...) -> the page's roff text, the same on every terminal
+    (argparse wraps help to $COLUMNS: the pages are made at a fixed width)."""
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(WIDTH)
+    try:
+        return _pages(root, readme)
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+
+
+def _pages(root: argparse.ArgumentParser, readme: str | None) -> dict[str, str]:
     out: dict[str, str] = {}
     tree: list[tuple[str, str, argparse.ArgumentParser, str]] = []  # name, help, parser, parent
 
@@ -163,8 +180,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Write ka(1) and a page for every command, made from "
                                    "the same parsers as --help, into DIR.")
     m.add_argument("--output", "-o", type=Path, default=None, metavar="DIR",
-                   help=f"where to write them (default: {default_directory()}, where man "
-                        "finds them with MANPATH=PREFIX/share/man:)")
+                   help="where to write them (default: PREFIX/share/man/man1, PREFIX being "
+                        "the prefix of the Python that runs ka, a venv's or the system's; man "
+                        "finds them there with PREFIX/bin on PATH, or MANPATH=PREFIX/share/man:)")
     m.set_defaults(func=cmd_man)
 
 

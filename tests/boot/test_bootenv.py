@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -339,3 +340,23 @@ def test_no_stage2_session_retries_then_gives_up(built: Built, stage1_root: str)
                         "ka: receiving stage2 through the chain (attempt 2 of 2)"], out
     assert out.count("ka: stage2 was not received or was refused") == 2, out
     assert "fetch=1" in out, out
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_stage1_imports_ka_receive_from_its_bytecode_without_compiling(stage1_root: str) -> None:
+    # A node unpacks stage1 afresh at each boot: without bytecode in the archive its Python
+    # compiles every module `ka receive` imports, each time (PYTHONDONTWRITEBYTECODE or not).
+    site = bootenv.SITE
+    result = jail(stage1_root, "/bin/sh", "-c",
+                  f"PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={site} {built_python(stage1_root)} -v "
+                  "-c 'import ka.transport.receiver, ka.transport.endpoints'")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tag = sys.implementation.cache_tag
+    loaded = re.findall(r"# code object from '?([^' ]+\.pyc)", result.stderr)
+    assert f"{site}/ka/transport/__pycache__/receiver.{tag}.pyc" in loaded
+    assert any("/lib/python3." in p and "/site/" not in p for p in loaded), "the stdlib too"
+    # No module of ka or the standard library was compiled from its source on the node.
+    compiled = [line for line in result.stderr.splitlines()
+                if line.startswith("# code object from") and line.rstrip("'").endswith(".py")]
+    assert not compiled, compiled[:5]

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
+import marshal
 import os
 import shutil
 import subprocess
@@ -380,6 +382,35 @@ def split_stage2(full: FileTree, stage1: FileTree) -> FileTree:
     return stage2
 
 
+def add_bytecode(tree: FileTree, under: str = "/") -> int:
+    """Each Python module of `tree` (below `under`) with its bytecode beside it (PEP 552, unchecked hash: the
+    archive's mtimes are fixed, so a timestamp check would always fail). Without it every node
+    compiles each module it imports at each start: the interpreter cannot cache it in an
+    initramfs it unpacks afresh, nor where PYTHONDONTWRITEBYTECODE is set. Returns how many."""
+    tag = sys.implementation.cache_tag
+    head = importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")  # hash-based, unchecked
+    added = 0
+    for entry in list(tree.entries.values()):
+        if (entry.kind != "file" or not entry.path.endswith(".py")
+                or not entry.path.startswith(under)):
+            continue
+        if entry.data is not None:
+            source = entry.data
+        else:
+            assert entry.source is not None
+            with open(entry.source, "rb") as f:
+                source = f.read()
+        try:
+            code = compile(source, entry.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            continue  # not a module this interpreter imports (test data, another version)
+        directory, name = os.path.split(entry.path)
+        tree.blob(os.path.join(directory, "__pycache__", f"{name[:-3]}.{tag}.pyc"),
+                  head + importlib.util.source_hash(source) + marshal.dumps(code))
+        added += 1
+    return added
+
+
 def strip_binaries(trees: Iterable[FileTree], strip: str) -> None:
     """ELF files without their symbol tables (`strip --strip-unneeded`): a Python built from
     source carries some 17 MiB of them in libpython alone. Each host file is stripped once,
@@ -468,13 +499,19 @@ def build(output: str, kernel: str | None = None, modules_dir: str | None = None
     initrd = os.path.join(output, "initrd.img")
     stage2_path = os.path.join(output, STAGE2_NAME)
     stage2_bytes = stage2_entries = 0
+    # Bytecode for all of stage1 (every node runs `ka receive` from it at each boot), and for
+    # ka and its libraries in stage2 or the single initramfs: the standard library's would add
+    # 3 MiB more to stage2 for modules `ka install` mostly does not import.
     if stage1 is None:
+        add_bytecode(full, under=SITE)
         size = write_initramfs(full, initrd, compress=compress)
         entries = len(full.entries)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stage2_path)  # a stale stage2 beside a single initramfs would be served
     else:
         stage2 = split_stage2(full, stage1)
+        add_bytecode(stage1)
+        add_bytecode(stage2, under=SITE)
         # xz: some 20 % smaller than gzip, and this is the file every node pays by TFTP.
         size = write_initramfs(stage1, initrd, compress=compress, xz=True)
         entries = len(stage1.entries)

@@ -383,10 +383,11 @@ def split_stage2(full: FileTree, stage1: FileTree) -> FileTree:
 
 
 def add_bytecode(tree: FileTree, under: str = "/") -> int:
-    """Each Python module of `tree` (below `under`) with its bytecode beside it (PEP 552, unchecked hash: the
-    archive's mtimes are fixed, so a timestamp check would always fail). Without it every node
-    compiles each module it imports at each start: the interpreter cannot cache it in an
-    initramfs it unpacks afresh, nor where PYTHONDONTWRITEBYTECODE is set. Returns how many."""
+    """Each Python module of `tree` (below `under`) with its bytecode beside it (PEP 552,
+    unchecked hash: the archive's mtimes are fixed, so a timestamp check would always fail).
+    Without it every node compiles each module it imports at each start: the interpreter cannot
+    cache it in an initramfs it unpacks afresh, nor where PYTHONDONTWRITEBYTECODE is set.
+    Returns how many."""
     tag = sys.implementation.cache_tag
     head = importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")  # hash-based, unchecked
     added = 0

@@ -286,6 +286,7 @@ def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
           out: Path) -> tuple[float, float, list[float]]:
     """stage2 through one session PREFIX-stage2: (wall s, stream s, each node's CPU s)."""
     from ka.boot.init_script import STAGE2_PORT
+    from ka.clone.stage2 import STAGE2_CHUNK
 
     common = ["--session", f"{PREFIX}-stage2", "--port", str(STAGE2_PORT), "--key-file",
               str(work / "key")]
@@ -296,6 +297,7 @@ def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
                            stdout=subprocess.DEVNULL, stderr=logs[i]) for i in range(1, n + 1)]
         t0 = time.monotonic()
         sender = lab.spawn(0, ka("send", *common, "--nodes", str(n), "--input", str(stage2),
+                                 "--chunk-size", f"{STAGE2_CHUNK // 1024}K",
                                  "--identity", str(work / "identity"), "--report",
                                  str(out / "stage2.json")),
                            stdout=subprocess.DEVNULL, stderr=logs[0])

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MIB = 1 << 20
-TIB = 1 << 40
+from ka.sizes import MIB, TIB
 
 # (partition MiB, MiB a tar can fill) right after mkfs.
 _MEASURED: dict[str, tuple[tuple[int, float], ...]] = {

@@ -10,6 +10,7 @@ on relaying for its sons and reports the failure at the end.
 from __future__ import annotations
 
 import hmac
+import importlib
 import socket
 import threading
 import time
@@ -225,7 +226,8 @@ class ConsumerWriter:
     def _drain(self) -> bool:
         ring = self._ring
         digest = blake3.blake3()
-        dctx = None  # made at the first compressed chunk: most streams have none
+        zstd: Any = None  # zstandard and its decompressor, at the first compressed chunk:
+        dctx: Any = None  # most streams have none
         pos = 0
         while True:
             frame = ring.get(pos, lambda: False)
@@ -256,12 +258,12 @@ class ConsumerWriter:
                     else:
                         data = self._unseal(pos, payload)
                 if header.flags & FLAG_ZSTD and self.mismatch is None:
-                    import zstandard
-
-                    dctx = dctx or zstandard.ZstdDecompressor()
+                    if zstd is None:  # imported once, at the first compressed chunk
+                        zstd = importlib.import_module("zstandard")
+                        dctx = zstd.ZstdDecompressor()
                     try:
                         data = dctx.decompress(data, max_output_size=header.raw_length)
-                    except zstandard.ZstdError as e:
+                    except zstd.ZstdError as e:
                         self.mismatch = f"chunk at offset {pos} does not decompress: {e}"
                         data = b""
                 if len(data) != header.raw_length and self.mismatch is None:

@@ -238,7 +238,9 @@ class ConsumerWriter:
             if header.kind == END:
                 eos = EndOfStream.decode(payload)
                 self.digest = digest.hexdigest()
-                if self._session_id is not None and not hmac.compare_digest(
+                if self.mismatch is not None:
+                    pass  # the first reason stands: a chunk that could not be decoded
+                elif self._session_id is not None and not hmac.compare_digest(
                         eos.session, self._session_id):
                     self.mismatch = "the end of the stream names another session"
                 elif self._golden_key is not None and not identity.verify(
@@ -268,6 +270,10 @@ class ConsumerWriter:
                         data = b""
                 if len(data) != header.raw_length and self.mismatch is None:
                     self.mismatch = f"chunk at offset {pos} decoded to the wrong length"
+                if self.mismatch is not None:
+                    # Nothing after a chunk that cannot be decoded reaches the consumer: it
+                    # is ended (aborted, not closed) rather than fed a stream with a hole.
+                    self._fail(self.mismatch)
                 digest.update(data)
                 self.raw += len(data)
                 if self.failure is None:

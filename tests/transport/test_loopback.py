@@ -285,13 +285,24 @@ def test_late_joiner_catches_up_while_the_start_is_held(cluster: Cluster) -> Non
 
 
 def test_late_joiner_is_refused_once_the_start_is_gone(cluster: Cluster) -> None:
-    path, _ = cluster.data(12 * MiB)
-    cluster.send("--command", cluster.slow(path, pause=0.05), "--ring-size", "2M", nodes=2)
+    # The stream holds at 4 MiB until the late joiner has had its answer: with a stream that
+    # merely ran slowly, a late joiner starting on a loaded machine found it over (exit 10,
+    # sender not found) or ending (13) instead of refused.
+    path, digest = cluster.data(12 * MiB)
+    gate = cluster.tmp / "gate"
+    producer = (f"head -c {4 * MiB} {path}; i=0; "
+                f"while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
+                f"tail -c +{4 * MiB + 1} {path}")
+    cluster.send("--command", producer, "--ring-size", "2M", nodes=2)
     names = cluster.nodes(2)
     wait_produced(cluster, 3 * MiB)
     cluster.receive("late")
-    assert cluster.wait("late", 20) == 11, cluster.stderr("late")
+    try:
+        assert cluster.wait("late", 60) == 11, cluster.stderr("late")
+    finally:
+        gate.touch()
     assert "already started" in cluster.stderr("late")
+    assert_all_ok(cluster, names, digest)
     for name in names:
         assert cluster.wait(name) == 0
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import ka.disk as disk
 from ka.disk.desc import parse_desc
-from ka.disk.devices import blkid_probe
+from ka.disk.devices import blkid_probe, mounts
 from ka.disk.plan import plan_layout
 from ka.lab.checks import ExpectedPartition
 from ka.lab.golden import FstabEntry, esp_files
@@ -81,10 +82,37 @@ def attached_image(path: Path, size: int) -> Iterator[Image]:
         path.unlink(missing_ok=True)
 
 
+# How long a mount waits for a copy of the same filesystem held in another mount namespace
+# to go (see `_mount`).
+BUSY_WAIT = 30.0
+
+
+def _mount(argv: list[str], device: str) -> None:
+    """Run mount(8), waiting (bounded) while another mount namespace holds the filesystem.
+
+    This machine's / is a private mount, so every mount namespace that another process
+    creates (`ip netns exec`, `unshare -m`: any lab or test running at the same time) keeps
+    its own copy of the mounts of that moment, and with it the filesystem, after it is
+    unmounted here. Mounting it again read-only while such a copy is read-write fails with
+    EBUSY ("already mounted or mount point busy") until that process ends.
+    """
+    deadline = time.monotonic() + BUSY_WAIT
+    while True:
+        result = run(argv, check=False)
+        if result.returncode == 0:
+            return
+        busy = "already mounted or mount point busy" in result.stderr
+        ours = any(m.source == device for m in mounts())
+        if not busy or ours or time.monotonic() > deadline:
+            run(argv)  # raises, with the command and its stderr
+            return
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def mounted(device: str, where: Path, fstype: str, options: str) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
-    run(["mount", "-t", fstype, "-o", options, device, str(where)])
+    _mount(["mount", "-t", fstype, "-o", options, device, str(where)], device)
     try:
         yield where
     finally:

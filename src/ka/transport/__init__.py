@@ -5,7 +5,7 @@ runs one node. The stream travels as frames with a keyed BLAKE3 MAC each, checke
 node before use; every node reports its byte count, whole-stream digest and consumer status.
 
 Memory: every node (and the sender) retains up to `ring_size` bytes of the stream (default
-64 MiB) plus one chunk and its socket buffers. The sender never lets production run more than
+32 MiB) plus one chunk and its socket buffers. The sender never lets production run more than
 `ring_size` ahead of the slowest live node, so any ancestor still holds what a re-attaching
 descendant needs: healing can never fail for lack of data.
 

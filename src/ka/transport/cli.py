@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--wait-timeout", type=float, metavar="S", help="stop waiting after S s")
     s.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="evict a node without progress for S s (default 5)")
-    s.add_argument("--ring-size", type=size_argument, default=64 * 1024**2,
-                   help="retention per node, e.g. 64MiB (the default; a plain number is MiB): the "
+    s.add_argument("--ring-size", type=size_argument, default=32 * 1024**2,
+                   help="retention per node, e.g. 32MiB (the default; a plain number is MiB): the "
                         "memory each node uses")
     s.add_argument("--chunk-size", type=size_argument, default=CHUNK_SIZE, metavar="SIZE",
                    help="bytes per frame, 4K to 4M (default 256K); every hop holds a whole "

@@ -30,7 +30,7 @@ class SendOptions:
     wait_timeout: float | None = None
     gather: float | None = None  # start this long after the first node joined
     stall_timeout: float = 5.0
-    ring_size: int = 64 * 1024 * 1024
+    ring_size: int = 32 * 1024 * 1024
     # Every hop stores and checks a whole chunk before passing it on: a chain of N nodes
     # starts N chunk-times late (docs/transport.md, Chunk size).
     chunk_size: int = CHUNK_SIZE

@@ -16,9 +16,9 @@ its parent receives over the same last WINDOW seconds. The policy, in full:
 
 Seen only while the parent can run ahead of its slow son, i.e. until the parent's retention
 ring is full of what the son has not taken: `--ring-size` / (parent's rate - son's rate),
-7 s for 64 MiB at 100 Mbit/s against 25. After that every node goes at the straggler's pace
-and the rates no longer tell it apart; and after the move too, the fast nodes can run at most
-`--ring-size` ahead of it (the sender keeps every byte a live node still needs).
+3.6 s for the default 32 MiB at 100 Mbit/s against 25. After that every node goes at the
+straggler's pace and the rates no longer tell it apart; and after the move too, the fast nodes
+can run at most `--ring-size` ahead of it (the sender keeps every byte a live node still needs).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Run as root from the repository (it builds a virtual lab with `ka.lab.network`):
 
     .venv/bin/python benchmarks/chain.py                        # 32 nodes, 10 Mbit/s, 20 MiB
-    .venv/bin/python benchmarks/chain.py --chunk-size 256K      # ka send's default chunk
+    .venv/bin/python benchmarks/chain.py --chunk-size 256K      # a fixed chunk instead
     .venv/bin/python benchmarks/chain.py --nodes 8 --rate 100mbit --size-mib 50 --no-kill
 
 One lab of N nodes (`ka lab up --nodes N --rate RATE`). First `ka send` to node1 alone, then to
@@ -17,7 +17,8 @@ figures as JSON.
 What bounds T(N)/T(1): every hop stores and checks a whole chunk before passing it on, so the
 last node starts (N - 1) chunk-times after the first: T(N)/T(1) is about
 1 + (N - 1) * chunk / size. At 20 MiB and 32 nodes that is 1.38 with 256 KiB chunks, 1.05
-with 32 KiB ones; a killed node costs its son the time to notice and re-attach.
+with 32 KiB ones; ka send's own choice (ka.transport.chunking) is 32 KiB there. A
+killed node costs its son the time to notice and re-attach.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from ka.lab.network import LabNetwork, parse_rate
 from ka.sizes import parse_size
+from ka.transport.chunking import ChunkSizer
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -102,8 +104,9 @@ def run(lab: LabNetwork, n: int, data: Path, digest: str, args: argparse.Namespa
     ka = [sys.executable, "-m", "ka"]
     report = work / f"{session}.json"
     sender = Proc(lab, 0, [*ka, "send", "--nodes", str(n), "--session", session, "--json",
-                           "--input", str(data), "--chunk-size", args.chunk_size,
-                           "--report", str(report)], work / f"{session}-sender.out")
+                           "--input", str(data), "--report", str(report),
+                           *(["--chunk-size", args.chunk_size] if args.chunk_size else [])],
+                  work / f"{session}-sender.out")
     nodes = {f"node{i}": Proc(lab, i, [*ka, "receive", "--session", session, "--name",
                                        f"node{i}", "--command",
                                        f"sha256sum > {work / f'{session}-node{i}.sha'}"],
@@ -178,13 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=32)
     parser.add_argument("--rate", default="10mbit", help="link rate of every port")
     parser.add_argument("--size-mib", type=int, default=20)
-    parser.add_argument("--chunk-size", default="32K", help="ka send --chunk-size")
+    parser.add_argument("--chunk-size", help="ka send --chunk-size (default: ka send's own choice)")
     parser.add_argument("--no-kill", action="store_true", help="kill no node")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write every process's output and report here, and keep them")
     args = parser.parse_args(argv)
-    parse_size(args.chunk_size)
+    chunk = parse_size(args.chunk_size) if args.chunk_size else ChunkSizer(
+        args.nodes, args.size_mib * MIB).next(0)
     if os.geteuid() != 0:
         parser.error("the benchmark builds network namespaces: run it as root")
     with tempfile.TemporaryDirectory(prefix="ka-chain-") as tmp, \
@@ -202,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(0.5)  # let the last run's sockets close before the next binds
     one, many = runs
     load = os.getloadavg()
-    print(f"{args.nodes} nodes at {args.rate}, {args.size_mib} MiB, chunk {args.chunk_size}, "
+    print(f"{args.nodes} nodes at {args.rate}, {args.size_mib} MiB, chunk {chunk // 1024} KiB"
+          f"{'' if args.chunk_size else ' (ka send chose it)'}, "
           f"load average {load[0]:.2f} on {os.cpu_count()} CPUs")
     for r in runs:
         cpu = sorted(r.cpu_per_gib.values())
@@ -216,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if r.bad_nodes:
             print(f"      wrong or missing: {', '.join(r.bad_nodes)}")
     ratio = many.seconds / one.seconds if one.seconds else float("inf")
-    fill = (args.nodes - 1) * parse_size(args.chunk_size) / (args.size_mib * MIB)
+    fill = (args.nodes - 1) * chunk / (args.size_mib * MIB)
     print(f"T({args.nodes})/T(1) = {ratio:.3f} (a chunk per hop alone: {1 + fill:.3f})")
     if args.json:
         args.json.write_text(json.dumps({"ratio": ratio, "runs": [asdict(r) for r in runs]},

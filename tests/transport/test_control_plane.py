@@ -44,6 +44,13 @@ def parent_of(node: RemoteNode) -> str:
 
 
 # joining and the start --------------------------------------------------------------------
+def test_the_producer_is_started_for_the_depth_of_the_tree() -> None:
+    """It sizes the chunks from that depth (ka.transport.chunking)."""
+    for n, arity, hops in ((1, 1, 1), (32, 1, 32), (7, 2, 3), (8, 2, 3), (15, 2, 4), (21, 4, 3)):
+        plane, _ = started(n, arity=arity)
+        assert plane.producer.hops == hops, (n, arity)
+
+
 def test_a_join_is_welcomed_with_its_id_ring_and_session_id() -> None:
     plane = ControlPlane(SendOptions(nodes=2, ring_size=8 * MB))
     a = plane.join("a")

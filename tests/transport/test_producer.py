@@ -73,3 +73,26 @@ def test_failing_command_is_an_error_without_end_of_stream() -> None:
     assert producer.done.wait(10)
     assert producer.error is not None and "status 7" in str(producer.error)
     assert not ring.ended
+
+
+def test_chunks_are_sized_for_the_depth_and_the_length() -> None:
+    """No --chunk-size: a short stream to a long chain is cut small, one hop gets the big
+    chunks, and a command's output of unknown length starts small."""
+    from ka.transport.chunking import AUTO_MIN
+    from ka.transport.options import CHUNK_SIZE
+
+    def sizes(source: BytesSource | CommandSource, hops: int) -> list[int]:
+        ring = SharedRing(64 * 1024 * 1024)
+        producer = Producer(source, ring, CHUNK, None, None)
+        producer.start(hops)
+        assert producer.done.wait(10) and producer.error is None
+        out, pos = [], 0
+        while (frame := bytes(ring.get(pos, lambda: False)))[2] != END:
+            out.append(len(frame_payload(frame)))
+            pos += len(frame)
+        return out
+
+    data = bytes(2 * 1024 * 1024)
+    assert set(sizes(BytesSource(data), 32)[:-1]) == {AUTO_MIN}
+    assert set(sizes(BytesSource(data), 1)) == {CHUNK_SIZE}
+    assert sizes(CommandSource("head -c 2097152 /dev/zero"), 32)[0] == AUTO_MIN

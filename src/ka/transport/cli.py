@@ -20,6 +20,7 @@ from ka.keys import (
 )
 from ka.options import add_port_option
 from ka.sizes import size_argument
+from ka.transport.chunking import AUTO_MIN, LAG_SHARE
 from ka.transport.endpoints import CommandSink, CommandSource, FileSink, FileSource, Sink, Source
 from ka.transport.options import (
     CHUNK_SIZE,
@@ -54,9 +55,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--ring-size", type=size_argument, default=32 * 1024**2,
                    help="retention per node, e.g. 32MiB (the default; a plain number is MiB): the "
                         "memory each node uses")
-    s.add_argument("--chunk-size", type=size_argument, default=CHUNK_SIZE, metavar="SIZE",
-                   help="bytes per frame, 4K to 4M (default 256K); every hop holds a whole "
-                        "chunk before passing it on: smaller ones fill a long, slow chain sooner")
+    s.add_argument("--chunk-size", type=size_argument, metavar="SIZE",
+                   help="bytes per frame, 4K to 4M; every hop holds a whole chunk before "
+                        "passing it on (default: sized so that the last node ends at most "
+                        f"{LAG_SHARE * 100:g} %% of the stream's time after the first, "
+                        f"{AUTO_MIN // 1024}K to {CHUNK_SIZE // 1024}K; docs/transport.md)")
     s.add_argument("--keep-stragglers", action="store_true",
                    help="leave a node much slower than its parent where it is in the chain "
                         "(default: move it to the tail once; see docs/transport.md)")

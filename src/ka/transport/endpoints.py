@@ -46,6 +46,10 @@ class Source:
 
     def open(self) -> None: ...
 
+    def length(self) -> int | None:
+        """After `open`: the stream's length in bytes if it is known before it is read."""
+        return None
+
     def read_into(self, buf: memoryview) -> int:
         raise NotImplementedError
 
@@ -155,6 +159,20 @@ class FileSource(Source):
             raise TransportError(f"cannot read {self.path}: {e.strerror}",
                                  hint="check the --input path") from e
 
+    def length(self) -> int | None:
+        """A regular file's size or a block device's; None for a FIFO or a character device."""
+        assert self._fd is not None
+        mode = os.fstat(self._fd).st_mode
+        if stat.S_ISREG(mode):
+            return os.fstat(self._fd).st_size
+        if stat.S_ISBLK(mode):
+            try:
+                size = os.lseek(self._fd, 0, os.SEEK_END)
+            finally:
+                os.lseek(self._fd, 0, os.SEEK_SET)
+            return size
+        return None
+
     def read_into(self, buf: memoryview) -> int:
         assert self._fd is not None
         try:
@@ -176,6 +194,9 @@ class BytesSource(Source):
 
     def open(self) -> None:
         self._pos = 0
+
+    def length(self) -> int | None:
+        return len(self.data)
 
     def read_into(self, buf: memoryview) -> int:
         n = min(len(buf), len(self.data) - self._pos)

@@ -65,6 +65,8 @@ class ProducerView(Protocol):
     eof_at: float | None
     done: Event
 
-    def start(self) -> None: ...
+    def start(self, hops: int = 1) -> None:
+        """Start producing for a tree `hops` deep (the chunks are sized for it)."""
+        ...
 
     def abort(self) -> None: ...

@@ -32,14 +32,20 @@ class SendOptions:
     stall_timeout: float = 5.0
     ring_size: int = 32 * 1024 * 1024
     # Every hop stores and checks a whole chunk before passing it on: a chain of N nodes
-    # starts N chunk-times late (docs/transport.md, Chunk size).
-    chunk_size: int = CHUNK_SIZE
+    # starts N chunk-times late (docs/transport.md, Chunk size). None: chosen from the
+    # stream's length and the tree's depth (ka.transport.chunking), at most CHUNK_SIZE.
+    chunk_size: int | None = None
     # Move a node much slower than its parent to the tail (ka.transport.straggler).
     move_stragglers: bool = True
     node_order: tuple[str, ...] | None = None
     bind: str = "0.0.0.0"
     encrypt: bool | None = None  # None: encrypt the payload whenever there is a key
     identity: bytes | None = None  # the golden's Ed25519 private key: signs every stream's end
+
+    @property
+    def largest_chunk(self) -> int:
+        """No chunk of the session is bigger: what the ring's margins are sized for."""
+        return CHUNK_SIZE if self.chunk_size is None else self.chunk_size
 
 
 @dataclass(frozen=True)

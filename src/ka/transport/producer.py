@@ -11,6 +11,7 @@ import zstandard
 
 from ka.errors import KaError, UsageError
 from ka.transport import identity
+from ka.transport.chunking import ChunkSizer
 from ka.transport.endpoints import CompressedSource, Source
 from ka.transport.errors import TransportError
 from ka.transport.frame import (
@@ -40,8 +41,8 @@ def compression_level(spec: str | None) -> int | None:
 
 
 class Producer:
-    def __init__(self, source: Source, ring: SharedRing, chunk_key: bytes, chunk_size: int,
-                 level: int | None, seal_key: bytes | None = None,
+    def __init__(self, source: Source, ring: SharedRing, chunk_key: bytes,
+                 chunk_size: int | None, level: int | None, seal_key: bytes | None = None,
                  session_id: bytes = bytes(16), identity: bytes | None = None) -> None:
         self._identity = identity  # the golden's Ed25519 private key: signs the end
         self._seal_key = seal_key
@@ -49,7 +50,8 @@ class Producer:
         self._source = source
         self._ring = ring
         self._key = chunk_key
-        self._chunk = chunk_size
+        self._fixed = chunk_size  # --chunk-size; None: sized by ChunkSizer
+        self._hops = 1
         self._level = level
         self.raw = 0
         self.digest = ""
@@ -60,7 +62,8 @@ class Producer:
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
 
-    def start(self) -> None:
+    def start(self, hops: int = 1) -> None:
+        self._hops = hops
         self.started_at = time.monotonic()
         self._thread.start()
 
@@ -91,13 +94,14 @@ class Producer:
         if isinstance(self._source, CompressedSource):
             self._produce_stored(self._source)
             return
-        buf = bytearray(self._chunk)
+        sizer = ChunkSizer(self._hops, self._source.length(), self._fixed)
+        buf = bytearray(sizer.largest)
         view = memoryview(buf)
         digest = blake3.blake3()
         cctx = zstandard.ZstdCompressor(level=self._level) if self._level else None
         offset = 0
         while True:
-            n = self._source.read_into(view)
+            n = self._source.read_into(view[: sizer.next(self.raw)])
             if n == 0:
                 break
             chunk = view[:n]

@@ -48,11 +48,11 @@ def validate(options: SendOptions) -> None:
         raise UsageError("--arity must be at least 1")
     if options.min_nodes is not None and not 1 <= options.min_nodes <= options.nodes:
         raise UsageError("--min-nodes must be between 1 and --nodes")
-    if not MIN_CHUNK <= options.chunk_size <= MAX_CHUNK:
+    if options.chunk_size is not None and not MIN_CHUNK <= options.chunk_size <= MAX_CHUNK:
         raise UsageError(f"--chunk-size must be between {MIN_CHUNK // 1024} KiB and "
                          f"{MAX_CHUNK // 1024**2} MiB")
-    if options.ring_size < 4 * (options.chunk_size + PREFIX):
-        raise UsageError(f"--ring-size must be at least {4 * (options.chunk_size + PREFIX)} "
+    if options.ring_size < 4 * (options.largest_chunk + PREFIX):
+        raise UsageError(f"--ring-size must be at least {4 * (options.largest_chunk + PREFIX)} "
                          "bytes (four chunks)")
     if options.release_delay is not None and options.release_delay < 0:
         raise UsageError("--release-delay must not be negative")

@@ -146,7 +146,7 @@ class Session:
             return None
         late = self.started
         if late and (self.all_terminal_at is not None
-                     or not self.ring.admit_from_start(2 * (self.options.chunk_size + PREFIX))):
+                     or not self.ring.admit_from_start(2 * (self.options.largest_chunk + PREFIX))):
             _refuse(chan, "the session has already started and the start of the stream "
                           "is gone; join the next one")
             self.emit(Event(EventKind.LATE,
@@ -204,7 +204,8 @@ class Session:
             self._send_plan(ns)
         self.started, self.start_time = True, now
         self.ring.set_floor(0)  # nobody has anything yet: at most one ring ahead
-        self.producer.start()
+        # The last node of a complete tree is one of its deepest: the chunks are sized for it.
+        self.producer.start(self.plan.depth(self.plan.order[-1]) if self.plan.order else 1)
         chain = " -> ".join(["sender", *(self.nodes[n].name or n for n in self.plan.order)])
         self.emit(Event(EventKind.START, f"starting with {len(self.nodes)} node(s): {chain}",
                         data={"order": list(self.plan.order), "arity": self.options.arity,
@@ -355,7 +356,7 @@ class Session:
     def _move_stragglers(self, now: float) -> None:
         assert self.stragglers is not None
         order = self.plan.order
-        full = self.options.ring_size - 2 * (self.options.chunk_size + PREFIX)
+        full = self.options.ring_size - 2 * (self.options.largest_chunk + PREFIX)
         low = {n: self.nodes[n].progress.consumed for n in order}
         for son, up in self.plan.parents.items():
             if up != ROOT:

@@ -148,10 +148,11 @@ class FakeProducer:
         self.eof_at: float | None = None
         self.done = threading.Event()
         self.running = False
+        self.hops = 0  # the depth it was started for
         self.aborted = False
 
-    def start(self) -> None:
-        self.running, self.started_at = True, self._clock()
+    def start(self, hops: int = 1) -> None:
+        self.running, self.started_at, self.hops = True, self._clock(), hops
 
     def abort(self) -> None:
         self.aborted = True

@@ -93,29 +93,30 @@ def test_truncated_frame() -> None:
         verify_frame(KEY, frame[:-1], 0)
 
 
-def test_seal_is_its_own_inverse_and_depends_on_offset_and_key() -> None:
-    from ka.transport.frame import seal, seal_key
+def test_seal_is_its_own_inverse_and_never_repeats_its_keystream() -> None:
+    from ka.transport.frame import Sealer, seal_key
 
     k1 = seal_key(session_key(b"secret"), b"salt-one........")
     k2 = seal_key(session_key(b"secret"), b"salt-two........")
     text = b"plain text of the stream " * 100
-    sealed = seal(k1, 4096, text)
-    assert sealed != text and len(sealed) == len(text)
-    assert seal(k1, 4096, sealed) == text
-    assert seal(k1, 8192, text) != sealed  # another offset, another keystream
-    assert seal(k2, 4096, text) != sealed  # another session, another keystream
-    assert seal(k1, 0, b"") == b""
+    sender, node = Sealer(k1), Sealer(k1)
+    first, second = sender.apply(text), sender.apply(text)
+    assert first != text and len(first) == len(text)
+    assert second != first  # the next frame takes the keystream on: no pad used twice
+    assert node.apply(first) == text and node.apply(second) == text  # in frame order
+    assert Sealer(k2).apply(text) != first  # another session, another keystream
+    assert Sealer(k1).apply(b"") == b""
 
 
 def test_a_frame_sealed_in_place_is_the_frame_of_the_sealed_payload() -> None:
-    from ka.transport.frame import FLAG_SEALED, FLAG_ZSTD, seal, seal_key
+    from ka.transport.frame import FLAG_SEALED, FLAG_ZSTD, Sealer, seal_key
 
     key = seal_key(session_key(b"secret"), b"salt-one........")
     payload = os.urandom(5000)
     in_place = encode_frame(KEY, DATA, payload, offset=640, raw_length=9000, flags=FLAG_ZSTD,
-                            sealed_with=key)
-    assert in_place == encode_frame(KEY, DATA, seal(key, 640, payload), offset=640,
+                            sealed_with=Sealer(key))
+    assert in_place == encode_frame(KEY, DATA, Sealer(key).apply(payload), offset=640,
                                     raw_length=9000, flags=FLAG_ZSTD | FLAG_SEALED)
     header = verify_frame(KEY, in_place, 640)
     assert header.flags == FLAG_ZSTD | FLAG_SEALED
-    assert seal(key, 640, frame_payload(in_place)) == payload
+    assert Sealer(key).apply(frame_payload(in_place)) == payload

@@ -81,10 +81,10 @@ def encode_frame(
     offset: int,
     raw_length: int | None = None,
     flags: int = 0,
-    sealed_with: bytes | None = None,
+    sealed_with: Sealer | None = None,
 ) -> bytearray:
     """The frame of `payload`; with `sealed_with`, the payload is encrypted straight into
-    the frame (see `seal`) rather than into a buffer of its own and then copied."""
+    the frame (see `Sealer`) rather than into a buffer of its own and then copied."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     raw = len(payload) if raw_length is None else raw_length
@@ -97,7 +97,7 @@ def encode_frame(
     if sealed_with is None:
         body[:] = payload
     else:
-        seal_into(sealed_with, offset, payload, body)
+        sealed_with.apply_into(payload, body)
     frame[HEADER.size : PREFIX] = _mac(chunk_key, header, body)
     return frame
 
@@ -170,21 +170,26 @@ def seal_key(root: bytes, salt: bytes) -> bytes:
     return blake3.blake3(b"seal|" + salt, key=root).digest()
 
 
-def seal(key: bytes, offset: int, payload: Buffer) -> bytes:
-    """Encrypt (or decrypt: it is its own inverse) the payload of the frame at `offset`.
+class Sealer:
+    """Encrypts (or decrypts: ChaCha20 is its own inverse) the sealed payloads of one session,
+    in frame order, as one ChaCha20 keystream under the session's seal key.
 
-    ChaCha20 with the frame's stream offset as nonce and the block counter starting at 0:
-    the offset is unique within a session and the key is unique per session (salted), so
-    no keystream is ever reused; the frame MAC covers the sealed bytes (encrypt-then-MAC).
+    One cipher context per session and per side: only the producer encrypts and only a node's
+    consumer decrypts, and both take every frame in order from the stream's start (relays
+    forward the sealed bytes as they are), so a frame's keystream position is the sum of the
+    sealed payload lengths before it. The key is unique per session (salted), so no keystream
+    is reused; the frame MAC covers the sealed bytes and the header's lengths (encrypt-then-MAC).
+    A context built per frame, with the frame's offset as nonce (protocol 3), cost 0.40-0.51
+    against 0.35-0.40 CPU s/GiB with 256 KiB frames, 0.62-0.77 against 0.38-0.39 with 32 KiB.
     """
-    return _cipher(key, offset).update(payload)
 
+    def __init__(self, key: bytes) -> None:
+        self._ctx: CipherContext = Cipher(algorithms.ChaCha20(key, bytes(16)),
+                                          mode=None).encryptor()
 
-def seal_into(key: bytes, offset: int, payload: Buffer, out: memoryview) -> None:
-    """`seal` into a buffer the caller owns (a frame, or one reused for every chunk)."""
-    _cipher(key, offset).update_into(payload, out)
+    def apply(self, payload: Buffer) -> bytes:
+        return self._ctx.update(payload)
 
-
-def _cipher(key: bytes, offset: int) -> CipherContext:
-    nonce = bytes(4) + offset.to_bytes(8, "little") + bytes(4)
-    return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
+    def apply_into(self, payload: Buffer, out: memoryview) -> None:
+        """`apply` into a buffer the caller owns (a frame, or one reused for every chunk)."""
+        self._ctx.update_into(payload, out)

@@ -31,10 +31,10 @@ from ka.transport.frame import (
     FLAG_ZSTD,
     PREFIX,
     EndOfStream,
+    Sealer,
     check_frame,
     frame_payload,
     parse_header,
-    seal_into,
 )
 from ka.transport.messages import Attach, Ok
 from ka.transport.relay import ASSIGNMENT_WAIT, RingClosed, SharedRing, tune
@@ -163,6 +163,7 @@ class ConsumerWriter:
         self._session_id = session_id  # when given, END must name this session
         self._golden_key = golden_key  # when given, END must be signed by it
         self._seal_key = seal_key
+        self._sealer = Sealer(seal_key) if seal_key is not None else None
         self._clear = bytearray()  # decrypted payloads, reused: the sink is done with each
         self._sink = sink
         self._on_progress = on_progress
@@ -216,11 +217,11 @@ class ConsumerWriter:
             self.done.set()
 
     def _unseal(self, offset: int, payload: memoryview) -> memoryview:
-        assert self._seal_key is not None
+        assert self._sealer is not None  # every sealed frame, in order (see Sealer)
         if len(self._clear) < len(payload):
             self._clear = bytearray(len(payload))
         out = memoryview(self._clear)[: len(payload)]
-        seal_into(self._seal_key, offset, payload, out)
+        self._sealer.apply_into(payload, out)
         return out
 
     def _drain(self) -> bool:

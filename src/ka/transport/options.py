@@ -11,7 +11,7 @@ from typing import Any
 from ka.ports import SESSION_PORT as DEFAULT_PORT
 from ka.transport.messages import Outcome
 
-PROTOCOL = 3  # bump on any incompatible change of the wire format
+PROTOCOL = 4  # bump on any incompatible change of the wire format
 # 2: frame MACs keyed per session, the session id in END, attach tickets
 CHUNK_SIZE = 256 * 1024
 MIN_CHUNK, MAX_CHUNK = 4 * 1024, 4 * 1024 * 1024

@@ -19,6 +19,7 @@ from ka.transport.frame import (
     END,
     FLAG_ZSTD,
     EndOfStream,
+    Sealer,
     encode_frame,
 )
 from ka.transport.relay import RingClosed, SharedRing
@@ -45,7 +46,7 @@ class Producer:
                  chunk_size: int | None, level: int | None, seal_key: bytes | None = None,
                  session_id: bytes = bytes(16), identity: bytes | None = None) -> None:
         self._identity = identity  # the golden's Ed25519 private key: signs the end
-        self._seal_key = seal_key
+        self._sealer = Sealer(seal_key) if seal_key is not None else None
         self._session_id = session_id
         self._source = source
         self._ring = ring
@@ -114,7 +115,7 @@ class Producer:
                 if len(packed) < n:
                     payload, flags = packed, FLAG_ZSTD
             frame = encode_frame(self._key, DATA, payload, offset=offset, raw_length=n, flags=flags,
-                                 sealed_with=self._seal_key)
+                                 sealed_with=self._sealer)
             self._ring.put(frame)
             offset += len(frame)
         self._source.close()  # raises if the producer command failed: no END then
@@ -127,7 +128,7 @@ class Producer:
             payload, raw_length = chunk
             self.raw += raw_length
             frame = encode_frame(self._key, DATA, payload, offset=offset, raw_length=raw_length,
-                                 flags=FLAG_ZSTD, sealed_with=self._seal_key)
+                                 flags=FLAG_ZSTD, sealed_with=self._sealer)
             self._ring.put(frame)
             offset += len(frame)
         source.close()

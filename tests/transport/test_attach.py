@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 
@@ -34,12 +36,21 @@ def relay() -> Iterator[Fixture]:
         ring.close()
 
 
+@dataclass(frozen=True)
+class AttachWithoutTicket(Message):
+    """An attach as an old or forged son would send it: no ticket field at all."""
+
+    kind: ClassVar[str] = "attach"
+    id: str
+    offset: int
+
+
 def attach(relay: Relay, son: str, ticket: str | None) -> tuple[Channel, Message | None]:
     """The reply to an attach, None when the parent dropped the connection without one."""
     sock = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
     chan = initiate(sock, ROOT, auth.DATA)  # the attacker holds the key: this passes
     if ticket is None:
-        chan.send_fields("attach", id=son, offset=0)  # not even a ticket field
+        chan.send(AttachWithoutTicket(son, 0))  # not even a ticket field
     else:
         chan.send(Attach(son, 0, ticket))
     sock.settimeout(10)

@@ -1,5 +1,5 @@
-"""The control messages: each kind survives the wire, anything else is refused once, when it
-arrives, and docs/transport.md lists exactly what the module defines."""
+"""The control messages and the status service's: each kind survives the wire, anything else
+is refused once, when it arrives, and docs/transport.md lists exactly what the modules define."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ka.transport import messages
+from ka.transport import messages, status_messages
 from ka.transport.messages import (
     KINDS,
     Attach,
@@ -26,6 +26,7 @@ from ka.transport.messages import (
     decode,
     encode,
 )
+from ka.transport.status_messages import STATUS, Bye, Exec, ExecResult, Hello, LogLine
 
 DOC = Path(__file__).parents[2] / "docs" / "transport.md"
 
@@ -101,12 +102,55 @@ def test_states_and_outcomes_are_their_words() -> None:
     assert NodeState.EVICTED == "evicted" and json.dumps(Outcome.OK) == '"ok"'
 
 
-def test_the_documentation_lists_exactly_the_messages_of_the_module() -> None:
+STATUS_SAMPLES = [
+    Hello("node07", "extract /", exec=True),
+    LogLine("mkfs.ext4 /dev/sda2", "format"),
+    Bye(),
+    Exec(("uname", "-a")),
+    ExecResult(0, "Linux\n", ""),
+    ExecResult(None, refused="this node was started without --allow-exec"),
+]
+
+
+def test_every_status_kind_has_a_sample_and_survives_the_wire() -> None:
+    assert {type(m) for m in STATUS_SAMPLES} == set(STATUS.kinds.values())
+    for msg in STATUS_SAMPLES:
+        assert STATUS.decode(encode(msg)) == msg
+    # the wire the status service spoke before its messages were typed
+    assert json.loads(encode(ExecResult(None, refused="no"))) == {
+        "t": "exec-result", "status": None, "stdout": "", "stderr": "", "refused": "no"}
+
+
+@pytest.mark.parametrize(("wire", "says"), [
+    (b'{"t": "pos", "received": 1, "consumed": 1, "ended": false}', "unknown status message"),
+    (b'{"t": "exec", "argv": "rm -rf /"}', "exec.argv: str is not list"),
+    (b'{"t": "exec", "argv": ["ls", 1]}', "exec.argv: int is not str"),
+    (b'{"t": "log", "line": "x"}', "'step' missing"),
+    (b'{"t": "hello", "node": "n", "step": "", "exec": "yes"}', "hello.exec"),
+    (b'not json', "malformed status message"),
+])
+def test_a_status_message_that_is_not_ours_is_refused_when_decoded(wire: bytes,
+                                                                   says: str) -> None:
+    with pytest.raises(MessageError, match=re.escape(says)):
+        STATUS.decode(wire)
+
+
+def test_the_two_protocols_do_not_take_each_others_messages() -> None:
+    with pytest.raises(MessageError, match="unknown control message"):
+        decode(encode(Exec(("true",))))
+    with pytest.raises(MessageError, match="unknown status message"):
+        STATUS.decode(encode(Pos(1, 1, False)))
+
+
+@pytest.mark.parametrize(("section", "module"), [
+    ("control messages", messages), ("status messages", status_messages)])
+def test_the_documentation_lists_exactly_the_messages_of_the_module(section: str,
+                                                                   module: object) -> None:
     text = DOC.read_text()
-    begin, end = "<!-- control messages: begin -->\n", "<!-- control messages: end -->"
+    begin, end = f"<!-- {section}: begin -->\n", f"<!-- {section}: end -->"
     assert begin in text and end in text
     table = text[text.index(begin) + len(begin):text.index(end)]
-    expected = messages.reference()
+    expected = module.reference()  # type: ignore[attr-defined]
     assert table == expected, (
-        "docs/transport.md is out of step with ka.transport.messages; its table should be:\n"
-        + expected)
+        f"docs/transport.md is out of step with {module.__name__}; "  # type: ignore[attr-defined]
+        "its table should be:\n" + expected)

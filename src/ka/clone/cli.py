@@ -522,10 +522,10 @@ def cmd_console(args: argparse.Namespace) -> int:
                          hint="a node never runs a command for a console without its key")
     reply = console(host, port, key, lambda line: print(printable(line), flush=True),
                     exec_argv=args.exec, connect_timeout=args.connect_timeout)
-    if args.exec is None:
+    if reply is None:
         return 0
-    if reply.get("refused"):
-        raise UsageError(f"{args.node} refused to run the command: {reply['refused']}")
-    sys.stdout.write(str(reply.get("stdout", "")))
-    sys.stderr.write(str(reply.get("stderr", "")))
-    return int(reply.get("status") or 0)
+    if reply.refused is not None:
+        raise UsageError(f"{args.node} refused to run the command: {reply.refused}")
+    sys.stdout.write(reply.stdout)
+    sys.stderr.write(reply.stderr)
+    return reply.status or 0

@@ -14,7 +14,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from ka import run
 from ka.errors import KaError
@@ -22,9 +21,11 @@ from ka.keys import check_key
 from ka.ports import STATUS_PORT as STATUS_PORT
 from ka.transport import auth
 from ka.transport.channel import Channel, initiate, respond
+from ka.transport.codec import Message, MessageError
 from ka.transport.errors import ProtocolError
 from ka.transport.frame import session_key, subkey
 from ka.transport.gate import Gate, accept_loop
+from ka.transport.status_messages import STATUS, Bye, Exec, ExecResult, Hello, LogLine
 
 BACKLOG = 5000  # log lines kept for a console that connects late
 EXEC_TIMEOUT = 120.0
@@ -85,14 +86,14 @@ class StatusService:
 
     def _greet(self, sock: socket.socket, _peer: tuple[str, int]) -> Channel | None:
         try:
-            return respond(sock, self._root, (auth.CONTROL,))[1]
+            return respond(sock, self._root, (auth.CONTROL,), catalogue=STATUS)[1]
         except (ProtocolError, OSError):
             sock.close()  # a stray, slow or keyless peer: it gets nothing
             return None
 
     def _serve(self, chan: Channel) -> None:
         try:
-            chan.send_fields("hello", node=self.node, step=self.current, exec=self._allow_exec)
+            chan.send(Hello(self.node, self.current, self._allow_exec))
             threading.Thread(target=self._requests, args=(chan,), daemon=True).start()
             self._follow(chan)
         except OSError:
@@ -112,41 +113,42 @@ class StatusService:
                 sent = self._seq
                 closed = self._closed
             for line in new:
-                chan.send_fields("log", line=line, step=self.current)
+                chan.send(LogLine(line, self.current))
             if closed:
-                chan.send_fields("bye")
+                chan.send(Bye())
                 return
 
     def _requests(self, chan: Channel) -> None:
         try:
             while True:
-                self._answer(chan, chan.recv_fields())
-        except (ProtocolError, OSError):
-            # The console went away, or the log stream ended and closed the channel while a
-            # command ran: nobody is left to read an answer.
+                self._answer(chan, chan.recv())
+        except (ProtocolError, OSError) as e:
+            # The console went away (or sent what is not a console's request), or the log
+            # stream ended and closed the channel while a command ran: nobody is left to read
+            # an answer.
+            if isinstance(e, MessageError):
+                self.log(f"status service: dropped a console: {e}")
             chan.closed = True
             with self._cond:
                 self._cond.notify_all()
 
-    def _answer(self, chan: Channel, msg: dict[str, Any]) -> None:
-        if msg["t"] != "exec":
-            return
-        argv = msg.get("argv")
+    def _answer(self, chan: Channel, msg: Message) -> None:
+        if not isinstance(msg, Exec):
+            raise MessageError(f"a {msg.kind!r} message is not a console's request")
         if not self._allow_exec:
-            chan.send_fields("exec-result", status=None, refused="this node was started "
-                      "without --allow-exec")
+            chan.send(ExecResult(None, refused="this node was started without --allow-exec"))
             return
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            chan.send_fields("exec-result", status=None, refused="exec needs an argv list")
+        if not msg.argv:
+            chan.send(ExecResult(None, refused="exec needs a command"))
             return
-        self.log(f"console: exec {' '.join(argv)}")
+        self.log(f"console: exec {' '.join(msg.argv)}")
         try:
-            r = run.run(argv, check=False, timeout=EXEC_TIMEOUT)
+            r = run.run(list(msg.argv), check=False, timeout=EXEC_TIMEOUT)
         except KaError as e:
-            chan.send_fields("exec-result", status=None, refused=str(e))
+            chan.send(ExecResult(None, refused=str(e)))
             return
-        chan.send_fields("exec-result", status=r.returncode, stdout=r.stdout[-OUTPUT_LIMIT:],
-                  stderr=r.stderr[-OUTPUT_LIMIT:])
+        chan.send(ExecResult(r.returncode, r.stdout[-OUTPUT_LIMIT:], r.stderr[-OUTPUT_LIMIT:]))
+
 
 def console(
     host: str,
@@ -156,8 +158,8 @@ def console(
     *,
     exec_argv: Sequence[str] | None = None,
     connect_timeout: float = 10.0,
-) -> dict[str, Any]:
-    """Show a node's log (until it ends), or run one command there; returns the last reply."""
+) -> ExecResult | None:
+    """Show a node's log (until it ends), or run one command there and return its result."""
     deadline = time.monotonic() + connect_timeout
     while True:
         try:
@@ -170,33 +172,43 @@ def console(
                                    hint="is `ka install` running there, on this --port?") from e
             time.sleep(0.5)
     try:
-        chan = initiate(sock, status_key(key), auth.CONTROL)
+        chan = initiate(sock, status_key(key), auth.CONTROL, catalogue=STATUS)
     except ProtocolError as e:
         sock.close()
         raise ConsoleError(f"{host}:{port} refused us: {e}",
                            hint="use the same --key-file as the node") from e
+    cut = ""
     try:
-        hello = chan.recv_fields()
-        on_line(f"{hello.get('node')}: online, current step: {hello.get('step') or '-'}")
+        hello = expect_hello(chan.recv())
+        on_line(f"{hello.node}: online, current step: {hello.step or '-'}")
         if exec_argv is not None:
-            chan.send_fields("exec", argv=list(exec_argv))
+            chan.send(Exec(tuple(exec_argv)))
         while True:
-            msg = chan.recv_fields()
-            if msg["t"] == "log" and exec_argv is None:
-                on_line(str(msg.get("line", "")))
-            elif msg["t"] in ("exec-result", "bye"):
+            msg = chan.recv()
+            if isinstance(msg, LogLine) and exec_argv is None:
+                on_line(msg.line)
+            elif isinstance(msg, ExecResult) and exec_argv is not None:
+                return msg
+            elif isinstance(msg, Bye):
                 break
     except ProtocolError as e:
-        msg = {"t": "bye", "reason": str(e)}
+        cut = str(e)
     finally:
         chan.close()
-    if exec_argv is not None and msg["t"] != "exec-result":
+    if exec_argv is not None:
         # Without its result the command's outcome is unknown: never report it as status 0.
         raise ConsoleError(
-            f"{host}:{port} went away before the command's result"
-            + (f" ({msg['reason']})" if msg.get("reason") else ""),
+            f"{host}:{port} went away before the command's result" + (f" ({cut})" if cut else ""),
             hint="the install may have ended meanwhile; run the command again",
         )
+    if cut:
+        on_line(f"{host}:{port}: the status service went away ({cut})")
+    return None
+
+
+def expect_hello(msg: Message) -> Hello:
+    if not isinstance(msg, Hello):
+        raise ProtocolError(f"the status service began with {msg.kind!r}, not 'hello'")
     return msg
 
 
@@ -211,7 +223,7 @@ def recent_log(host: str, port: int, key: bytes | None, *, wait: float = 1.0,
                            f"{e.strerror or e}",
                            hint="the node may have rebooted, or runs without one") from e
     try:
-        chan = initiate(sock, status_key(key), auth.CONTROL)
+        chan = initiate(sock, status_key(key), auth.CONTROL, catalogue=STATUS)
     except (ProtocolError, OSError) as e:
         sock.close()
         raise ConsoleError(f"{host}:{port} refused us: {e}",
@@ -220,14 +232,13 @@ def recent_log(host: str, port: int, key: bytes | None, *, wait: float = 1.0,
     deadline = time.monotonic() + wait
     step = ""
     try:
-        hello = chan.recv_fields(deadline)
-        step = str(hello.get("step") or "")
+        step = expect_hello(chan.recv(deadline)).step
         while len(lines) < limit:
-            msg = chan.recv_fields(deadline)
-            if msg["t"] == "log":
-                lines.append(str(msg.get("line", "")))
-                step = str(msg.get("step") or step)
-            elif msg["t"] == "bye":
+            msg = chan.recv(deadline)
+            if isinstance(msg, LogLine):
+                lines.append(msg.line)
+                step = msg.step or step
+            elif isinstance(msg, Bye):
                 break
     except (ProtocolError, OSError):
         pass  # the wait is over, or the node went away: what came is what there is

@@ -9,20 +9,19 @@ protocol raises ProtocolError, which callers turn into "drop this connection".
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
 import struct
 import threading
 import time
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from ka.transport import auth, messages
+from ka.transport import auth
+from ka.transport.codec import Catalogue, Message, encode
 from ka.transport.errors import ProtocolError
-from ka.transport.messages import Message
+from ka.transport.messages import CONTROL
 
 HANDSHAKE_TIMEOUT = 3.0
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -114,10 +113,13 @@ class WholeReader:
 
 
 class Channel:
-    """One authenticated, ordered message stream over a connected socket (thread-safe send)."""
+    """One authenticated, ordered message stream over a connected socket (thread-safe send),
+    carrying the messages of one catalogue (the control plane's unless told otherwise)."""
 
-    def __init__(self, sock: socket.socket, conn_key: bytes, initiator: bool) -> None:
+    def __init__(self, sock: socket.socket, conn_key: bytes, initiator: bool,
+                 catalogue: Catalogue = CONTROL) -> None:
         self.sock = sock
+        self._catalogue = catalogue
         self._key = conn_key
         self._aead = auth.message_cipher(conn_key)
         self._out_dir, self._in_dir = (b">", b"<") if initiator else (b"<", b">")
@@ -127,27 +129,13 @@ class Channel:
         self.closed = False
 
     def send(self, msg: Message) -> None:
-        self._send_payload(messages.encode(msg))
+        self._send_payload(encode(msg))
 
     def recv(self, deadline: float | None = None) -> Message:
-        """Next message, validated (ka.transport.messages); raises ProtocolError on EOF,
-        forgery or garbage (MessageError for a message that is not one of ours) or when it
-        is not all in by `deadline`, OSError/timeout as is."""
-        return messages.decode(self._recv_payload(deadline))
-
-    def send_fields(self, kind: str, **fields: Any) -> None:
-        """A message of another protocol over this channel (the node's status service)."""
-        self._send_payload(json.dumps({"t": kind, **fields}, separators=(",", ":")).encode())
-
-    def recv_fields(self, deadline: float | None = None) -> dict[str, Any]:
-        """The next message of another protocol: a JSON object with a string under "t"."""
-        try:
-            msg = json.loads(self._recv_payload(deadline))
-        except ValueError as e:
-            raise ProtocolError("malformed control message") from e
-        if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-            raise ProtocolError("malformed control message")
-        return msg
+        """Next message, validated by the channel's catalogue (ka.transport.codec); raises
+        ProtocolError on EOF, forgery or garbage (MessageError for a message that is not one
+        of ours) or when it is not all in by `deadline`, OSError/timeout as is."""
+        return self._catalogue.decode(self._recv_payload(deadline))
 
     def _send_payload(self, payload: bytes) -> None:
         head = _LEN.pack(len(payload))
@@ -177,7 +165,8 @@ class Channel:
         self.sock.close()
 
 
-def initiate(sock: socket.socket, root: bytes, kind: bytes) -> Channel:
+def initiate(sock: socket.socket, root: bytes, kind: bytes,
+             catalogue: Catalogue = CONTROL) -> Channel:
     """Client side of the handshake, all of it within HANDSHAKE_TIMEOUT. Raises KeyMismatch
     or ProtocolError."""
     deadline = time.monotonic() + HANDSHAKE_TIMEOUT
@@ -190,11 +179,13 @@ def initiate(sock: socket.socket, root: bytes, kind: bytes) -> Channel:
         raise KeyMismatch("the peer does not hold the same session key")
     sock.sendall(auth.answer(root, kind, nonce_i, nonce_r))
     sock.settimeout(None)
-    return Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r), initiator=True)
+    return Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r), initiator=True,
+                   catalogue=catalogue)
 
 
 def respond(sock: socket.socket, root: bytes, kinds: tuple[bytes, ...],
-            deadline: float | None = None) -> tuple[bytes, Channel]:
+            deadline: float | None = None, catalogue: Catalogue = CONTROL
+            ) -> tuple[bytes, Channel]:
     """Server side: all of it within HANDSHAKE_TIMEOUT (or by `deadline`, when the caller
     bounds more than the handshake), or ProtocolError (stray, slow or keyless peer)."""
     deadline = deadline or time.monotonic() + HANDSHAKE_TIMEOUT
@@ -209,4 +200,5 @@ def respond(sock: socket.socket, root: bytes, kinds: tuple[bytes, ...],
                              recv_exact(sock, auth.PROOF_LEN, deadline)):
         raise KeyMismatch("the peer does not hold the session key")
     sock.settimeout(None)
-    return kind, Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r), initiator=False)
+    return kind, Channel(sock, auth.connection_key(root, kind, nonce_i, nonce_r),
+                         initiator=False, catalogue=catalogue)

@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ka.clone.status import status_key
+from ka.clone.status import expect_hello, status_key
 from ka.transport import auth
 from ka.transport.channel import initiate
 from ka.transport.errors import ProtocolError
+from ka.transport.status_messages import STATUS, Bye, LogLine
 
 POLL = 0.5
 CONNECT_TIMEOUT = 2.0
@@ -38,24 +39,23 @@ def follow_log(host: str, port: int, key: bytes | None, put: Put,
                     "(the node may have rebooted, or runs without one)"))
         return
     try:
-        chan = initiate(sock, status_key(key), auth.CONTROL)
+        chan = initiate(sock, status_key(key), auth.CONTROL, catalogue=STATUS)
     except (ProtocolError, OSError) as e:
         sock.close()
         put(("end", f"{host}:{port} refused us: {e}"))
         return
     why = "the dashboard stopped following"
     try:
-        hello = chan.recv_fields(time.monotonic() + CONNECT_TIMEOUT)
-        put(("step", str(hello.get("step") or "")))
+        put(("step", expect_hello(chan.recv(time.monotonic() + CONNECT_TIMEOUT)).step))
         while not stopped():
             # A deadline inside a message would cut it: wait for its first bytes here.
             ready, _, _ = select.select([sock], [], [], POLL)
             if not ready:
                 continue
-            msg = chan.recv_fields(time.monotonic() + MESSAGE_TIMEOUT)
-            if msg["t"] == "log":
-                put(("line", str(msg.get("step") or ""), str(msg.get("line", ""))))
-            elif msg["t"] == "bye":
+            msg = chan.recv(time.monotonic() + MESSAGE_TIMEOUT)
+            if isinstance(msg, LogLine):
+                put(("line", msg.step, msg.line))
+            elif isinstance(msg, Bye):
                 why = "the install has ended: its status service said goodbye"
                 break
     except (ProtocolError, OSError) as e:

@@ -27,7 +27,9 @@ first byte until every node has all of it; *golden MB* the bytes the golden node
 (frames, headers included); *CPU s/GiB* the busiest node's `ka receive` CPU per GiB of stage2;
 *load* the machine's 1-minute load average at the start and end of the run (the lab shares
 the machine's cores with whatever else runs: figures are only as quiet as that). After the
-table: T(N)/T(1) of the chain part, the goal being <= 1.1. Every copy is checked (SHA-256)
+table: T(N)/T(1) of the chain part, the goal being <= 1.1, and each node's `ka receive` CPU
+split at the session's start (read from /proc when `ka send --json` says 'start'): before it
+(start-up, discovery, join) and during the stream. Every copy is checked (SHA-256)
 against the built files; the run fails if one differs.
 """
 
@@ -74,6 +76,9 @@ class Run:
     chain_bytes: int = 0  # stage2's size
     node_cpu_per_gib: float | None = None  # the busiest ka receive
     node_cpu: list[float] = field(default_factory=list)  # each ka receive's CPU seconds
+    # each ka receive's CPU seconds from the session's start (the sender's 'start' event) to
+    # its exit: what the stream itself costs a node, start-up and discovery left out
+    stream_cpu: list[float] = field(default_factory=list)
     cores: int = 0  # this machine's, shared by every process of the lab
     load: tuple[float, float] = (0.0, 0.0)
     exact: bool = False
@@ -148,9 +153,22 @@ def table(runs: Sequence[Run]) -> str:
                                              else "  (goal <= 1.1: NOT met)")
         lines.append(f"chain T({n})/T(1): stream {num(stream, 0, 3).strip()}, "
                      f"wall {num(wall, 0, 3).strip()}{verdict}")
+    lines += [line for r in runs if (line := stream_cpu(r))]
     lines += [line for r in runs if (line := cpu_bound(r))]
     lines += [f"{r.method}, N={r.nodes}: {r.error}" for r in runs if r.error]
     return "\n".join(lines)
+
+
+def stream_cpu(r: Run) -> str | None:
+    """Each node's CPU split at the session's start: before it (start-up, discovery, join)
+    and during the stream."""
+    if not r.stream_cpu or len(r.stream_cpu) != len(r.node_cpu):
+        return None
+    before = [t - d for t, d in zip(r.node_cpu, r.stream_cpu, strict=True)]
+    n = len(r.stream_cpu)
+    return (f"stage2, N={r.nodes}: ka receive CPU per node: {sum(before) / n:.2f} s before "
+            f"the stream, {sum(r.stream_cpu) / n:.2f} s during it (the busiest "
+            f"{max(r.stream_cpu):.2f} s; {sum(r.stream_cpu):.1f} s for all)")
 
 
 def cpu_bound(r: Run) -> str | None:
@@ -282,9 +300,37 @@ def fetch_all(lab: LabNetwork, n: int, server: str, files: Sequence[str], out: P
     return time.monotonic() - t0
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a running process has used so far, or None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def watch_start(sender: subprocess.Popen[bytes], nodes: Sequence[subprocess.Popen[bytes]],
+                at_start: list[float | None]) -> threading.Thread:
+    """Reads `ka send --json`; at its 'start' event, every node's CPU so far into at_start."""
+    def read() -> None:
+        assert sender.stdout is not None
+        for line in sender.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "start" and not at_start:
+                at_start.extend(process_cpu(p.pid) for p in nodes)
+
+    thread = threading.Thread(target=read, name="sender-events", daemon=True)
+    thread.start()
+    return thread
+
+
 def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
-          out: Path) -> tuple[float, float, list[float]]:
-    """stage2 through one session PREFIX-stage2: (wall s, stream s, each node's CPU s)."""
+          out: Path) -> tuple[float, float, list[float], list[float]]:
+    """stage2 through one session PREFIX-stage2: (wall s, stream s, each node's CPU s, each
+    node's CPU s during the stream)."""
     from ka.boot.init_script import STAGE2_PORT
     from ka.clone.stage2 import STAGE2_CHUNK
 
@@ -299,8 +345,10 @@ def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
         sender = lab.spawn(0, ka("send", *common, "--nodes", str(n), "--input", str(stage2),
                                  "--chunk-size", f"{STAGE2_CHUNK // 1024}K",
                                  "--identity", str(work / "identity"), "--report",
-                                 str(out / "stage2.json")),
-                           stdout=subprocess.DEVNULL, stderr=logs[0])
+                                 str(out / "stage2.json"), "--json"),
+                           stdout=subprocess.PIPE, stderr=logs[0])
+        at_start: list[float | None] = []
+        events = watch_start(sender, nodes, at_start)
     finally:
         for log in logs:
             log.close()
@@ -317,6 +365,7 @@ def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
                 failed.append(lines[-1] if lines else f"exit status {proc.returncode}")
         wall = time.monotonic() - t0
         sender.wait(timeout=TIMEOUT)
+        events.join(timeout=10)
     finally:
         for proc in [*nodes, sender]:
             if proc.returncode is None:
@@ -328,7 +377,9 @@ def chain(lab: LabNetwork, n: int, stage2: Path, work: Path,
         lines = (out / "node0.log").read_text(errors="replace").splitlines()
         raise RunFailed(f"stage2: ka send failed: {lines[-1] if lines else sender.returncode}")
     session = json.loads((out / "stage2.json").read_text())
-    return wall, session["seconds"] + session["drain_seconds"], cpu
+    during = ([c - (s or 0.0) for c, s in zip(cpu, at_start, strict=True)]
+              if len(at_start) == len(cpu) else [])
+    return wall, session["seconds"] + session["drain_seconds"], cpu, during
 
 
 class RunFailed(Exception):
@@ -352,8 +403,8 @@ def run_one(method: str, n: int, rate: str, env: Path, work: Path) -> Run:
                 stop(serve)
             result.total = result.tftp
             if method == "stage2":
-                wall, result.stream, result.node_cpu = chain(lab, n, env / "stage2.cpio.gz",
-                                                             work, out)
+                wall, result.stream, result.node_cpu, result.stream_cpu = chain(
+                    lab, n, env / "stage2.cpio.gz", work, out)
                 result.chain, result.total = wall, result.tftp + wall
                 result.chain_bytes = (env / "stage2.cpio.gz").stat().st_size
                 result.node_cpu_per_gib = max(result.node_cpu) / (result.chain_bytes / GIB)

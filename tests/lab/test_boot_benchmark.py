@@ -128,4 +128,15 @@ def test_two_nodes_get_exact_copies_and_stage2_leaves_the_golden_once(tmp_path: 
     assert runs["single"]["chain"] is None and runs["stage2"]["chain"] > 0
     assert runs["stage2"]["chain_bytes"] > 0 and runs["single"]["chain_bytes"] == 0
     assert len(runs["stage2"]["node_cpu"]) == 2 and all(c > 0 for c in runs["stage2"]["node_cpu"])
+    # The stream's share of each node's CPU, measured from the session's start on.
+    during, total = runs["stage2"]["stream_cpu"], runs["stage2"]["node_cpu"]
+    assert len(during) == 2 and all(0 < d <= c for d, c in zip(during, total, strict=True))
     assert "stage2     2" in result.stdout and "single     2" in result.stdout
+
+
+def test_stream_cpu_is_split_at_the_start() -> None:
+    run = boot.Run("stage2", 2, "100mbit", node_cpu=[0.5, 0.7], stream_cpu=[0.3, 0.4], cores=2)
+    assert boot.stream_cpu(run) == ("stage2, N=2: ka receive CPU per node: 0.25 s before the "
+                                    "stream, 0.35 s during it (the busiest 0.40 s; 0.7 s for all)")
+    assert boot.stream_cpu(boot.Run("stage2", 2, "100mbit", node_cpu=[0.5, 0.7])) is None
+    assert boot.stream_cpu(run) in boot.table([run]).splitlines()

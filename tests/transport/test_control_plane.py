@@ -426,3 +426,30 @@ def test_a_pause_of_the_sender_itself_is_not_the_nodes_silence() -> None:
     plane.run(3.0, alive=tuple(nodes[1:]))
     assert nodes[0].record.state == NodeState.EVICTED
     assert all(n.record.state == NodeState.ACTIVE for n in nodes[1:])
+
+
+def test_two_stragglers_are_both_moved_to_the_tail() -> None:
+    """n2 and n4 at a quarter of the rate in a chain of six: each is moved once, the second
+    under the first (the tail is slow already; the fast nodes no longer wait for either)."""
+    plane, nodes = started(6, ring_size=1024 * MB)
+    by_id = {n.id: n for n in nodes}
+    rate = {n.id: (3 if n.name in ("n2", "n4") else 12) * MB for n in nodes}
+    got = dict.fromkeys(by_id, 0)
+    for _ in range(100):  # 10 s in steps of 0.1 s
+        plane.producer.produce(2 * MB)
+        plan = plane.session.plan
+        for n in plan.order:  # parents first
+            up = plan.parent(n)
+            have = plane.producer.raw if up == ROOT else got[up]
+            got[n] = min(have, got[n] + int(rate[n] * 0.1))
+            by_id[n].report(got[n])
+        plane.tick(0.1)
+    moved = [e.node for e in plane.events if e.kind == "moved"]
+    assert moved == [by_id_of(nodes, "n2"), by_id_of(nodes, "n4")]
+    plan = plane.session.plan
+    assert plan.order[-2:] == (by_id_of(nodes, "n2"), by_id_of(nodes, "n4"))
+    assert plan.parent(by_id_of(nodes, "n4")) == by_id_of(nodes, "n2")
+
+
+def by_id_of(nodes: list[RemoteNode], name: str) -> str:
+    return next(n.id for n in nodes if n.name == name)

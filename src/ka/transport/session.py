@@ -380,15 +380,15 @@ class Session:
     def _move_to_tail(self, move: Move, now: float) -> None:
         """Its sons re-attach to its parent at their offsets, as when a node leaves; then it
         re-attaches at the tail at its own offset (the new parent waits to reach it). Never
-        under the sender or a node moved before (a chain whose tail is a straggler already:
-        a second one stays where it is rather than be paced by the first)."""
+        under the sender; a second straggler goes under the first (the tail is slow already,
+        and the fast nodes no longer wait for either)."""
         assert self.stragglers is not None
         ns, moved = self.nodes[move.node], self.stragglers.moved
         moved.add(move.node)  # at most once, moved or not
         target = self.plan.without(move.node)[0].with_tail(
-            move.node, lambda n: self.nodes[n].state == NodeState.ACTIVE and n not in moved)
+            move.node, lambda n: self.nodes[n].state == NodeState.ACTIVE)
         up = target.parent(move.node)
-        if up == ROOT or up in moved:
+        if up == ROOT:
             return
         self._leave_plan(move.node, now)
         self.plan, ns.position = target, self._next_position()

@@ -120,3 +120,30 @@ def test_a_frame_sealed_in_place_is_the_frame_of_the_sealed_payload() -> None:
     header = verify_frame(KEY, in_place, 640)
     assert header.flags == FLAG_ZSTD | FLAG_SEALED
     assert Sealer(key).apply(frame_payload(in_place)) == payload
+
+
+def test_a_stream_longer_than_one_nonce_allows_is_sealed_in_segments() -> None:
+    # ChaCha20's 32-bit block counter: one nonce covers 256 GiB, and cryptography refuses to
+    # go past it (a disk is bigger). Shown here near the counter's end, then the segments.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    from ka.transport.frame import SEAL_SEGMENT, Sealer, seal_key
+
+    key = seal_key(session_key(b"secret"), b"salt-one........")
+    near_end = (2**32 - 1).to_bytes(4, "little") + bytes(12)
+    with pytest.raises(ValueError, match="overflow"):
+        Cipher(algorithms.ChaCha20(key, near_end), mode=None).encryptor().update(bytes(128))
+    assert SEAL_SEGMENT <= 2**32 * 64
+
+    frames = [os.urandom(n) for n in (600, 300, 600, 1000, 1, 999)]
+    sender, node = Sealer(key, segment=1000), Sealer(key, segment=1000)
+    sealed = [sender.apply(f) for f in frames]
+    assert [node.apply(s) for s in sealed] == frames  # both sides cut at the same frames
+    zeros = Sealer(key, segment=1000)
+    pads = [zeros.apply(bytes(len(f))) for f in frames]  # each frame's keystream
+    # segments start at frames 0, 2, 3, 4 (600+300 fit in 1000, 600 does not fit after them)
+    starts = [pads[0], pads[2], pads[3], pads[4] + pads[5]]
+    assert len({s[:300] for s in starts}) == 4  # no segment's keystream is another's
+    assert pads[1] == Sealer(key, segment=1000).apply(bytes(900))[600:]  # one keystream within
+    with pytest.raises(ValueError, match="segment"):
+        Sealer(key, segment=1000).apply(bytes(1001))

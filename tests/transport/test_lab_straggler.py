@@ -61,8 +61,10 @@ def test_a_node_at_a_quarter_of_the_rate_is_moved_to_the_tail(lab: LabNetwork,
         assert report["node3"]["moved"].startswith(f"{moved[0]['rate'] / 1e6:.1f} MB/s")
         assert max(n["position"] for n in report.values()) == report["node3"]["position"]
         fast = {name: n["mb_per_s"] for name, n in report.items() if name != "node3"}
-        # The one bound on time, the point of the test.
-        assert min(fast.values()) >= 0.9 * PAYLOAD_RATE / 1e6, fast
+        # The one bound on time, the point of the test, kept generous: the 90 % of
+        # the link is a figure (91-99 % measured alone); under CI's load the nodes after the
+        # straggler reached 88.7 % once. A node left behind the straggler gets about 25 %.
+        assert min(fast.values()) >= 0.8 * PAYLOAD_RATE / 1e6, fast
     finally:
         c.close()
 

@@ -162,7 +162,6 @@ class ConsumerWriter:
         self._ring = ring
         self._session_id = session_id  # when given, END must name this session
         self._golden_key = golden_key  # when given, END must be signed by it
-        self._seal_key = seal_key
         self._sealer = Sealer(seal_key) if seal_key is not None else None
         self._clear = bytearray()  # decrypted payloads, reused: the sink is done with each
         self._sink = sink
@@ -216,7 +215,7 @@ class ConsumerWriter:
             self.finished_at = time.monotonic()
             self.done.set()
 
-    def _unseal(self, offset: int, payload: memoryview) -> memoryview:
+    def _unseal(self, payload: memoryview) -> memoryview:
         assert self._sealer is not None  # every sealed frame, in order (see Sealer)
         if len(self._clear) < len(payload):
             self._clear = bytearray(len(payload))
@@ -255,11 +254,11 @@ class ConsumerWriter:
             else:
                 data: Any = payload
                 if header.flags & FLAG_SEALED:
-                    if self._seal_key is None:
+                    if self._sealer is None:
                         self.mismatch = "the stream is encrypted but no key was given"
                         data = b""
                     else:
-                        data = self._unseal(pos, payload)
+                        data = self._unseal(payload)
                 if header.flags & FLAG_ZSTD and self.mismatch is None:
                     if zstd is None:  # imported once, at the first compressed chunk
                         zstd = importlib.import_module("zstandard")
